@@ -1,0 +1,488 @@
+"""2D navigation with obstacles: the task family of Duan & Wang, "Towards Training Effectiveness in
+Gradient-Based Meta-RL" (AAAI-22 student abstract; code: github.com/duanwenbo/aaai22).
+
+The agent starts at (9.9, 9.9) on the map [0, 10] x [0, 10] and has 100 moves to reach a goal. Each of
+the 8 actions (N, NE, E, SE, S, SW, W, NW) moves 0.1 along x and/or y. After every move the reward is
+minus the squared distance to the goal; coming within sqrt(0.02) of the goal ends the episode with
+reward 0. A task is a goal; the three target distributions decide where goals fall, the four obstacle
+levels put line-segment walls between the start and many goals.
+
+Every position the agent can reach and every goal lies on the 0.1 grid, so the state is kept in
+integer grid cells (0..100 per axis). That makes the geometry exact (no drifting float sums) and
+lets collisions be a precomputed table: for each cell and action, is the move free, blocked by the
+map's edge, or blocked by an obstacle? The table is built with an exact segment-intersection test
+(`segments_intersect`), which also works for arbitrary float segments.
+
+`NavigationEnv` is a gymnasium.Env; `NavigationVectorEnv` steps any number of envs as numpy arrays
+with the same code (a batch of one is the single env), so the two agree exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+# --- constants of the task family -----------------------------------------------------------------
+
+MAP_SIZE = 10.0
+CELLS_PER_UNIT = 10  # the move length is 0.1, so one move = one cell along each moved axis
+GRID_MAX = int(MAP_SIZE * CELLS_PER_UNIT)  # cells are 0..GRID_MAX on each axis
+START = (9.9, 9.9)
+START_CELL = (99, 99)
+MAX_EPISODE_STEPS = 100
+# distance <= sqrt(0.02) <=> dx^2 + dy^2 <= 2 in cells^2 (exact in integers; sqrt(0.02) is not in floats)
+GOAL_RADIUS = float(np.sqrt(0.02))
+GOAL_RADIUS_SQ_CELLS = 2
+
+ACTION_NAMES = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
+# (dx, dy) in cells per action, same order as the original code's action_dict
+ACTION_DELTAS = np.array(
+    [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)], dtype=np.int64
+)
+
+# Obstacle segments ((x0, y0), (x1, y1)) in map units, from the paper's supplementary material.
+_EASY = (((5.0, 7.0), (5.0, 3.0)),)
+_MEDIUM = _EASY + (((3.0, 5.0), (7.0, 5.0)),)
+_HARD = (
+    ((1.5, 5.5), (4.5, 5.5)),
+    ((5.5, 5.5), (8.5, 5.5)),
+    ((1.5, 4.5), (4.5, 4.5)),
+    ((5.5, 4.5), (8.5, 4.5)),
+    ((4.5, 5.5), (4.5, 8.5)),
+    ((5.5, 5.5), (5.5, 8.5)),
+    ((4.5, 4.5), (4.5, 1.5)),
+    ((5.5, 4.5), (5.5, 1.5)),
+)
+OBSTACLES: dict[str, tuple] = {"none": (), "easy": _EASY, "medium": _MEDIUM, "hard": _HARD}
+TARGETS = ("uniform", "random", "narrow")
+COLLISIONS = ("block", "stick")
+
+# Quadrants as (x_low, x_high, y_low, y_high), in the original sampler's order: Q1, Q2, Q3, Q4.
+QUADRANTS = ((5.0, 10.0, 5.0, 10.0), (0.0, 5.0, 5.0, 10.0), (0.0, 5.0, 0.0, 5.0), (5.0, 10.0, 0.0, 5.0))
+# Which quadrants each distribution cycles through, one per task in turn ("random" uses the whole map).
+# "narrow" starts in Q3 and alternates with Q2, as the original does.
+_TARGET_QUADRANTS = {"uniform": (0, 1, 2, 3), "narrow": (2, 1), "random": None}
+
+# Codes of the collision table.
+FREE, WALL, OBSTACLE = 0, 1, 2
+
+# Exact float32 coordinates of the cells, so observations are the same however they are built.
+_CELL_COORD = (np.arange(GRID_MAX + 1, dtype=np.float64) / CELLS_PER_UNIT).astype(np.float32)
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+
+
+# --- geometry --------------------------------------------------------------------------------------
+
+
+def segments_intersect(p0, p1, q0, q1) -> np.ndarray:
+    """Whether closed segment p0-p1 meets closed segment q0-q1 (touching counts). Broadcasts.
+
+    Points are arrays whose last axis is (x, y). The classic orientation test: the segments meet iff
+    each one's endpoints are not strictly on the same side of the other's line, except when all four
+    points are collinear, where they meet iff their extents overlap. Exact for integer inputs;
+    degenerate segments (a point) are handled, so it also tests "point on segment".
+    """
+    p0, p1, q0, q1 = (np.asarray(v) for v in (p0, p1, q0, q1))
+
+    def orientation(a, b, c):  # sign of the cross product (b - a) x (c - a)
+        cross = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (
+            c[..., 0] - a[..., 0]
+        )
+        return np.sign(cross)
+
+    o1, o2 = orientation(p0, p1, q0), orientation(p0, p1, q1)
+    o3, o4 = orientation(q0, q1, p0), orientation(q0, q1, p1)
+    proper_or_touching = (o1 * o2 <= 0) & (o3 * o4 <= 0)
+    collinear = (o1 == 0) & (o2 == 0) & (o3 == 0) & (o4 == 0)
+    extents_overlap = np.ones(collinear.shape, dtype=bool)
+    for axis in (0, 1):
+        extents_overlap &= np.maximum(p0[..., axis], p1[..., axis]) >= np.minimum(q0[..., axis], q1[..., axis])
+        extents_overlap &= np.maximum(q0[..., axis], q1[..., axis]) >= np.minimum(p0[..., axis], p1[..., axis])
+    return np.where(collinear, extents_overlap, proper_or_touching)
+
+
+def _segments_in_cells(obstacles: str) -> np.ndarray:
+    """Obstacle segments of a level as an int array (num_segments, 2 endpoints, 2) in grid cells."""
+    segments = np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
+    return np.rint(segments * CELLS_PER_UNIT).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def collision_table(obstacles: str) -> np.ndarray:
+    """uint8 table (101, 101, 8): FREE, WALL or OBSTACLE for the move of each action from each cell.
+
+    A move is blocked by the map edge if it would end outside [0, 10]^2, and by an obstacle if its
+    path (the segment from the cell to the target cell) crosses or touches any obstacle segment.
+    """
+    _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
+    cells = np.stack(np.meshgrid(np.arange(GRID_MAX + 1), np.arange(GRID_MAX + 1), indexing="ij"), -1)
+    origins = cells[:, :, None, :]  # (101, 101, 1, 2)
+    targets = origins + ACTION_DELTAS  # (101, 101, 8, 2)
+    table = np.full(targets.shape[:3], FREE, dtype=np.uint8)
+    segments = _segments_in_cells(obstacles)
+    if len(segments):
+        hits = segments_intersect(
+            origins[..., None, :], targets[..., None, :], segments[:, 0], segments[:, 1]
+        ).any(-1)
+        table[hits] = OBSTACLE
+    off_map = ((targets < 0) | (targets > GRID_MAX)).any(-1)
+    table[off_map] = WALL
+    table.flags.writeable = False
+    return table
+
+
+def _on_obstacle(goal_cells: np.ndarray, obstacles: str | Sequence[str]) -> np.ndarray:
+    """Which goals (cells, shape (n, 2)) lie on an obstacle segment of the given level(s)."""
+    levels = [obstacles] if isinstance(obstacles, str) else obstacles
+    segments = np.concatenate([_segments_in_cells(level) for level in levels]).reshape(-1, 2, 2)
+    if len(segments) == 0:
+        return np.zeros(len(goal_cells), dtype=bool)
+    g = goal_cells[:, None, :]
+    return segments_intersect(g, g, segments[:, 0], segments[:, 1]).any(-1)
+
+
+# --- tasks -----------------------------------------------------------------------------------------
+
+
+def _draw_goal_cells(targets: str, n: int, rng: np.random.Generator, first_task: int) -> np.ndarray:
+    quadrant_cycle = _TARGET_QUADRANTS[targets]
+    if quadrant_cycle is None:
+        bounds = np.tile(np.array([0.0, MAP_SIZE, 0.0, MAP_SIZE]), (n, 1))
+    else:
+        order = [quadrant_cycle[(first_task + i) % len(quadrant_cycle)] for i in range(n)]
+        bounds = np.array([QUADRANTS[q] for q in order]).reshape(n, 4)
+    xy = rng.uniform(bounds[:, [0, 2]], bounds[:, [1, 3]])
+    return np.rint(xy * CELLS_PER_UNIT).astype(np.int64)  # round to 0.1, as the original does
+
+
+def sample_goals(targets: str, n: int, rng: np.random.Generator, first_task: int = 0) -> np.ndarray:
+    """Draw n goals (tasks), an array (n, 2) in map units rounded to 0.1.
+
+    "uniform" cycles through the four quadrants, task i in quadrant (first_task + i) % 4 (Q1 = upper
+    right, then counter-clockwise); "narrow" alternates between the two left quadrants (x < 5,
+    starting with the lower one); "random" is uniform over the whole map. Goals that would lie on an
+    obstacle segment of ANY level are redrawn, so a seed gives the same tasks on every obstacle level
+    (which makes comparisons across levels paired).
+    """
+    _check_choice("target distribution", targets, TARGETS)
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"number of goals must be a non-negative integer, got {n!r}")
+    cells = _draw_goal_cells(targets, n, rng, first_task)
+    all_levels = tuple(OBSTACLES)
+    bad = _on_obstacle(cells, all_levels)
+    while bad.any():  # rejection sampling; the segments cover < 2% of the grid, so this ends fast
+        redraw = np.flatnonzero(bad)
+        for i in redraw:  # each redrawn goal keeps its own place in the quadrant cycle
+            cells[i] = _draw_goal_cells(targets, 1, rng, first_task + i)[0]
+        bad[redraw] = _on_obstacle(cells[redraw], all_levels)
+    return cells / CELLS_PER_UNIT
+
+
+def _goals_to_cells(goals, n: int, obstacles: str) -> np.ndarray:
+    """Validate goals given by a user (array-like (n, 2), map units) and turn them into cells."""
+    goals_array = np.asarray(goals, dtype=np.float64)
+    if goals_array.shape != (n, 2):
+        raise ValueError(f"goals must have shape ({n}, 2), got shape {goals_array.shape}")
+    if not np.isfinite(goals_array).all():
+        raise ValueError(f"goals must be finite numbers, got {goals_array[~np.isfinite(goals_array).all(1)][0]}")
+    outside = ((goals_array < 0) | (goals_array > MAP_SIZE)).any(1)
+    if outside.any():
+        raise ValueError(f"goal {tuple(goals_array[outside][0])} is outside the map; allowed: x, y in [0, 10]")
+    cells = np.rint(goals_array * CELLS_PER_UNIT).astype(np.int64)
+    on_obstacle = _on_obstacle(cells, obstacles)
+    if on_obstacle.any():
+        raise ValueError(
+            f"goal {tuple(cells[on_obstacle][0] / CELLS_PER_UNIT)} lies on an obstacle of level "
+            f"{obstacles!r}; allowed: free points of the map"
+        )
+    return cells
+
+
+# --- shared dynamics -------------------------------------------------------------------------------
+
+
+class _NavigationBatch:
+    """State and dynamics of a batch of navigation envs, as integer arrays. Used by both env classes."""
+
+    def __init__(self, num_envs: int, obstacles: str, see_goal: bool, collision: str):
+        _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
+        _check_choice("collision mode", collision, COLLISIONS)
+        self.num_envs, self.obstacles, self.see_goal, self.collision = num_envs, obstacles, see_goal, collision
+        # Flat table indexed by (x * 101 + y) * 8 + action: one gather per step.
+        self.table = collision_table(obstacles).reshape(-1)
+        self.position = np.zeros((num_envs, 2), dtype=np.int64)
+        self.goal = np.zeros((num_envs, 2), dtype=np.int64)
+        self.elapsed = np.zeros(num_envs, dtype=np.int64)
+        self.frozen = np.zeros(num_envs, dtype=bool)  # collision="stick": touched an obstacle
+        self.terminated = np.zeros(num_envs, dtype=bool)
+        self.truncated = np.zeros(num_envs, dtype=bool)
+
+    def reset(self, mask: np.ndarray | slice = slice(None)) -> None:
+        self.position[mask] = START_CELL
+        self.elapsed[mask] = 0
+        self.frozen[mask] = False
+        self.terminated[mask] = False
+        self.truncated[mask] = False
+
+    def observation(self) -> np.ndarray:
+        columns = (self.position, self.goal) if self.see_goal else (self.position,)
+        return _CELL_COORD[np.concatenate(columns, axis=1)]
+
+    def distance_sq_cells(self) -> np.ndarray:
+        offset = self.position - self.goal
+        return (offset * offset).sum(1)
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        """Move every env that has not ended; return the rewards. Ended envs stay put with reward 0."""
+        running = ~(self.terminated | self.truncated)
+        code = self.table[(self.position[:, 0] * (GRID_MAX + 1) + self.position[:, 1]) * 8 + actions]
+        moves = running & (code == FREE) & ~self.frozen
+        if self.collision == "stick":  # the original code: frozen for the rest of the episode
+            self.frozen |= running & (code == OBSTACLE)
+        self.position += ACTION_DELTAS[actions] * moves[:, None]
+        self.elapsed += running
+        distance_sq = self.distance_sq_cells()
+        reached = running & (distance_sq <= GOAL_RADIUS_SQ_CELLS)
+        self.terminated |= reached
+        self.truncated |= running & ~reached & (self.elapsed >= MAX_EPISODE_STEPS)
+        return np.where(running & ~reached, -distance_sq / CELLS_PER_UNIT**2, 0.0)
+
+
+def _observation_space(see_goal: bool) -> spaces.Box:
+    return spaces.Box(0.0, MAP_SIZE, shape=(4 if see_goal else 2,), dtype=np.float32)
+
+
+def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
+    actions = np.asarray(actions)
+    if actions.shape != (num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+        raise ValueError(f"actions must be integers of shape ({num_envs},), got {actions.dtype} {actions.shape}")
+    if ((actions < 0) | (actions >= len(ACTION_NAMES))).any():
+        bad = actions[(actions < 0) | (actions >= len(ACTION_NAMES))][0]
+        raise ValueError(f"action {bad} out of range; allowed: 0..7 ({', '.join(ACTION_NAMES)})")
+    return actions.astype(np.int64, copy=False)
+
+
+# --- the environments ------------------------------------------------------------------------------
+
+
+class NavigationEnv(gymnasium.Env):
+    """One navigation task at a time: `reset(options={"goal": (x, y)})` sets it, else it is drawn.
+
+    Observation: float32 (x, y, gx, gy) with see_goal=True (default, the papers' baseline), (x, y)
+    otherwise; Box [0, 10]. Action: Discrete(8), N, NE, E, SE, S, SW, W, NW. Reward: -((x-gx)^2 +
+    (y-gy)^2) after each move, 0 on the move that reaches the goal (which terminates). Truncated after
+    100 moves. `info["distance"]`: Euclidean distance to the goal. collision="block" cancels a move
+    that would cross or touch an obstacle or leave the map; collision="stick" reproduces the original
+    code, where touching an obstacle freezes the agent for the rest of the episode.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        obstacles: str = "medium",
+        targets: str = "uniform",
+        see_goal: bool = True,
+        collision: str = "block",
+        render_mode: str | None = None,
+    ):
+        _check_choice("target distribution", targets, TARGETS)
+        if render_mode is not None:
+            _check_choice("render mode", render_mode, self.metadata["render_modes"])
+        self.obstacles, self.targets, self.see_goal, self.collision = obstacles, targets, see_goal, collision
+        self.render_mode = render_mode
+        self._batch = _NavigationBatch(1, obstacles, see_goal, collision)
+        self.observation_space = _observation_space(see_goal)
+        self.action_space = spaces.Discrete(len(ACTION_NAMES))
+        self._tasks_drawn = 0  # position in the target distribution's quadrant cycle
+        self._trajectory: list[np.ndarray] = []
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self._batch.goal[0] / CELLS_PER_UNIT
+
+    @property
+    def position(self) -> np.ndarray:
+        return self._batch.position[0] / CELLS_PER_UNIT
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._tasks_drawn = 0  # the same seed gives the same sequence of tasks
+        options = options or {}
+        if options.get("goal") is not None:
+            self._batch.goal[:] = _goals_to_cells([options["goal"]], 1, self.obstacles)
+        else:
+            self._batch.goal[:] = np.rint(
+                sample_goals(self.targets, 1, self.np_random, first_task=self._tasks_drawn) * CELLS_PER_UNIT
+            )
+            self._tasks_drawn += 1
+        self._batch.reset()
+        self._trajectory = [self.position]
+        return self._batch.observation()[0], {"distance": self._distance()}
+
+    def step(self, action):
+        reward = self._batch.step(_check_actions(np.asarray([action]), 1))[0]
+        self._trajectory.append(self.position)
+        terminated, truncated = bool(self._batch.terminated[0]), bool(self._batch.truncated[0])
+        return self._batch.observation()[0], float(reward), terminated, truncated, {"distance": self._distance()}
+
+    def _distance(self) -> float:
+        return float(np.sqrt(self._batch.distance_sq_cells()[0]) / CELLS_PER_UNIT)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return render_trajectories([np.array(self._trajectory)], [self.goal], obstacles=self.obstacles)
+
+
+class NavigationVectorEnv(gymnasium.vector.VectorEnv):
+    """num_envs navigation envs stepped together as numpy arrays (no Python loop over envs).
+
+    Each env keeps its goal (task) across its episodes until `reset` is called again:
+    `reset(options={"goals": array (num_envs, 2)})` sets one goal per env, a plain `reset()` draws
+    them from the target distribution (env i gets task i of the quadrant cycle). Autoreset modes:
+    NEXT_STEP (gymnasium's default: the step after an episode ends resets that env, same goal) or
+    DISABLED (an ended env stays put with reward 0 and its done flags set until `reset`, which
+    accepts `options={"reset_mask": bool array}`; handy for fixed-horizon batched rollouts).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        obstacles: str = "medium",
+        targets: str = "uniform",
+        see_goal: bool = True,
+        collision: str = "block",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        _check_choice("target distribution", targets, TARGETS)
+        autoreset_mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
+        _check_choice("autoreset mode", autoreset_mode, (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED))
+        self.num_envs, self.obstacles, self.targets = int(num_envs), obstacles, targets
+        self.see_goal, self.collision = see_goal, collision
+        self.metadata = {"autoreset_mode": autoreset_mode}
+        self._batch = _NavigationBatch(self.num_envs, obstacles, see_goal, collision)
+        self.single_observation_space = _observation_space(see_goal)
+        self.single_action_space = spaces.Discrete(len(ACTION_NAMES))
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    @property
+    def goals(self) -> np.ndarray:
+        return self._batch.goal / CELLS_PER_UNIT
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self._batch.position / CELLS_PER_UNIT
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options.get("reset_mask") is not None:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (self.num_envs,) or mask.dtype != bool:
+                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.shape}")
+        if options.get("goals") is not None:
+            goal_cells = _goals_to_cells(options["goals"], self.num_envs, self.obstacles)
+        else:
+            goal_cells = np.rint(sample_goals(self.targets, self.num_envs, self.np_random) * CELLS_PER_UNIT)
+        self._batch.goal[mask] = goal_cells[mask]
+        self._batch.reset(mask)
+        return self._batch.observation(), {"distance": self._distance()}
+
+    def step(self, actions):
+        actions = _check_actions(actions, self.num_envs)
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            autoreset = self._batch.terminated | self._batch.truncated
+            self._batch.reset(autoreset)  # these envs' actions are ignored, as gymnasium specifies
+        rewards = self._batch.step(actions)
+        return (
+            self._batch.observation(),
+            rewards,
+            self._batch.terminated.copy(),
+            self._batch.truncated.copy(),
+            {"distance": self._distance()},
+        )
+
+    def _distance(self) -> np.ndarray:
+        return np.sqrt(self._batch.distance_sq_cells()) / CELLS_PER_UNIT
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+# Colour-blind-friendly palette (Okabe-Ito) for trajectories.
+_PALETTE = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0),
+            (240, 228, 66), (0, 0, 0))
+
+
+def render_trajectories(
+    trajectories: Sequence[np.ndarray],
+    goals: Sequence[Sequence[float]] | np.ndarray,
+    obstacles: str = "none",
+    size: int = 400,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    title: str | None = None,
+) -> np.ndarray:
+    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (size, size, 3).
+
+    trajectories: positions (T_i, 2) in map units, one array per trajectory (may be empty); goals:
+    (x, y) per goal. Trajectory i and goal i share colour i of the palette (or `colors`), so a figure
+    of several tasks reads at a glance. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
+    """
+    from PIL import Image, ImageDraw  # Pillow comes with TensorBoard; imported here to keep `import nav_env` light
+
+    _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
+    colors = list(colors) if colors is not None else list(_PALETTE)
+    margin = max(8, size // 25)
+    scale = (size - 2 * margin) / MAP_SIZE
+
+    def to_pixels(points) -> list[tuple[float, float]]:
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return [(margin + x * scale, size - margin - y * scale) for x, y in points]  # y axis points up
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for k in range(1, int(MAP_SIZE)):  # light unit grid
+        (a,), (b,) = to_pixels([k, 0]), to_pixels([k, MAP_SIZE])
+        draw.line([a, b], fill=(235, 235, 235))
+        (a,), (b,) = to_pixels([0, k]), to_pixels([MAP_SIZE, k])
+        draw.line([a, b], fill=(235, 235, 235))
+    draw.rectangle([*to_pixels([0, MAP_SIZE])[0], *to_pixels([MAP_SIZE, 0])[0]], outline=(0, 0, 0), width=2)
+    for segment in OBSTACLES[obstacles]:
+        draw.line(to_pixels(segment), fill=(60, 60, 60), width=max(3, size // 100))
+    radius = max(3, size // 80)
+    for i, trajectory in enumerate(trajectories):
+        points = to_pixels(trajectory)
+        if len(points) > 1:
+            draw.line(points, fill=colors[i % len(colors)], width=max(2, size // 200), joint="curve")
+    for i, goal in enumerate(goals):
+        (gx, gy), r = to_pixels(goal)[0], radius + 1
+        draw.ellipse([gx - r, gy - r, gx + r, gy + r], fill=colors[i % len(colors)], outline=(0, 0, 0))
+    (sx, sy), r = to_pixels(START)[0], radius
+    draw.rectangle([sx - r, sy - r, sx + r, sy + r], fill=(0, 170, 0), outline=(0, 0, 0))
+    if title:
+        draw.text((margin, 1), title, fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+gymnasium.register(
+    id="Navigation-v0",
+    entry_point="nav_env:NavigationEnv",
+    vector_entry_point="nav_env:NavigationVectorEnv",
+)
