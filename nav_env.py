@@ -188,21 +188,25 @@ def sample_goals(targets: str, n: int, rng: np.random.Generator, first_task: int
     return cells / CELLS_PER_UNIT
 
 
+def _format_point(point) -> str:
+    return "(" + ", ".join(f"{float(c):g}" for c in point) + ")"
+
+
 def _goals_to_cells(goals, n: int, obstacles: str) -> np.ndarray:
     """Validate goals given by a user (array-like (n, 2), map units) and turn them into cells."""
     goals_array = np.asarray(goals, dtype=np.float64)
     if goals_array.shape != (n, 2):
         raise ValueError(f"goals must have shape ({n}, 2), got shape {goals_array.shape}")
     if not np.isfinite(goals_array).all():
-        raise ValueError(f"goals must be finite numbers, got {goals_array[~np.isfinite(goals_array).all(1)][0]}")
+        raise ValueError(f"goals must be finite numbers, got {_format_point(goals_array[~np.isfinite(goals_array).all(1)][0])}")
     outside = ((goals_array < 0) | (goals_array > MAP_SIZE)).any(1)
     if outside.any():
-        raise ValueError(f"goal {tuple(goals_array[outside][0])} is outside the map; allowed: x, y in [0, 10]")
+        raise ValueError(f"goal {_format_point(goals_array[outside][0])} is outside the map; allowed: x, y in [0, 10]")
     cells = np.rint(goals_array * CELLS_PER_UNIT).astype(np.int64)
     on_obstacle = _on_obstacle(cells, obstacles)
     if on_obstacle.any():
         raise ValueError(
-            f"goal {tuple(cells[on_obstacle][0] / CELLS_PER_UNIT)} lies on an obstacle of level "
+            f"goal {_format_point(cells[on_obstacle][0] / CELLS_PER_UNIT)} lies on an obstacle of level "
             f"{obstacles!r}; allowed: free points of the map"
         )
     return cells
@@ -242,9 +246,12 @@ class _NavigationBatch:
         offset = self.position - self.goal
         return (offset * offset).sum(1)
 
-    def step(self, actions: np.ndarray) -> np.ndarray:
-        """Move every env that has not ended; return the rewards. Ended envs stay put with reward 0."""
+    def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
+        """Move every env that has not ended; return the rewards. Ended envs stay put with reward 0,
+        and so do the envs in `hold` (just autoreset: their action is ignored)."""
         running = ~(self.terminated | self.truncated)
+        if hold is not None:
+            running &= ~hold
         code = self.table[(self.position[:, 0] * (GRID_MAX + 1) + self.position[:, 1]) * 8 + actions]
         moves = running & (code == FREE) & ~self.frozen
         if self.collision == "stick":  # the original code: frozen for the rest of the episode
@@ -408,10 +415,11 @@ class NavigationVectorEnv(gymnasium.vector.VectorEnv):
 
     def step(self, actions):
         actions = _check_actions(actions, self.num_envs)
+        autoreset = None
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             autoreset = self._batch.terminated | self._batch.truncated
             self._batch.reset(autoreset)  # these envs' actions are ignored, as gymnasium specifies
-        rewards = self._batch.step(actions)
+        rewards = self._batch.step(actions, hold=autoreset)
         return (
             self._batch.observation(),
             rewards,
