@@ -1,0 +1,81 @@
+"""Steps per second of the numpy-batched vector envs: the navigation env at 1, 64 and 1,024 envs and,
+when alchemy_env.py is present, the symbolic Alchemy env at 1, 64, 1,024 and 4,096 envs.
+
+Random actions are drawn before the clock starts; each figure is the median of --repeats timed runs
+after one warm-up run. Run it on a quiet machine:
+
+    python benchmark/env_speed.py [--steps 2000] [--repeats 5]
+"""
+
+import argparse
+import importlib.util
+import pathlib
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmark"))
+import nav_env  # noqa: E402
+
+
+def nav_speed(num_envs: int, steps: int, seed: int) -> float:
+    """Env steps per second of NavigationVectorEnv(num_envs) on medium obstacles, random actions."""
+    envs = nav_env.NavigationVectorEnv(num_envs, obstacles="medium")
+    envs.reset(seed=seed)
+    actions = np.random.default_rng(seed).integers(0, 8, (steps, num_envs))
+    start = time.perf_counter()
+    for step_actions in actions:
+        envs.step(step_actions)
+    return steps * num_envs / (time.perf_counter() - start)
+
+
+def single_env_speed(steps: int, seed: int) -> float:
+    """Steps per second of the single gymnasium.Env, for comparison."""
+    env = nav_env.NavigationEnv(obstacles="medium")
+    env.reset(seed=seed)
+    actions = np.random.default_rng(seed).integers(0, 8, steps).tolist()
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def median_speed(measure, repeats: int) -> float:
+    measure()  # warm-up: caches, lazy tables, allocator
+    return statistics.median(measure() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2000, help="vector steps per timed run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is printed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random actions")
+    args = parser.parse_args()
+    if args.steps < 1 or args.repeats < 1:
+        parser.error(f"--steps and --repeats must be >= 1, got {args.steps} and {args.repeats}")
+
+    print(f"{'environment':<34}{'envs':>6}{'steps/s (median)':>20}")
+    row = "{:<34}{:>6}{:>20,.0f}"
+    print(row.format("NavigationEnv (gymnasium.Env)", 1, median_speed(lambda: single_env_speed(args.steps, args.seed), args.repeats)))
+    for num_envs in (1, 64, 1024):
+        speed = median_speed(lambda: nav_speed(num_envs, args.steps, args.seed), args.repeats)
+        print(row.format("NavigationVectorEnv", num_envs, speed))
+    if importlib.util.find_spec("alchemy_speed") and importlib.util.find_spec("alchemy_env"):
+        from alchemy_speed import alchemy_speed
+
+        for num_envs in (1, 64, 1024, 4096):
+            steps = max(50, args.steps // max(1, num_envs // 256))  # keep big runs short
+            speed = median_speed(lambda: alchemy_speed(num_envs, steps, args.seed), args.repeats)
+            print(row.format("SymbolicAlchemyVectorEnv", num_envs, speed))
+    else:
+        print("(alchemy_env.py or benchmark/alchemy_speed.py not found: Alchemy rows skipped)")
+
+
+if __name__ == "__main__":
+    main()
