@@ -1,0 +1,443 @@
+# PPO (or vanilla policy gradient with --vpg) on ONE fixed task: the papers' sanity check that the
+# environment and the learner work before meta-learning. Docs and measured results: README.md#single-task-ppo
+"""CleanRL's PPO in one file, on one navigation goal (--env nav) or one Alchemy chemistry (--env alchemy).
+
+Rollouts come from the numpy-batched vector envs (no Python loop over envs). The vector envs use
+gymnasium's NEXT_STEP autoreset: the step after an episode ends only resets that env, so that
+transition is not a decision of the policy and is masked out of every loss (`valid` below).
+"""
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+import nav_env
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (env, actions, network initialisation)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, use CUDA when it is available (falls back to the CPU with a message otherwise)"""
+
+    # Task
+    env: Literal["nav", "alchemy"] = "nav"
+    """which task family: `nav` (one goal of nav_env) or `alchemy` (one chemistry of alchemy_env)"""
+    goal: tuple[float, float] = (4.5, 1.0)
+    """nav: the fixed goal (x, y). The default lies behind the medium cross; the exact optimum
+    (benchmark/nav_optimal.py) goes round the cross and reaches it in 84 of 100 steps"""
+    obstacles: Literal["none", "easy", "medium", "hard"] = "medium"
+    """nav: obstacle level"""
+    see_goal: bool = True
+    """nav: if toggled, the observation includes the goal (x, y, gx, gy); else (x, y)"""
+    collision: Literal["block", "stick"] = "block"
+    """nav: `block` cancels a move into an obstacle; `stick` freezes the agent after contact (original code)"""
+    chemistry_seed: int = 0
+    """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
+    level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
+    """alchemy: level whose chemistry prior the fixed chemistry is drawn from"""
+
+    # Algorithm
+    total_timesteps: int = 2_000_000
+    """total env steps of the experiment"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer (Adam)"""
+    num_envs: int = 64
+    """the number of parallel envs (one numpy-batched vector env)"""
+    num_steps: int = 200
+    """the number of steps per env per rollout"""
+    anneal_lr: bool = True
+    """toggle learning rate annealing (linear, to 0 at the end)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda of generalised advantage estimation"""
+    num_minibatches: int = 8
+    """the number of mini-batches per epoch"""
+    update_epochs: int = 4
+    """the K epochs to update the policy per rollout"""
+    norm_adv: bool = True
+    """toggles advantage normalisation (per mini-batch)"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """toggles whether or not to use a clipped loss for the value function, as per the paper"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy bonus"""
+    vf_coef: float = 0.5
+    """coefficient of the value function loss"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: float | None = None
+    """the target KL divergence threshold (stop the epochs early when exceeded)"""
+    reward_scale: float | None = None
+    """multiplies rewards for learning only (logged returns are unscaled); default: 0.01 for nav,
+    whose per-step rewards reach -160, and 0.1 for alchemy"""
+    hidden_size: int = 64
+    """width of the two tanh hidden layers of the actor and of the critic"""
+    vpg: bool = False
+    """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping"""
+
+    # Logging
+    image_every: int = 20
+    """nav: every this many iterations, log an image of a greedy (argmax) episode of the policy (0: never)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def validate(args: Args) -> None:
+    positive = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.reward_scale is not None and args.reward_scale <= 0:
+        fail(f"--reward-scale must be > 0, got {args.reward_scale}")
+    if args.env == "nav":
+        try:  # nav_env validates goals: inside the map and not on an obstacle
+            nav_env._goals_to_cells([args.goal], 1, args.obstacles)
+        except ValueError as error:
+            fail(str(error))
+
+
+def make_envs(args: Args):
+    """Return (vector env, reset options that pin the task)."""
+    if args.env == "nav":
+        envs = nav_env.NavigationVectorEnv(
+            args.num_envs, obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision
+        )
+        return envs, {"goals": np.tile(np.asarray(args.goal, dtype=np.float64), (args.num_envs, 1))}
+    try:
+        import alchemy_env
+    except ImportError as error:
+        fail(f"--env alchemy needs alchemy_env.py next to this script ({error})")
+    try:
+        chemistry = alchemy_env.sample_chemistry(args.level, np.random.default_rng(args.chemistry_seed))
+    except ValueError as error:
+        fail(str(error))
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
+    return envs, {"chemistries": [chemistry] * args.num_envs}
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_scale: np.ndarray):
+        super().__init__()
+        # Observations are divided by their Box bounds, so every input lies in [-1, 1].
+        self.register_buffer("obs_scale", torch.as_tensor(obs_scale, dtype=torch.float32))
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, num_actions), std=0.01),
+        )
+
+    def get_value(self, x):
+        return self.critic(x / self.obs_scale)
+
+    def get_action_and_value(self, x, action=None):
+        x = x / self.obs_scale
+        probs = Categorical(logits=self.actor(x))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(x)
+
+
+def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
+    """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016).
+
+    dones[t] = 1 means obs[t] is the first observation after an episode ended, so the value of
+    obs[t] must not be bootstrapped into step t - 1.
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages
+
+
+def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, valid, args: Args):
+    """PPO's loss on one mini-batch; every mean runs over the valid (non-autoreset) samples only.
+
+    Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac). With
+    args.vpg the policy term is the plain policy gradient -A * ratio (ratio = 1 on the only epoch).
+    """
+    num_valid = valid.sum().clamp(min=1.0)
+
+    def masked_mean(x):
+        return (x * valid).sum() / num_valid
+
+    logratio = newlogprob - oldlogprob
+    ratio = logratio.exp()
+    with torch.no_grad():
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+        old_approx_kl = masked_mean(-logratio)
+        approx_kl = masked_mean((ratio - 1) - logratio)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float()).item()
+
+    if args.norm_adv:
+        adv_mean = masked_mean(advantages)
+        adv_std = masked_mean((advantages - adv_mean) ** 2).sqrt()
+        advantages = (advantages - adv_mean) / (adv_std + 1e-8)
+
+    # Policy loss
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+    pg_loss = masked_mean(pg_loss1 if args.vpg else torch.max(pg_loss1, pg_loss2))
+
+    # Value loss
+    if args.clip_vloss:
+        v_loss_unclipped = (newvalue - returns) ** 2
+        v_clipped = oldvalue + torch.clamp(newvalue - oldvalue, -args.clip_coef, args.clip_coef)
+        v_loss_clipped = (v_clipped - returns) ** 2
+        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped))
+    else:
+        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2)
+
+    entropy_loss = masked_mean(entropy)
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
+
+
+def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, float, float]:
+    """Run the argmax policy once on the task; return its positions (T, 2), return and final distance."""
+    env = nav_env.NavigationEnv(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision)
+    obs, _ = env.reset(options={"goal": args.goal})
+    positions, total = [env.position], 0.0
+    with torch.no_grad():
+        for _ in range(nav_env.MAX_EPISODE_STEPS):
+            logits = agent.actor(torch.as_tensor(obs, device=device)[None] / agent.obs_scale)
+            obs, reward, terminated, truncated, info = env.step(int(logits.argmax()))
+            positions.append(env.position)
+            total += reward
+            if terminated or truncated:
+                break
+    return np.array(positions), total, info["distance"]
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    validate(args)
+    if args.vpg:  # vanilla policy gradient: one gradient step on the whole batch, no clipping
+        args.update_epochs, args.num_minibatches, args.clip_vloss = 1, 1, False
+    if args.reward_scale is None:
+        args.reward_scale = 0.01 if args.env == "nav" else 0.1
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    if args.minibatch_size < 1:
+        fail(f"--num-minibatches {args.num_minibatches} exceeds the batch size {args.batch_size}")
+    envs, task_options = make_envs(args)
+    env_id = f"nav-{args.obstacles}" if args.env == "nav" else "alchemy"
+    run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("--cuda given but no CUDA device is available: running on the CPU")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    obs_space = envs.single_observation_space
+    obs_scale = np.maximum(np.abs(obs_space.low), np.abs(obs_space.high))
+    agent = Agent(int(np.prod(obs_space.shape)), int(envs.single_action_space.n), args.hidden_size, obs_scale).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    # ALGO Logic: Storage setup
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long).to(device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    valid = torch.zeros((args.num_steps, args.num_envs)).to(device)  # 0 for autoreset transitions
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs, _ = envs.reset(seed=args.seed, options=task_options)
+    next_obs = torch.as_tensor(next_obs).to(device)
+    next_done = torch.zeros(args.num_envs).to(device)
+    episode_return = np.zeros(args.num_envs)
+    episode_length = np.zeros(args.num_envs, dtype=np.int64)
+    finished_returns, finished_lengths, finished_distances = [], [], []
+
+    for iteration in range(1, args.num_iterations + 1):
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        for step in range(0, args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+            valid[step] = 1.0 - next_done  # after a done, this step only resets the env
+
+            # ALGO LOGIC: action logic
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[step] = value.flatten()
+            actions[step] = action
+            logprobs[step] = logprob
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            ended = np.logical_or(terminations, truncations)
+            rewards[step] = torch.as_tensor(reward * args.reward_scale, dtype=torch.float32).to(device)
+            next_obs = torch.as_tensor(next_obs_np).to(device)
+            next_done = torch.as_tensor(ended, dtype=torch.float32).to(device)
+
+            stepped = valid[step].cpu().numpy() > 0
+            episode_return += reward * stepped
+            episode_length += stepped
+            for i in np.flatnonzero(ended & stepped):
+                finished_returns.append(episode_return[i])
+                finished_lengths.append(episode_length[i])
+                if "distance" in infos:
+                    finished_distances.append(float(infos["distance"][i]))
+                episode_return[i], episode_length[i] = 0.0, 0
+        if finished_returns:
+            writer.add_scalar("charts/episodic_return", np.mean(finished_returns[-args.num_envs :]), global_step)
+            writer.add_scalar("charts/episodic_length", np.mean(finished_lengths[-args.num_envs :]), global_step)
+            if finished_distances:
+                writer.add_scalar("charts/final_distance", np.mean(finished_distances[-args.num_envs :]), global_step)
+
+        # bootstrap value if not done
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages = compute_gae(rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda)
+            returns = advantages + values
+
+        # flatten the batch
+        b_obs = obs.reshape((-1,) + obs_space.shape)
+        b_logprobs = logprobs.reshape(-1)
+        b_actions = actions.reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+        b_valid = valid.reshape(-1)
+
+        # Optimizing the policy and value network
+        b_inds = np.arange(args.batch_size)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for start in range(0, args.batch_size, args.minibatch_size):
+                end = start + args.minibatch_size
+                mb_inds = b_inds[start:end]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_loss(
+                    newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], newvalue.view(-1), b_values[mb_inds],
+                    b_returns[mb_inds], entropy, b_valid[mb_inds], args,
+                )
+                clipfracs.append(clipfrac)
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or iteration == args.num_iterations):
+            positions, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
+            image = nav_env.render_trajectories([positions], [args.goal], obstacles=args.obstacles, size=256)
+            writer.add_image("charts/greedy_trajectory", image, global_step, dataformats="HWC")
+            writer.add_scalar("charts/greedy_final_distance", greedy_distance, global_step)
+        recent = np.mean(finished_returns[-100:]) if finished_returns else float("nan")
+        distance_text = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
+        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
+              f"episodic_return={recent:.1f}{distance_text} SPS={sps}", flush=True)
+
+    wall_time = time.time() - start_time
+    summary = {
+        "args": asdict(args),
+        "final_episodic_return": float(np.mean(finished_returns[-100:])) if finished_returns else None,
+        "episodes": len(finished_returns),
+        "wall_time_s": wall_time,
+        "env_steps": global_step,
+        "sps": global_step / wall_time,
+    }
+    if finished_distances:
+        summary["final_distance"] = float(np.mean(finished_distances[-100:]))
+        summary["goal_reached_rate"] = float(np.mean(np.array(finished_distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))
+    with open(f"runs/{run_name}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    print(f"summary: runs/{run_name}/summary.json")
+    envs.close()
+    writer.close()

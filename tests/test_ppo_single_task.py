@@ -1,0 +1,115 @@
+"""ppo_single_task.py: GAE and the loss pieces against hand-computed values, and runs through the CLI."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ppo_single_task import Args, compute_gae, ppo_loss
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "ppo_single_task.py"
+
+
+def column(*values):
+    """A (num_steps, 1 env) tensor."""
+    return torch.tensor(values, dtype=torch.float64)[:, None]
+
+
+def test_gae_by_hand():
+    rewards, values = column(1.0, 2.0, 3.0), column(0.5, 1.0, 1.5)
+    no_dones = column(0.0, 0.0, 0.0)
+    advantages = compute_gae(rewards, values, no_dones, torch.tensor([[2.0]]), torch.tensor([0.0]), 0.9, 0.8)
+    # delta_2 = 3 + 0.9*2 - 1.5 = 3.3; delta_1 = 2 + 0.9*1.5 - 1 = 2.35; delta_0 = 1 + 0.9*1 - 0.5 = 1.4
+    a2 = 3.3
+    a1 = 2.35 + 0.9 * 0.8 * a2
+    a0 = 1.4 + 0.9 * 0.8 * a1
+    assert advantages[:, 0].tolist() == pytest.approx([a0, a1, a2])
+    # obs[1] starts a new episode: step 0 neither bootstraps from nor accumulates past it
+    advantages = compute_gae(rewards, values, column(0.0, 1.0, 0.0), torch.tensor([[2.0]]), torch.tensor([1.0]), 0.9, 0.8)
+    assert advantages[:, 0].tolist() == pytest.approx([1.0 - 0.5, 2.35 + 0.72 * (3.0 - 1.5), 3.0 - 1.5])
+
+
+def tiny_batch():
+    # Two real samples and one autoreset sample (valid = 0) whose numbers are garbage on purpose.
+    return dict(
+        newlogprob=torch.log(torch.tensor([0.6, 0.2, 0.9])),
+        oldlogprob=torch.log(torch.tensor([0.4, 0.4, 0.1])),
+        advantages=torch.tensor([1.0, -1.0, 100.0]),
+        newvalue=torch.tensor([1.0, 0.0, 50.0]),
+        oldvalue=torch.tensor([0.5, 0.5, -50.0]),
+        returns=torch.tensor([2.0, 0.0, 7.0]),
+        entropy=torch.tensor([1.0, 0.5, 9.0]),
+        valid=torch.tensor([1.0, 1.0, 0.0]),
+    )
+
+
+def test_ppo_loss_pieces_by_hand():
+    args = Args(clip_coef=0.2, norm_adv=False, clip_vloss=True, ent_coef=0.01, vf_coef=0.5)
+    loss, pg_loss, v_loss, entropy, old_kl, kl, clipfrac = ppo_loss(**tiny_batch(), args=args)
+    # ratios 1.5 and 0.5. Surrogates -A*r = (-1.5, 0.5), clipped -A*clip(r) = (-1.2, 0.8); max = (-1.2, 0.8)
+    assert pg_loss.item() == pytest.approx((-1.2 + 0.8) / 2)
+    # values: unclipped errors (1-2)^2 = 1, 0^2 = 0; clipped predictions 0.7, 0.3 -> 1.69, 0.09
+    assert v_loss.item() == pytest.approx(0.5 * (1.69 + 0.09) / 2)
+    assert entropy.item() == pytest.approx(0.75)
+    assert loss.item() == pytest.approx(-0.2 - 0.01 * 0.75 + 0.5 * 0.445, abs=1e-6)  # float32 batch
+    assert kl.item() == pytest.approx(((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2, rel=1e-6)
+    assert old_kl.item() == pytest.approx((-math.log(1.5) - math.log(0.5)) / 2, rel=1e-6)
+    assert clipfrac == pytest.approx(1.0)
+
+
+def test_ppo_loss_normalises_advantages_over_valid_samples_only():
+    args = Args(clip_coef=10.0, norm_adv=True, clip_vloss=False, ent_coef=0.0, vf_coef=0.0)
+    _, pg_loss, *_ = ppo_loss(**tiny_batch(), args=args)
+    # valid advantages (1, -1) normalise to (1, -1); no clipping at 10: mean(-A*r) = (-1.5 + 0.5) / 2
+    assert pg_loss.item() == pytest.approx(-0.5, rel=1e-6)
+
+
+def test_vpg_is_the_unclipped_policy_gradient():
+    args = replace(Args(), vpg=True, norm_adv=False, clip_vloss=False, ent_coef=0.0, vf_coef=0.0)
+    batch = tiny_batch()
+    batch["newlogprob"] = batch["newlogprob"].clone().requires_grad_(True)
+    loss, pg_loss, *_ = ppo_loss(**batch, args=args)
+    assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2)
+    loss.backward()  # d/dlogp of -A*exp(logp - old) = -A*ratio, averaged over the 2 valid samples
+    assert batch["newlogprob"].grad.tolist() == pytest.approx([-1.5 / 2, 0.5 / 2, 0.0])
+
+
+def run_cli(tmp_path, *flags):
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_smoke_nav_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--total-timesteps", "2400", "--num-envs", "8", "--num-steps", "150", "--image-every", "1")
+    assert result.returncode == 0, result.stderr
+    (summary_path,) = tmp_path.glob("runs/nav-medium__ppo_single_task__1__*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["env_steps"] == 2400 and summary["episodes"] >= 8
+    assert summary["final_episodic_return"] < 0 and summary["final_distance"] > 0
+    assert summary["args"]["goal"] == [4.5, 1.0] and summary["sps"] > 0
+    assert list(summary_path.parent.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
+        (["--goal", "5", "5"], "goal (5, 5) lies on an obstacle of level 'medium'"),
+        (["--goal", "12", "1"], "goal (12, 1) is outside the map"),
+        (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
+    result = run_cli(tmp_path, *flags)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_unknown_obstacle_level_is_rejected_by_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--obstacles", "extreme")
+    assert result.returncode == 2 and "extreme" in result.stderr and not (tmp_path / "runs").exists()
