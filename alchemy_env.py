@@ -375,9 +375,16 @@ _ITEM_SHAPES = {"stones_latent": (NUM_TRIALS, NUM_STONES, NUM_AXES), "potions_la
 def _fields(mapping: Mapping[str, Any], what: str, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[np.ndarray], int | None]:
     """The fields of a canonical dict as int64 arrays, each of its shape or with one leading batch axis.
 
-    Returns the arrays and the batch size (None when no field has a batch axis)."""
+    A list of unbatched dicts counts as a batch. Returns the arrays and the batch size (None when no field
+    has a batch axis)."""
+    if isinstance(mapping, (list, tuple)) and mapping and all(isinstance(m, Mapping) for m in mapping):
+        parts = [_fields(m, f"{what}[{i}]", shapes) for i, m in enumerate(mapping)]
+        if any(n is not None for _, n in parts):
+            raise ValueError(f"{what} given as a list must hold dicts without a batch axis")
+        return [np.stack(field) for field in zip(*(arrays for arrays, _ in parts))], len(mapping)
     if not isinstance(mapping, Mapping):
-        raise ValueError(f"{what} must be a dict with keys {', '.join(shapes)}, got {type(mapping).__name__}")
+        raise ValueError(f"{what} must be a dict with keys {', '.join(shapes)} (or a list of such dicts), "
+                         f"got {type(mapping).__name__}")
     arrays, sizes = [], {}
     for key, shape in shapes.items():
         if key not in mapping:
@@ -464,9 +471,19 @@ def _draw_items(rng: np.random.Generator | np.random.RandomState, shape: tuple[i
     return _draw_integers(rng, NUM_VERTICES, shape + (NUM_STONES,)), _draw_integers(rng, NUM_LATENT_POTIONS, shape + (NUM_POTIONS,))
 
 
+def _first(chemistry: Mapping[str, np.ndarray], index: int = 0) -> dict[str, Any]:
+    """One chemistry of a batch, unbatched (rotation as a Python int)."""
+    return {key: int(value[index]) if key == "rotation" else value[index] for key, value in chemistry.items()}
+
+
 def sample_chemistries(level: str, n: int, rng: np.random.Generator | np.random.RandomState) -> dict[str, np.ndarray]:
     """n chemistries drawn from a level, in canonical form with a leading batch axis (n, ...)."""
     return _indices_to_chemistry(_sample_chemistry_indices(level, n, rng))
+
+
+def sample_chemistry(level: str, rng: np.random.Generator | np.random.RandomState) -> dict[str, Any]:
+    """One chemistry drawn from a level, canonical and unbatched."""
+    return _first(sample_chemistries(level, 1, rng))
 
 
 def all_chemistries(level: str) -> dict[str, np.ndarray]:
@@ -514,8 +531,7 @@ def sample_episode(level: str, seed: int) -> tuple[dict[str, Any], dict[str, np.
     indices = _sample_chemistry_indices(level, 1, random_state)
     trials = [_draw_items(random_state, ()) for _ in range(NUM_TRIALS)]  # a trial's items are drawn as it starts
     vertex, latent_potion = (np.stack(parts) for parts in zip(*trials))
-    chemistry = {key: value[0] for key, value in _indices_to_chemistry(indices).items()}
-    chemistry["rotation"] = int(chemistry["rotation"])
+    chemistry = _first(_indices_to_chemistry(indices))
     chemistry.update(level=level, seed=int(seed))
     return chemistry, _indices_to_items(vertex, latent_potion)
 
@@ -802,7 +818,7 @@ class SymbolicAlchemyEnv(gymnasium.Env):
 
     @property
     def chemistry(self) -> dict[str, Any]:
-        return {key: (int(value[0]) if key == "rotation" else value[0]) for key, value in self._vector.chemistries.items()}
+        return _first(self._vector.chemistries)
 
     @property
     def episode_items(self) -> dict[str, np.ndarray]:
