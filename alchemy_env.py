@@ -27,10 +27,16 @@ gathers from precomputed tables: the stone's next vertex per (graph, stone, targ
 (chemistry, state). Only the two blocks an action touches are rewritten.
 
 Public API:
-    SymbolicAlchemyVectorEnv   gymnasium.vector.VectorEnv, all envs stepped as numpy arrays
+    SymbolicAlchemyVectorEnv   gymnasium.vector.VectorEnv, all envs stepped as numpy arrays; NEXT_STEP,
+                               SAME_STEP and DISABLED autoreset (see its docstring)
     SymbolicAlchemyEnv         gymnasium.Env, a batch of one; registered as "SymbolicAlchemy-v0"
-    sample_chemistries, all_chemistries, chemistry_vector, sample_episode, replay
+    sample_chemistry(ies), all_chemistries, chemistry_vector   chemistries of a level (SPEC 7, 11)
+    sample_episode, replay     check_golden.py's interface: dm_alchemy's seed-exact draws (SPEC 12), and
+                               an episode with given chemistry, items and actions run through the vector env
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
+
+The envs draw from gymnasium's np_random (PCG64), so a seed gives other episodes than dm_alchemy's
+RandomState; to reproduce dm_alchemy's episode for a seed, pass `sample_episode(level, seed)` to reset.
 """
 
 from __future__ import annotations
@@ -104,10 +110,9 @@ CUBE_EDGES = np.array(
 )
 EDGE_AXIS = np.log2(CUBE_EDGES[:, 1] - CUBE_EDGES[:, 0]).astype(np.int64)
 NUM_EDGES = len(CUBE_EDGES)
-_EDGE_OF_PAIR = np.full((NUM_VERTICES, NUM_VERTICES), -1, dtype=np.int64)
-_EDGE_OF_PAIR[CUBE_EDGES[:, 0], CUBE_EDGES[:, 1]] = _EDGE_OF_PAIR[CUBE_EDGES[:, 1], CUBE_EDGES[:, 0]] = np.arange(
-    NUM_EDGES
-)
+_EDGE_OF_PAIR = np.full((NUM_VERTICES, NUM_VERTICES), -1, dtype=np.int64)  # undirected: both orders
+_EDGE_OF_PAIR[CUBE_EDGES[:, 0], CUBE_EDGES[:, 1]] = np.arange(NUM_EDGES)
+_EDGE_OF_PAIR[CUBE_EDGES[:, 1], CUBE_EDGES[:, 0]] = np.arange(NUM_EDGES)
 
 # --- graphs (SPEC 3.2, 3.3) ------------------------------------------------------------------------
 
@@ -230,23 +235,21 @@ def _next_stone_table() -> np.ndarray:
     return table
 
 
-_TARGETS_OF_STATE = np.arange(NUM_STONE_STATES * NUM_TARGETS) % NUM_TARGETS
-_STONE_OF_OUTCOME = np.arange(NUM_STONE_STATES * NUM_TARGETS) // NUM_TARGETS
+# An "outcome" is stone state * 9 + target: everything the reward and the potion's fate depend on.
+_STONE_OF_OUTCOME, _TARGET_OF_OUTCOME = np.divmod(np.arange(NUM_STONE_STATES * NUM_TARGETS), NUM_TARGETS)
 _OUTCOME_STONE_PRESENT = _STONE_OF_OUTCOME < NUM_VERTICES
-# "Outcome" = stone_state * 9 + target. The cauldron pays R(x) = v(x) (+12 at (+1,+1,+1)), SPEC 1.1.
+# The cauldron pays R(x) = v(x), +12 at (+1, +1, +1) (SPEC 1.1).
 _CAULDRON_REWARD = np.append(VERTEX_VALUE + BONUS * (VERTEX_VALUE == NUM_AXES), 0.0)
 REWARD_OF_OUTCOME = np.where(
-    _OUTCOME_STONE_PRESENT & (_TARGETS_OF_STATE == TARGET_CAULDRON), _CAULDRON_REWARD[_STONE_OF_OUTCOME], 0.0
+    _OUTCOME_STONE_PRESENT & (_TARGET_OF_OUTCOME == TARGET_CAULDRON), _CAULDRON_REWARD[_STONE_OF_OUTCOME], 0.0
 )
 # A present potion is drunk whenever a present stone goes into it, even if nothing happens (SPEC 13).
-POTION_DRUNK_BY_OUTCOME = _OUTCOME_STONE_PRESENT & (_TARGETS_OF_STATE < NUM_LATENT_POTIONS)
+POTION_DRUNK_BY_OUTCOME = _OUTCOME_STONE_PRESENT & (_TARGET_OF_OUTCOME < NUM_LATENT_POTIONS)
 NEXT_STONE = _next_stone_table().reshape(-1)  # index: graph * 81 + outcome
 
-# Decoding of the 40 actions (SPEC 9.1): no-op reads stone slot 0 and potion slot 0 and changes nothing.
-_stone_of_action = np.maximum(np.arange(NUM_ACTIONS) - 1, 0) // (NUM_POTIONS + 1)
-_place_of_action = np.maximum(np.arange(NUM_ACTIONS) - 1, 0) % (NUM_POTIONS + 1)  # 0 cauldron, p + 1 potion p
-ACTION_STONE_SLOT = _stone_of_action
-ACTION_POTION_SLOT = np.maximum(_place_of_action - 1, 0)
+# Decoding of the 40 actions (SPEC 9.1); the no-op reads stone slot 0 and potion slot 0 and changes nothing.
+ACTION_STONE_SLOT, _place_of_action = np.divmod(np.maximum(np.arange(NUM_ACTIONS) - 1, 0), NUM_POTIONS + 1)
+ACTION_POTION_SLOT = np.maximum(_place_of_action - 1, 0)  # place 0 is the cauldron, place p + 1 potion p
 # The target as a function of (action, state of the named potion slot), flattened as action * 7 + state.
 _action_target = np.tile(np.arange(NUM_POTION_STATES), (NUM_ACTIONS, 1))
 _action_target[_place_of_action == 0] = TARGET_CAULDRON
@@ -333,14 +336,17 @@ class ChemistryIndices(NamedTuple):
     rotation: np.ndarray  # 0..3
 
 
-def _draw_integers(rng: np.random.Generator | np.random.RandomState, high: int, size) -> np.ndarray:
-    # dm_alchemy draws from a legacy RandomState (SPEC 12); the envs use gymnasium's Generator.
+# dm_alchemy's legacy RandomState (seed-exact sampling, SPEC 12) or gymnasium's Generator (the envs).
+Rng = np.random.Generator | np.random.RandomState
+
+
+def _draw_integers(rng: Rng, high: int, size: int | tuple[int, ...]) -> np.ndarray:
     if isinstance(rng, np.random.RandomState):
         return np.asarray(rng.randint(0, high, size=size), dtype=np.int64)
     return rng.integers(0, high, size=size, dtype=np.int64)
 
 
-def _sample_chemistry_indices(level: str, n: int, rng: np.random.Generator | np.random.RandomState) -> ChemistryIndices:
+def _sample_chemistry_indices(level: str, n: int, rng: Rng) -> ChemistryIndices:
     """Draw n chemistries of a level. With a RandomState and n = 1 the draws are dm_alchemy's (SPEC 12)."""
     config = level_config(level)
     zeros = np.zeros(n, dtype=np.int64)
@@ -372,7 +378,9 @@ _CHEMISTRY_SHAPES = {"potion_dim_map": (NUM_AXES,), "potion_dir_map": (NUM_AXES,
 _ITEM_SHAPES = {"stones_latent": (NUM_TRIALS, NUM_STONES, NUM_AXES), "potions_latent": (NUM_TRIALS, NUM_POTIONS, 2)}
 
 
-def _fields(mapping: Mapping[str, Any], what: str, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[np.ndarray], int | None]:
+def _fields(
+    mapping: Mapping[str, Any], what: str, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[list[np.ndarray], int | None]:
     """The fields of a canonical dict as int64 arrays, each of its shape or with one leading batch axis.
 
     A list of unbatched dicts counts as a batch. Returns the arrays and the batch size (None when no field
@@ -465,25 +473,26 @@ def _indices_to_items(vertex: np.ndarray, latent_potion: np.ndarray) -> dict[str
     return {"stones_latent": VERTEX_COORDS[vertex], "potions_latent": LATENT_POTIONS[latent_potion]}
 
 
-def _draw_items(rng: np.random.Generator | np.random.RandomState, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _draw_items(rng: Rng, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Items of trials of the given shape: stones uniform over the 8 vertices, then potions uniform over
     the 6 latent potions, independent (SPEC 8). One trial at a time with a RandomState is SPEC 12's order."""
-    return _draw_integers(rng, NUM_VERTICES, shape + (NUM_STONES,)), _draw_integers(rng, NUM_LATENT_POTIONS, shape + (NUM_POTIONS,))
+    stones = _draw_integers(rng, NUM_VERTICES, shape + (NUM_STONES,))
+    return stones, _draw_integers(rng, NUM_LATENT_POTIONS, shape + (NUM_POTIONS,))
 
 
-def _first(chemistry: Mapping[str, np.ndarray], index: int = 0) -> dict[str, Any]:
-    """One chemistry of a batch, unbatched (rotation as a Python int)."""
-    return {key: int(value[index]) if key == "rotation" else value[index] for key, value in chemistry.items()}
+def _unbatch(chemistry: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The first chemistry of a batch, without the batch axis (rotation as a Python int)."""
+    return {key: int(value[0]) if key == "rotation" else value[0] for key, value in chemistry.items()}
 
 
-def sample_chemistries(level: str, n: int, rng: np.random.Generator | np.random.RandomState) -> dict[str, np.ndarray]:
+def sample_chemistries(level: str, n: int, rng: Rng) -> dict[str, np.ndarray]:
     """n chemistries drawn from a level, in canonical form with a leading batch axis (n, ...)."""
     return _indices_to_chemistry(_sample_chemistry_indices(level, n, rng))
 
 
-def sample_chemistry(level: str, rng: np.random.Generator | np.random.RandomState) -> dict[str, Any]:
+def sample_chemistry(level: str, rng: Rng) -> dict[str, Any]:
     """One chemistry drawn from a level, canonical and unbatched."""
-    return _first(sample_chemistries(level, 1, rng))
+    return _unbatch(sample_chemistries(level, 1, rng))
 
 
 def all_chemistries(level: str) -> dict[str, np.ndarray]:
@@ -499,15 +508,16 @@ def all_chemistries(level: str) -> dict[str, np.ndarray]:
 
 def _chemistry_vector_of_indices(indices: ChemistryIndices) -> np.ndarray:
     """(n, 28) float32 ground-truth vectors (SPEC 11)."""
-    def bits(index: np.ndarray) -> np.ndarray:  # (sign + 1) / 2 per axis = the sign bits
-        return ((index[:, None] >> np.arange(NUM_AXES)) & 1).astype(np.float32)
+    def zero_one(signs: np.ndarray) -> np.ndarray:
+        return ((signs + 1) // 2).astype(np.float32)
 
+    dim_map, dir_map = _potion_map_parts(indices.potion_map)
     return np.concatenate(
         [
             VALID_GRAPHS[indices.graph].astype(np.float32),
             np.eye(len(PERMUTATIONS), dtype=np.float32)[indices.potion_map // 8],
-            bits(indices.potion_map % 8),
-            bits(indices.stone_map),
+            zero_one(dir_map),
+            zero_one(_signs_from_bits(indices.stone_map)),
             np.eye(NUM_ROTATIONS, dtype=np.float32)[indices.rotation],
         ],
         axis=1,
@@ -531,7 +541,7 @@ def sample_episode(level: str, seed: int) -> tuple[dict[str, Any], dict[str, np.
     indices = _sample_chemistry_indices(level, 1, random_state)
     trials = [_draw_items(random_state, ()) for _ in range(NUM_TRIALS)]  # a trial's items are drawn as it starts
     vertex, latent_potion = (np.stack(parts) for parts in zip(*trials))
-    chemistry = _first(_indices_to_chemistry(indices))
+    chemistry = _unbatch(_indices_to_chemistry(indices))
     chemistry.update(level=level, seed=int(seed))
     return chemistry, _indices_to_items(vertex, latent_potion)
 
@@ -676,15 +686,17 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
     `reset(options={"new_chemistries": True})`; `reset(options={"chemistries": c})` sets them (canonical
     dict, batched (num_envs, ...) or one chemistry for all). With new_chemistry_each_episode=True every
     episode draws a new one, as dm_alchemy does. The level only decides how chemistries are drawn: any
-    valid chemistry can be set on any level. Items are drawn afresh for every trial;
-    `reset(options={"items": ...})` scripts them for the episodes that reset starts.
+    valid chemistry can be set on any level. Every trial has fresh items (all 10 trials' items are drawn
+    when the episode starts); `reset(options={"items": ...})` scripts them for the episodes it starts.
+    `chemistries` and `episode_items` return the current ones in canonical form (what `replay` takes).
 
     Autoreset (metadata["autoreset_mode"]):
       NEXT_STEP (default): the step after an episode's last one ignores that env's action and returns
         the first observation of its next episode, reward 0, not terminated, info["new_trial"] True.
       SAME_STEP: the last step returns terminated=True with the next episode's first observation;
-        info["final_obs"] (float32 (num_envs, obs size), rows valid where info["_final_obs"]) and
-        info["final_info"] hold what the last step showed.
+        info["final_obs"] (a float32 (num_envs, obs size) array, rows valid where info["_final_obs"];
+        SyncVectorEnv uses an object array, indexed the same way) and info["final_info"] hold what the
+        last step showed.
       DISABLED: an ended env ignores its actions (reward 0, terminated stays True) until
         `reset(options={"reset_mask": bool array})` restarts it (or a plain reset restarts all).
     """
@@ -739,7 +751,9 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
         if options.get("reset_mask") is not None:
             mask = np.asarray(options["reset_mask"])
             if mask.shape != (self.num_envs,) or mask.dtype != bool:
-                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}")
+                raise ValueError(
+                    f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}"
+                )
         if options.get("chemistries") is not None:
             indices, _ = chemistry_indices(options["chemistries"], self.num_envs)
             self._batch.set_chemistries(mask, ChemistryIndices(*(a[mask] for a in indices)))
@@ -818,7 +832,7 @@ class SymbolicAlchemyEnv(gymnasium.Env):
 
     @property
     def chemistry(self) -> dict[str, Any]:
-        return _first(self._vector.chemistries)
+        return _unbatch(self._vector.chemistries)
 
     @property
     def episode_items(self) -> dict[str, np.ndarray]:
@@ -848,7 +862,9 @@ class SymbolicAlchemyEnv(gymnasium.Env):
 # --- replay (check_golden.py's interface) ----------------------------------------------------------
 
 
-def replay(chemistry: Mapping[str, Any], items: Mapping[str, Any], actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def replay(
+    chemistry: Mapping[str, Any], items: Mapping[str, Any], actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run one episode (or a batch) with given chemistry, items and actions through SymbolicAlchemyVectorEnv.
 
     chemistry: canonical dict (SPEC 7); items: canonical dict (SPEC 8); actions int (200,). Returns

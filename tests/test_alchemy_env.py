@@ -246,7 +246,8 @@ def test_trial_timing_and_info():
     t = np.arange(202)
     new_trial = np.stack(record["new_trial"])
     np.testing.assert_array_equal(new_trial, np.repeat(((t % 20 == 0) & (t < 200) | (t == 201))[:, None], 3, 1))
-    np.testing.assert_array_equal(np.stack(record["trial"])[:201], np.repeat(np.minimum(t[:201] // 20, 9)[:, None], 3, 1))
+    trial = np.minimum(t[:201] // 20, 9)
+    np.testing.assert_array_equal(np.stack(record["trial"])[:201], np.repeat(trial[:, None], 3, 1))
     np.testing.assert_array_equal(np.stack(record["terminated"]).all(1), t == 200)
     np.testing.assert_array_equal(record["reward"][201], 0.0)  # the NEXT_STEP autoreset step: no reward
     assert record["trial"][201].tolist() == [0, 0, 0]
@@ -388,7 +389,7 @@ def without_edge(edge: int) -> np.ndarray:
     (with_field("stone_dir_map", np.array([1, 1, 3])), r"stone_dir_map has value 3 .*allowed"),
     (with_field("graph_edges", without_edge(5)), r"mask 4063\) is not a valid graph; allowed: the 109"),
     (with_field("graph_edges", np.zeros(12, dtype=bool)), r"mask 0\) is not a valid graph"),
-    (with_field("graph_edges", np.ones(11, dtype=bool)), r"graph_edges must have shape \(12,\) or \(n, 12\), got \(11,\)"),
+    (with_field("graph_edges", np.ones(11, dtype=bool)), r"edges must have shape \(12,\) or \(n, 12\), got \(11,\)"),
     (with_field("rotation", 4), r"rotation has value 4 .*allowed: 0, 1, 2 or 3"),
     (with_field("potion_dim_map", np.array([0.0, 1.0, 2.0])), r"must be integers, got dtype float64"),
     ({k: v for k, v in valid_chemistry().items() if k != "rotation"}, r"chemistry lacks 'rotation'"),
