@@ -697,8 +697,9 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
         info["final_obs"] (a float32 (num_envs, obs size) array, rows valid where info["_final_obs"];
         SyncVectorEnv uses an object array, indexed the same way) and info["final_info"] hold what the
         last step showed.
-      DISABLED: an ended env ignores its actions (reward 0, terminated stays True) until
-        `reset(options={"reset_mask": bool array})` restarts it (or a plain reset restarts all).
+      DISABLED: an ended env ignores its actions (reward 0, terminated stays True) until a reset.
+    In every mode, `reset(options={"reset_mask": bool array})` restarts only the envs where it is True
+    (the others keep their state and observation; info["new_trial"] marks the restarted ones).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}

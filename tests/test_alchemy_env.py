@@ -241,6 +241,47 @@ def test_vector_env_matches_replay_across_autoresets():
     assert not np.array_equal(record["episodes"][0][1]["stones_latent"], record["episodes"][1][1]["stones_latent"])
 
 
+def test_envs_out_of_step_match_replay():
+    """Envs restarted at different times (reset_mask mid-episode, then NEXT_STEP autoresets) stay independent."""
+    num_envs, restarted = 6, np.array([True, False, True, False, False, True])
+    envs = SymbolicAlchemyVectorEnv(num_envs)
+    rng = np.random.default_rng(2)
+    observations, _ = envs.reset(seed=2)
+    episodes = [[] for _ in range(num_envs)]
+
+    def start_episode(i):
+        chemistry = {key: value[i] for key, value in envs.chemistries.items()}
+        items = {key: value[i] for key, value in envs.episode_items.items()}
+        episodes[i].append({"chemistry": chemistry, "items": items, "obs": [observations[i]], "rewards": [0.0],
+                            "actions": []})
+
+    for i in range(num_envs):
+        start_episode(i)
+    for t in range(450):
+        if t == 57:
+            observations, _ = envs.reset(options={"reset_mask": restarted})
+            for i in np.flatnonzero(restarted):
+                episodes[i].pop()  # cut short: not comparable with a 200-step replay
+                start_episode(i)
+            continue
+        actions = rng.integers(0, 40, num_envs)
+        observations, rewards, _, _, info = envs.step(actions)
+        for i in range(num_envs):
+            if info["new_trial"][i] and info["trial"][i] == 0:  # an autoreset: the action was ignored
+                start_episode(i)
+            else:
+                episode = episodes[i][-1]
+                episode["actions"].append(actions[i])
+                episode["obs"].append(observations[i])
+                episode["rewards"].append(rewards[i])
+    complete = [episode for per_env in episodes for episode in per_env if len(episode["actions"]) == 200]
+    assert len(complete) == 9  # 2 for each env that kept going, 1 for each restarted env
+    for episode in complete:
+        observations, rewards, _ = alchemy_env.replay(episode["chemistry"], episode["items"], episode["actions"])
+        np.testing.assert_array_equal(np.stack(episode["obs"]), observations)
+        np.testing.assert_array_equal(episode["rewards"], rewards)
+
+
 def test_trial_timing_and_info():
     record = run_random(SymbolicAlchemyVectorEnv(3), 201, seed=0)
     t = np.arange(202)
