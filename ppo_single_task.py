@@ -150,7 +150,7 @@ def make_envs(args: Args):
     except ValueError as error:
         fail(str(error))
     envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
-    return envs, {"chemistries": [chemistry] * args.num_envs}
+    return envs, {"chemistries": chemistry}  # one chemistry for every env, kept across autoresets
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -160,10 +160,11 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class Agent(nn.Module):
-    def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_scale: np.ndarray):
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_low: np.ndarray, obs_high: np.ndarray):
         super().__init__()
-        # Observations are divided by their Box bounds, so every input lies in [-1, 1].
-        self.register_buffer("obs_scale", torch.as_tensor(obs_scale, dtype=torch.float32))
+        # Observations are mapped from their Box bounds to [-1, 1]: centred inputs suit tanh layers.
+        self.register_buffer("obs_mid", torch.as_tensor((obs_high + obs_low) / 2, dtype=torch.float32))
+        self.register_buffer("obs_half_range", torch.as_tensor((obs_high - obs_low) / 2, dtype=torch.float32))
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
             layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
@@ -175,11 +176,14 @@ class Agent(nn.Module):
             layer_init(nn.Linear(hidden, num_actions), std=0.01),
         )
 
+    def normalise(self, x):
+        return (x - self.obs_mid) / self.obs_half_range
+
     def get_value(self, x):
-        return self.critic(x / self.obs_scale)
+        return self.critic(self.normalise(x))
 
     def get_action_and_value(self, x, action=None):
-        x = x / self.obs_scale
+        x = self.normalise(x)
         probs = Categorical(logits=self.actor(x))
         if action is None:
             action = probs.sample()
@@ -257,7 +261,7 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
     positions, total = [env.position], 0.0
     with torch.no_grad():
         for _ in range(nav_env.MAX_EPISODE_STEPS):
-            logits = agent.actor(torch.as_tensor(obs, device=device)[None] / agent.obs_scale)
+            logits = agent.actor(agent.normalise(torch.as_tensor(obs, device=device)[None]))
             obs, reward, terminated, truncated, info = env.step(int(logits.argmax()))
             positions.append(env.position)
             total += reward
@@ -298,8 +302,9 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     obs_space = envs.single_observation_space
-    obs_scale = np.maximum(np.abs(obs_space.low), np.abs(obs_space.high))
-    agent = Agent(int(np.prod(obs_space.shape)), int(envs.single_action_space.n), args.hidden_size, obs_scale).to(device)
+    agent = Agent(
+        int(np.prod(obs_space.shape)), int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high
+    ).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # ALGO Logic: Storage setup
@@ -433,9 +438,13 @@ if __name__ == "__main__":
         "env_steps": global_step,
         "sps": global_step / wall_time,
     }
-    if finished_distances:
-        summary["final_distance"] = float(np.mean(finished_distances[-100:]))
+    if args.env == "nav":
+        # the sampling policy's last 100 episodes, and one episode of the greedy (argmax) policy
+        summary["final_distance"] = float(np.mean(finished_distances[-100:])) if finished_distances else None
         summary["goal_reached_rate"] = float(np.mean(np.array(finished_distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))
+        _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
+        summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
+                       greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
     with open(f"runs/{run_name}/summary.json", "w") as f:
         json.dump(summary, f, indent=2, default=str)
     print(f"summary: runs/{run_name}/summary.json")

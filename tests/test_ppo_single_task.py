@@ -91,6 +91,7 @@ def test_smoke_nav_through_the_cli(tmp_path):
     assert summary["env_steps"] == 2400 and summary["episodes"] >= 8
     assert summary["final_episodic_return"] < 0 and summary["final_distance"] > 0
     assert summary["args"]["goal"] == [4.5, 1.0] and summary["sps"] > 0
+    assert summary["greedy_final_distance"] > 0 and isinstance(summary["greedy_reached"], bool)
     assert list(summary_path.parent.glob("events.out.tfevents.*"))
 
 
