@@ -2,9 +2,11 @@
 when alchemy_env.py is present, the symbolic Alchemy env at 1, 64, 1,024 and 4,096 envs.
 
 Random actions are drawn before the clock starts; each figure is the median of --repeats timed runs
-after one warm-up run. Run it on a quiet machine:
+after one warm-up run. The warm-up also calibrates the run length: each timed run has at least --steps
+vector steps and lasts at least --min-seconds, so runs with thousands of envs are not 30 ms blips.
+Run it on a quiet machine:
 
-    python benchmark/env_speed.py [--steps 2000] [--repeats 5]
+    python benchmark/env_speed.py [--steps 2000] [--min-seconds 0.3] [--repeats 5]
 """
 
 import argparse
@@ -46,32 +48,37 @@ def single_env_speed(steps: int, seed: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def median_speed(measure, repeats: int) -> float:
-    measure()  # warm-up: caches, lazy tables, allocator
-    return statistics.median(measure() for _ in range(repeats))
+def median_speed(measure, num_envs: int, steps: int, min_seconds: float, repeats: int) -> float:
+    """Median steps/s of measure(vector_steps) over `repeats` runs, after a warm-up that sets the length."""
+    warmup_speed = measure(steps)  # also warms caches, lazy tables and the allocator
+    steps = max(steps, int(min_seconds * warmup_speed / num_envs) + 1)
+    return statistics.median(measure(steps) for _ in range(repeats))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000, help="vector steps per timed run")
+    parser.add_argument("--min-seconds", type=float, default=0.3, help="each timed run lasts at least this long")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is printed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random actions")
     args = parser.parse_args()
-    if args.steps < 1 or args.repeats < 1:
-        parser.error(f"--steps and --repeats must be >= 1, got {args.steps} and {args.repeats}")
+    if args.steps < 1 or args.repeats < 1 or not args.min_seconds > 0:
+        parser.error(f"--steps and --repeats must be >= 1 and --min-seconds > 0, got {args.steps}, "
+                     f"{args.repeats} and {args.min_seconds}")
+    timing = dict(steps=args.steps, min_seconds=args.min_seconds, repeats=args.repeats)
 
     print(f"{'environment':<34}{'envs':>6}{'steps/s (median)':>20}")
     row = "{:<34}{:>6}{:>20,.0f}"
-    print(row.format("NavigationEnv (gymnasium.Env)", 1, median_speed(lambda: single_env_speed(args.steps, args.seed), args.repeats)))
+    single = median_speed(lambda steps: single_env_speed(steps, args.seed), num_envs=1, **timing)
+    print(row.format("NavigationEnv (gymnasium.Env)", 1, single))
     for num_envs in (1, 64, 1024):
-        speed = median_speed(lambda: nav_speed(num_envs, args.steps, args.seed), args.repeats)
+        speed = median_speed(lambda steps: nav_speed(num_envs, steps, args.seed), num_envs=num_envs, **timing)
         print(row.format("NavigationVectorEnv", num_envs, speed))
     if importlib.util.find_spec("alchemy_speed") and importlib.util.find_spec("alchemy_env"):
         from alchemy_speed import alchemy_speed
 
         for num_envs in (1, 64, 1024, 4096):
-            steps = max(50, args.steps // max(1, num_envs // 256))  # keep big runs short
-            speed = median_speed(lambda: alchemy_speed(num_envs, steps, args.seed), args.repeats)
+            speed = median_speed(lambda steps: alchemy_speed(num_envs, steps, args.seed), num_envs=num_envs, **timing)
             print(row.format("SymbolicAlchemyVectorEnv", num_envs, speed))
     else:
         print("(alchemy_env.py or benchmark/alchemy_speed.py not found: Alchemy rows skipped)")
