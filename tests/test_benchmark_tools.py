@@ -1,0 +1,264 @@
+"""benchmark/run.py and benchmark/plots.py on tiny sweeps: a fake training script with known numbers
+(resume, --print-only, CSV, failures, bad input, the plotted means and stds) and one real sweep of
+ppo_single_task.py."""
+
+import csv
+import json
+import os
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RUN = ROOT / "benchmark" / "run.py"
+sys.path.insert(0, str(ROOT / "benchmark"))
+import plots  # noqa: E402
+
+# Stands in for a training script: takes --seed and two flags, appends one line per invocation to
+# --count-file, fails on --fail-seed, exits 0 without a summary on --no-summary-seed, and writes runs/<name>/summary.json plus, with --events,
+# TensorBoard scalars charts/score = scale * (seed**2 + step) at steps 1..8.
+FAKE_SCRIPT = textwrap.dedent('''
+    import argparse, json, os, sys, time
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--fail-seed", type=int, default=-1)
+    parser.add_argument("--no-summary-seed", type=int, default=-1)
+    parser.add_argument("--count-file", default="")
+    parser.add_argument("--events", action="store_true")
+    args = parser.parse_args()
+    if args.count_file:
+        with open(args.count_file, "a") as f:
+            f.write(f"{os.getcwd()}\\n")
+    if args.seed == args.fail_seed:
+        sys.exit(f"fake failure for seed {args.seed}")
+    if args.seed == args.no_summary_seed:
+        sys.exit(0)
+    run_dir = f"runs/fake__{args.seed}__{time.time_ns()}"
+    os.makedirs(run_dir)
+    if args.events:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(run_dir)
+        for step in range(1, 9):
+            writer.add_scalar("charts/score", args.scale * (args.seed ** 2 + step), step)
+        writer.close()
+    summary = {"args": vars(args), "score": args.scale * args.seed, "wall_time_s": 0.5 + args.seed,
+               "omp_threads": os.environ.get("OMP_NUM_THREADS"), "reached": True}
+    with open(f"{run_dir}/summary.json", "w") as f:
+        json.dump(summary, f)
+''')
+
+
+@pytest.fixture
+def fake_script(tmp_path):
+    path = tmp_path / "fake_train.py"
+    path.write_text(FAKE_SCRIPT)
+    return path
+
+
+def run_sweep(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(RUN), *map(str, args)], capture_output=True, text=True, timeout=120)
+    if check_rc is not None:
+        assert result.returncode == check_rc, result.stderr
+    return result
+
+
+def read_csv(path: pathlib.Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def invocations(count_file: pathlib.Path) -> list[str]:
+    return count_file.read_text().splitlines() if count_file.exists() else []
+
+
+def test_sweep_runs_every_grid_point_and_seed_in_its_own_directory_and_collects_a_csv(fake_script, tmp_path):
+    sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
+    result = run_sweep(fake_script, "--grid", "scale=1,2.5", "--set", f"count-file={count}", "--seeds", 2,
+                       "--workers", 2, "--out", sweep)
+    assert "[4/4]" in result.stderr and "failed 0" in result.stderr
+    assert sorted(invocations(count)) == sorted(str(sweep / f"scale={s}" / f"seed={k}") for s in ("1", "2.5") for k in (1, 2))
+    rows = read_csv(sweep / "results.csv")
+    assert [(row["run_dir"], row["scale"], row["seed"]) for row in rows] == [
+        ("scale=1/seed=1", "1", "1"), ("scale=1/seed=2", "1", "2"), ("scale=2.5/seed=1", "2.5", "1"), ("scale=2.5/seed=2", "2.5", "2")]
+    assert [float(row["score"]) for row in rows] == [1.0, 2.0, 2.5, 5.0]  # scale * seed: each run got its flags
+    assert [row["omp_threads"] for row in rows] == ["1"] * 4
+    assert list(rows[0])[:5] == ["run_dir", "scale", "seed", "score", "wall_time_s"]
+    assert rows[3]["args.seed"] == "2" and rows[3]["args.scale"] == "2.5"  # nested args flattened after the scalars
+    assert json.loads((sweep / "sweep.json").read_text())["grid"] == {"scale": ["1", "2.5"]}
+
+
+def test_rerun_resumes_only_the_runs_without_summary(fake_script, tmp_path):
+    sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
+    common = [fake_script, "--set", f"count-file={count}", "--seeds", 3, "--out", sweep]
+    run_sweep(*common)
+    assert len(invocations(count)) == 3
+    # A crash: seed 2's summary is missing, its runs/ folder half-written.
+    [summary] = (sweep / "seed=2").glob("runs/*/summary.json")
+    summary.unlink()
+    result = run_sweep(*common)
+    assert invocations(count)[3:] == [str(sweep / "seed=2")]
+    assert "3 runs, 2 already finished, 1 to run" in result.stderr
+    assert len(list((sweep / "seed=2").glob("runs/*"))) == 1  # the crashed attempt's folder is gone
+    run_sweep(*common, "--seeds", "2-4")  # extending: only seed 4 is new
+    assert invocations(count)[4:] == [str(sweep / "seed=4")]
+    assert [row["seed"] for row in read_csv(sweep / "results.csv")] == ["1", "2", "3", "4"]
+
+
+def test_print_only_prints_self_contained_commands_and_runs_nothing(fake_script, tmp_path):
+    sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
+    common = [fake_script, "--grid", "scale=1,3", "--set", f"count-file={count}", "--seeds", 2, "--out", sweep]
+    lines = run_sweep(*common, "--print-only").stdout.splitlines()
+    assert len(lines) == 4 and all("OMP_NUM_THREADS=1" in line and "MKL_NUM_THREADS=1" in line for line in lines)
+    assert not sweep.exists() and not count.exists()
+    # A scheduler runs the lines from anywhere, with a bare environment; then --collect-only builds the CSV.
+    for line in lines:
+        subprocess.run(["bash", "-c", line], cwd="/", env={"PATH": os.environ["PATH"]}, check=True, timeout=60)
+    assert sorted(invocations(count)) == sorted(str(sweep / f"scale={s}" / f"seed={k}") for s in "13" for k in (1, 2))
+    run_sweep(*common, "--collect-only")
+    rows = read_csv(sweep / "results.csv")
+    assert [float(row["score"]) for row in rows] == [1.0, 2.0, 3.0, 6.0]
+    assert [row["omp_threads"] for row in rows] == ["1"] * 4
+    assert run_sweep(*common, "--print-only").stdout == ""  # everything finished: nothing left to print
+
+
+def test_a_failing_run_is_logged_the_others_finish_and_the_exit_code_is_1(fake_script, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_sweep(fake_script, "--set", "fail-seed=2", "--set", "no-summary-seed=3", "--seeds", 4, "--workers", 2,
+                       "--out", sweep, check_rc=1)
+    assert "failed 2" in result.stderr and "2 of 4 runs FAILED" in result.stderr
+    failure = (sweep / "seed=2" / "failure.txt").read_text()
+    assert "exit code 1" in failure and "fake failure for seed 2" in failure
+    assert "no runs/*/summary.json" in (sweep / "seed=3" / "failure.txt").read_text()
+    assert [row["seed"] for row in read_csv(sweep / "results.csv")] == ["1", "4"]
+    assert not (sweep / "seed=1" / "failure.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["no_such_script.py"], "no_such_script.py"),
+        (["FAKE", "--grid", "scale"], "'scale'"),
+        (["FAKE", "--grid", "scale="], "'scale='"),
+        (["FAKE", "--grid", "scale=1,,2"], "'scale=1,,2'"),
+        (["FAKE", "--grid", "=1,2"], "'=1,2'"),
+        (["FAKE", "--workers", "0"], "'0'"),
+        (["FAKE", "--workers", "two"], "'two'"),
+        (["FAKE", "--seeds", "0"], "'0'"),
+        (["FAKE", "--grid", "sclae=1,2"], "--sclae"),  # a flag the script does not have
+        (["FAKE", "--set", "seed=3"], "seed=3"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_script, tmp_path, args, named):
+    sweep = tmp_path / "sweep"
+    args = [str(fake_script) if arg == "FAKE" else arg for arg in args]
+    result = run_sweep(*args, "--out", sweep, check_rc=2)
+    assert len(result.stderr.strip().splitlines()) == 1 and named in result.stderr, result.stderr
+    assert not sweep.exists()
+
+
+def test_changing_the_fixed_flags_of_an_existing_sweep_is_refused(fake_script, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_sweep(fake_script, "--set", "scale=2", "--out", sweep)
+    result = run_sweep(fake_script, "--set", "scale=3", "--out", sweep, check_rc=2)
+    assert "fixed_flags" in result.stderr
+    assert [row["score"] for row in read_csv(sweep / "results.csv")] == ["2.0"]
+
+
+@pytest.fixture(scope="module")
+def fake_event_sweep(tmp_path_factory):
+    """scale in {1, 2} x seeds 1..3, with TensorBoard scalars; made once for the plots tests."""
+    tmp = tmp_path_factory.mktemp("events")
+    script = tmp / "fake_train.py"
+    script.write_text(FAKE_SCRIPT)
+    run_sweep(script, "--grid", "scale=1,2", "--set", "events", "--seeds", 3, "--workers", 2, "--out", tmp / "fake")
+    return tmp / "fake"
+
+
+def mean_std_cells(markdown: str) -> list[list[tuple[float, float]]]:
+    """The `a ± b` cells of each table row, as numbers."""
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "±" in line]
+    return [[(float(a), float(b)) for a, b in re.findall(r"(-?[\d.]+) ± (-?[\d.]+)", row)] for row in rows]
+
+
+def assert_png(path: pathlib.Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= 800 and image.height >= 500
+        assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something was drawn
+
+
+def test_windows_table_matches_hand_computed_means_and_stds(fake_event_sweep, tmp_path):
+    assert plots.main(["windows", str(fake_event_sweep), "--tag", "charts/score", "--window", "4", "--num-windows", "2",
+                       "--xlabel", "iteration", "--out", str(tmp_path / "w.png"), "--table-out", str(tmp_path / "w.md")]) == 0
+    assert_png(tmp_path / "w.png")
+    markdown = (tmp_path / "w.md").read_text()
+    assert "iteration 1–4" in markdown and "iteration 5–8" in markdown
+    # score = scale * (seed^2 + step): a seed's mean over steps 1..4 is scale * (seed^2 + 2.5), over 5..8 scale * (seed^2 + 6.5)
+    expected = []
+    for scale in (1, 2):
+        expected.append([])
+        for middle in (2.5, 6.5):
+            per_seed = [scale * (seed**2 + middle) for seed in (1, 2, 3)]
+            expected[-1].append((statistics.mean(per_seed), statistics.stdev(per_seed)))
+    assert expected[0][0] == pytest.approx((14 / 3 + 2.5, 4.0415), abs=1e-4)  # the hand computation itself
+    cells = mean_std_cells(markdown)
+    assert len(cells) == 2
+    for row, expected_row in zip(cells, expected):
+        for (mean, std), (expected_mean, expected_std) in zip(row, expected_row, strict=True):
+            assert mean == pytest.approx(expected_mean, rel=1e-3) and std == pytest.approx(expected_std, rel=1e-3)
+    # pooled: std of the 12 logged values of a window, seeds together
+    plots.main(["windows", str(fake_event_sweep), "--tag", "charts/score", "--window", "4", "--num-windows", "1",
+                "--spread", "pooled", "--where", "scale=1", "--out", str(tmp_path / "p.png"), "--table-out", str(tmp_path / "p.md")])
+    pooled = [seed**2 + step for seed in (1, 2, 3) for step in (1, 2, 3, 4)]
+    [[(mean, std)]] = mean_std_cells((tmp_path / "p.md").read_text())
+    assert (mean, std) == pytest.approx((statistics.mean(pooled), statistics.stdev(pooled)), rel=1e-3)
+
+
+def test_table_and_bars_of_summary_columns(fake_event_sweep, tmp_path):
+    assert plots.main(["table", str(fake_event_sweep), "--columns", "score", "wall_time_s", "--out", str(tmp_path / "t.md")]) == 0
+    markdown = (tmp_path / "t.md").read_text()
+    assert "| scale | n | score | wall_time_s |" in markdown
+    # score = scale * seed, wall_time_s = 0.5 + seed over seeds 1..3: stdev([1, 2, 3]) = 1
+    assert mean_std_cells(markdown) == [[(2.0, 1.0), (2.5, 1.0)], [(4.0, 2.0), (2.5, 1.0)]]
+    assert plots.main(["bars", str(fake_event_sweep), "--column", "score", "--out", str(tmp_path / "b.png"),
+                       "--table-out", str(tmp_path / "b.md")]) == 0
+    assert_png(tmp_path / "b.png")
+    assert mean_std_cells((tmp_path / "b.md").read_text()) == [[(2.0, 1.0)], [(4.0, 2.0)]]
+
+
+def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
+    runs, grid = plots.load_runs([fake_event_sweep])
+    [(values, members)] = plots.group_runs(plots.select(runs, {"scale": ["2"]}), ["scale"], grid)
+    steps, mean, std = plots.mean_std_curve([plots.read_scalar(run, "charts/score") for run in members])
+    assert values == ("2",) and steps.tolist() == list(range(1, 9))
+    assert mean.tolist() == pytest.approx([2 * (14 / 3 + step) for step in range(1, 9)])
+    assert std.tolist() == pytest.approx([2 * statistics.stdev([1, 4, 9])] * 8)
+    assert plots.main(["curves", str(fake_event_sweep), "--tag", "charts/score", "--out", str(tmp_path / "c.png")]) == 0
+    assert_png(tmp_path / "c.png")
+    assert plots.main(["curves", str(fake_event_sweep), "--tag", "charts/nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_real_ppo_sweep_end_to_end(tmp_path):
+    sweep = tmp_path / "ppo"
+    result = run_sweep("ppo_single_task.py", "--grid", "obstacles=medium", "--set", "total-timesteps=2400",
+                       "--set", "num-envs=8", "--set", "num-steps=150", "--set", "image-every=0",
+                       "--seeds", 2, "--workers", 2, "--out", sweep)
+    assert "[2/2]" in result.stderr
+    rows = read_csv(sweep / "results.csv")
+    assert [(row["obstacles"], row["seed"], row["args.seed"]) for row in rows] == [("medium", "1", "1"), ("medium", "2", "2")]
+    assert all(float(row["final_distance"]) >= 0 and float(row["sps"]) > 0 and float(row["wall_time_s"]) > 0 for row in rows)
+    assert {row["env_steps"] for row in rows} == {"2400"}
+    assert plots.main(["curves", str(sweep), "--tag", "charts/episodic_return", "--out", str(tmp_path / "c.png")]) == 0
+    assert_png(tmp_path / "c.png")
+    assert plots.main(["table", str(sweep), "--columns", "final_distance", "--out", str(tmp_path / "t.md")]) == 0
+    [[(mean, std)]] = mean_std_cells((tmp_path / "t.md").read_text())
+    distances = [float(row["final_distance"]) for row in rows]
+    assert mean == pytest.approx(statistics.mean(distances), abs=6e-3) and std == pytest.approx(statistics.stdev(distances), abs=6e-3)
