@@ -28,11 +28,13 @@ import math
 import pathlib
 import re
 import shlex
+import textwrap
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import matplotlib
+import matplotlib.patches
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -254,11 +256,17 @@ def markdown_table(header: list[str], rows: list[list[str]], title: str | None =
 
 def new_axes(title: str, xlabel: str, ylabel: str):
     fig, ax = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 80))  # long titles wrap instead of running off the figure
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     return fig, ax
+
+
+def set_group_ticks(ax, x: np.ndarray, labels: list[str]) -> None:
+    """Group names under the bars, slanted when they would run into each other."""
+    crowded = sum(len(label) for label in labels) > 70
+    ax.set_xticks(x, labels, rotation=25 if crowded else 0, ha="right" if crowded else "center")
 
 
 def plot_curves(curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str,
@@ -285,24 +293,31 @@ def plot_windows(labels: list[str], window_names: list[str], stats: list[list[tu
         stds = [group[k][1] for group in stats]
         ax.bar(x + (k - (len(window_names) - 1) / 2) * width, means, width, yerr=np.nan_to_num(stds), capsize=3,
                label=name, color=color)
-    ax.set_xticks(x, labels)
+    set_group_ticks(ax, x, labels)
     ax.legend(title=legend, fontsize="small")
     ax.grid(alpha=0.3, axis="y")
     ax.grid(False, axis="x")
     return fig
 
 
-def plot_bars(labels: list[str], samples: list[list[float]], title: str, ylabel: str, xlabel: str):
-    """One bar per group (mean, ±std error bar), every run as a dot, the mean written above."""
+def plot_bars(labels: list[str], samples: list[list[float]], title: str, ylabel: str, xlabel: str,
+              categories: list[str] | None = None, legend: str | None = None):
+    """One bar per group (mean, ±std error bar), every run as a dot, the mean written above. Bars of
+    the same `categories` entry (e.g. the sweep: MAML or FOMAML) share a colour, named in the legend."""
     fig, ax = new_axes(title, xlabel, ylabel)
     x = np.arange(len(labels))
     stats = [mean_std(group) for group in samples]
     means, stds = [s[0] for s in stats], [s[1] for s in stats]
-    bars = ax.bar(x, means, 0.6, yerr=np.nan_to_num(stds), capsize=4, color="tab:blue", alpha=0.75)
+    names = list(dict.fromkeys(categories)) if categories else []
+    colors = [f"C{names.index(c) % 10}" for c in categories] if categories else "tab:blue"
+    bars = ax.bar(x, means, 0.6, yerr=np.nan_to_num(stds), capsize=4, color=colors, alpha=0.75)
+    if len(names) > 1:
+        ax.legend(handles=[matplotlib.patches.Patch(color=f"C{i % 10}", alpha=0.75, label=n) for i, n in enumerate(names)],
+                  title=legend, fontsize="small")
     for position, group in zip(x, samples):
         ax.plot(np.full(len(group), position), group, "o", color="black", markersize=3.5, alpha=0.7)
     ax.bar_label(bars, labels=[format_mean_std(m, s) for m, s in zip(means, stds)], padding=3, fontsize="small")
-    ax.set_xticks(x, labels)
+    set_group_ticks(ax, x, labels)
     ax.grid(False, axis="x")
     ax.margins(y=0.15)
     return fig
@@ -378,8 +393,8 @@ def command_curves(args, runs, keys, grid, argv) -> None:
         label = f"{group_label(keys, values)} (n={len(members)})"
         curves.append((label, *mean_std_curve(series)))
     smoothing = f", moving average of {args.smooth}" if args.smooth > 1 else ""
-    title = args.title or f"{args.tag}: mean ± std over seeds{smoothing}"
-    fig = plot_curves(curves, title, args.xlabel, args.ylabel or args.tag, legend_title(keys))
+    title = args.title or f"{short_name(args.tag)}: mean ± std over seeds{smoothing}"
+    fig = plot_curves(curves, title, args.xlabel, args.ylabel or short_name(args.tag), legend_title(keys))
     report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.tag)}.png"))
 
 
@@ -393,8 +408,8 @@ def command_windows(args, runs, keys, grid, argv) -> None:
     stats = [window_stats([read_scalar(run, args.tag) for run in members], bounds, args.spread) for _, members in groups]
     labels = [group_label(keys, values) for values, _ in groups]
     spread = "seeds" if args.spread == "seeds" else "all logged values"
-    title = args.title or f"{args.tag} per window of {args.window} {args.xlabel}s (mean ± std over {spread})"
-    fig = plot_windows(labels, window_names, stats, title, args.ylabel or args.tag,
+    title = args.title or f"{short_name(args.tag)} per window of {args.window} {args.xlabel}s (mean ± std over {spread})"
+    fig = plot_windows(labels, window_names, stats, title, args.ylabel or short_name(args.tag),
                        legend_title(keys) or "", legend="window")
     report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.tag)}.png"))
     header = [*keys, "n", *window_names]
@@ -420,7 +435,10 @@ def command_bars(args, runs, keys, grid, argv) -> None:
     samples = [[column_stats([run], args.column)[0] for run in members] for _, members in groups]
     labels = [group_label(keys, values) for values, _ in groups]
     title = args.title or f"{args.column}: mean ± std over seeds, dots = runs"
-    fig = plot_bars(labels, samples, title, args.ylabel or args.column, args.xlabel or legend_title(keys) or "")
+    # with two or more keys, the first one (e.g. the sweep) colours the bars
+    categories = [values[0] for values, _ in groups] if len(keys) > 1 else None
+    fig = plot_bars(labels, samples, title, args.ylabel or args.column, args.xlabel or legend_title(keys) or "",
+                    categories, keys[0] if keys else None)
     report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.column)}.png"))
     if args.table_out:
         rows = [[*values, str(len(group)), format_mean_std(*mean_std(group)[:2])] for (values, _), group in zip(groups, samples)]
@@ -445,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="grid keys (or `sweep`) that make the groups; runs that differ in other keys are pooled "
                               "(default: every key that takes more than one value)")
         sub.add_argument("--title", help="figure or table title (default: says what is shown)")
-        sub.add_argument("--ylabel", help="y-axis label (default: the tag or column)")
+        sub.add_argument("--ylabel", help="y-axis label (default: the tag's last part or the column)")
         return sub
 
     curves = add("curves", "a TensorBoard scalar against its step, mean ± std over seeds, one line per group")
@@ -489,7 +507,11 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name, 1) < 1:
                 raise PlotError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         runs, grid = load_runs(args.sweeps)
-        runs = select(runs, parse_where(args.where))
+        where = parse_where(args.where)
+        unknown = [key for key in where if key not in grid]
+        if unknown:
+            raise PlotError(f"--where {unknown[0]}=...: not a grid key; the keys are {', '.join(grid)}")
+        runs = select(runs, where)
         keys = args.group_by if args.group_by is not None else default_group_keys(runs, grid)
         unknown = [key for key in keys if key not in grid]
         if unknown:

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -231,6 +232,14 @@ def test_table_and_bars_of_summary_columns(fake_event_sweep, tmp_path):
                        "--table-out", str(tmp_path / "b.md")]) == 0
     assert_png(tmp_path / "b.png")
     assert mean_std_cells((tmp_path / "b.md").read_text()) == [[(2.0, 1.0)], [(4.0, 2.0)]]
+    # two sweeps (say MAML and FOMAML) are told apart by the `sweep` column
+    shutil.copytree(fake_event_sweep, tmp_path / "copy")
+    assert plots.main(["table", str(fake_event_sweep), str(tmp_path / "copy"), "--where", "scale=2", "--columns", "score",
+                       "--out", str(tmp_path / "two.md")]) == 0
+    two = (tmp_path / "two.md").read_text()
+    assert "| sweep | n | score |" in two and "| fake | 3 | 4.000 ± 2.000 |" in two and "| copy | 3 | 4.000 ± 2.000 |" in two
+    assert plots.main(["table", str(fake_event_sweep), "--where", "scael=2", "--columns", "score", "--out", str(tmp_path / "x.md")]) == 2
+    assert not (tmp_path / "x.md").exists()
 
 
 def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
