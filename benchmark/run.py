@@ -41,6 +41,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -206,10 +207,13 @@ class Sweep:
 def check_flags_known(sweep: Sweep) -> None:
     """Refuse flags that the script's --help does not list: a typo would otherwise fail every run."""
     with tempfile.TemporaryDirectory() as scratch:  # --help must not write into the repo either
-        result = subprocess.run(
-            [sweep.python, str(sweep.script), "--help"], capture_output=True, text=True, cwd=scratch,
-            env={**os.environ, **SINGLE_THREAD_ENV}, timeout=300,
-        )
+        try:
+            result = subprocess.run(
+                [sweep.python, str(sweep.script), "--help"], capture_output=True, text=True, cwd=scratch,
+                env={**os.environ, **SINGLE_THREAD_ENV}, timeout=300,
+            )
+        except OSError as error:
+            raise BadInput(f"--python {sweep.python!r}: cannot run it ({error.strerror}); give a Python executable") from None
     if result.returncode != 0:
         last_line = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise BadInput(f"script {sweep.script.name}: `--help` failed ({last_line}); pass --no-check-flags to skip this check")
@@ -278,17 +282,24 @@ class Runner:
             with self.lock:
                 if self.stopping:
                     return run, -1, 0.0, "not started (interrupted)"
-                child = subprocess.Popen(
-                    self.sweep.argv(run), cwd=run.run_dir, stdout=stdout, stderr=stderr,
-                    env={**os.environ, **SINGLE_THREAD_ENV},
-                )
-                self.children.add(child)
-            code = child.wait()
+                try:
+                    child = subprocess.Popen(
+                        self.sweep.argv(run), cwd=run.run_dir, stdout=stdout, stderr=stderr,
+                        env={**os.environ, **SINGLE_THREAD_ENV},
+                    )
+                except OSError as error:  # e.g. a --python that does not exist: a failed run, not a crash
+                    print(f"run.py could not start the run: {error}", file=stderr, flush=True)
+                    child = None
+                else:
+                    self.children.add(child)
+            code = child.wait() if child else 127
             with self.lock:
                 self.children.discard(child)
         seconds = time.monotonic() - start
         reason = ""
-        if code != 0:
+        if code < 0:
+            reason = f"killed by signal {-code}"
+        elif code != 0:
             reason = f"exit code {code}"
         elif run.summary_path() is None:
             reason = "exit code 0 but no runs/*/summary.json was written"
@@ -304,7 +315,7 @@ class Runner:
         """Run everything pending, printing progress on stderr; returns the failed runs."""
         total = len(pending) + skipped
         failed: list[Run] = []
-        start = time.monotonic()
+        start, run_seconds = time.monotonic(), 0.0
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
         futures = [executor.submit(self.run_one, run) for run in pending]
         try:
@@ -312,8 +323,9 @@ class Runner:
                 run, code, seconds, reason = future.result()
                 if reason:
                     failed.append(run)
-                elapsed = time.monotonic() - start
-                eta = elapsed / finished * (len(pending) - finished)
+                elapsed, run_seconds = time.monotonic() - start, run_seconds + seconds
+                # the mean run so far, for each remaining run, `workers` at a time
+                eta = run_seconds / finished * (len(pending) - finished) / self.workers
                 status = f"FAILED ({reason}; see {run.run_dir / 'failure.txt'})" if reason else "ok"
                 log(
                     f"[{skipped + finished}/{total}] {run.label} {status} in {seconds:.1f}s | "
@@ -445,6 +457,10 @@ def make_sweep(args: argparse.Namespace) -> Sweep:
     return sweep
 
 
+def stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # a scheduler's or `kill`'s SIGTERM stops the children like Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -470,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.collect_only:
         log(f"sweep {sweep.sweep_dir}: {len(runs)} runs, {len(runs) - len(pending)} already finished, "
             f"{len(pending)} to run on {args.workers} worker{'s' * (args.workers > 1)}")
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
             failed = Runner(sweep, args.workers).run_all(pending, len(runs) - len(pending))
         except KeyboardInterrupt:
