@@ -1,0 +1,472 @@
+# First-order MAML with a vanilla-policy-gradient inner loop on the 2D navigation tasks.
+# Docs and measured results: README.md#maml-and-fomaml.  `diff maml_vpg.py fomaml_vpg.py` shows what FOMAML changes.
+"""First-order MAML (the approximation of Finn et al. 2017) with a policy-gradient inner loop, as studied by Duan & Wang.
+
+Each meta-iteration, for every task of a meta-batch (a goal of nav_env):
+  1. sample episodes with the current parameters theta_0 = theta,
+  2. take N inner policy-gradient steps theta_{k+1} = theta_k - inner_lr * grad L_in(theta_k), sampling
+     fresh episodes with theta_k before each step,
+  3. sample validation episodes with the adapted theta_N; their policy-gradient loss L_out(theta_N) is
+     the task's meta-loss.
+FOMAML takes the gradient of each task's meta-loss at its adapted parameters theta_N and applies the
+sum over tasks to theta, as if d theta_N / d theta were the identity: no differentiation through the
+inner steps, so no second-order terms and no graph over the inner episodes. The inner loss is the same
+LVC surrogate as maml_vpg.py's (ProMP, Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A, whose gradient
+is REINFORCE's; only its second derivative, which FOMAML never takes, differs.
+
+Fast: every task's episodes run at once in one NavigationVectorEnv (tasks x episodes envs), each step
+is one batched forward pass of all tasks' (possibly adapted) policies via torch.func.vmap, advantages
+are one matrix product, and the meta-gradient is torch.func.grad in a vmap over tasks.
+"""
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.utils.tensorboard import SummaryWriter
+
+import nav_env
+
+ALGORITHM = "fomaml"
+PRESETS = {  # fields left unset on the command line take their value from the chosen preset
+    # Adaptation needs a large inner step: 0.1 on normalised advantages moves the policy visibly in one
+    # step, and Adam makes the outer step size robust to the meta-gradient's scale.
+    "default": dict(inner_lr=0.1, outer_lr=1e-3, hidden_size=64, outer_optimizer="adam"),
+    # Duan & Wang's values (MAML with SGD, FOMAML with Adam, as in their paper).
+    "paper": dict(inner_lr=3e-4, outer_lr=5e-4, hidden_size=128, outer_optimizer="sgd"),
+}
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (training tasks, actions, network initialisation)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, use CUDA when it is available (falls back to the CPU with a message otherwise)"""
+    preset: Literal["default", "paper"] = "default"
+    """`default`: values that make adaptation work in minutes on a CPU; `paper`: Duan & Wang's (inner lr
+    3e-4, outer lr 5e-4 with SGD, hidden 128). Flags given explicitly override the preset"""
+
+    # Tasks
+    obstacles: Literal["none", "easy", "medium", "hard"] = "medium"
+    """obstacle level of nav_env"""
+    targets: Literal["uniform", "random", "narrow"] = "uniform"
+    """target (task) distribution the goals are drawn from"""
+    see_goal: bool = True
+    """if toggled, the observation includes the goal (x, y, gx, gy); with --no-see-goal it is (x, y) and
+    the goal must be found by adaptation"""
+    collision: Literal["block", "stick"] = "block"
+    """`block` cancels a move into an obstacle; `stick` freezes the agent after contact (original code)"""
+
+    # Algorithm
+    num_iterations: int = 500
+    """the number of meta-iterations (0: only evaluate the initial parameters)"""
+    meta_batch_size: int = 8
+    """the number of tasks per meta-iteration"""
+    episodes_per_task: int = 20
+    """episodes sampled per task for each inner step and for the validation (outer) loss"""
+    inner_steps: int = 1
+    """N, the number of inner policy-gradient steps (fresh episodes before each)"""
+    inner_lr: float | None = None
+    """the inner (adaptation) SGD step size; preset default 0.1, paper 3e-4"""
+    outer_lr: float | None = None
+    """the meta (outer) learning rate; preset default 1e-3, paper 5e-4"""
+    outer_optimizer: Literal["sgd", "adam"] | None = None
+    """the meta optimizer; preset default adam, paper sgd (MAML) / adam (FOMAML)"""
+    gamma: float = 0.99
+    """the discount factor gamma of the returns and advantages"""
+    gae_lambda: float = 1.0
+    """the lambda of generalised advantage estimation (1.0: discounted return minus the baseline)"""
+    norm_adv: bool = True
+    """toggles advantage normalisation (per task and batch), which makes inner_lr scale-free"""
+    hidden_size: int | None = None
+    """width of the policy's two tanh hidden layers; preset default 64, paper 128"""
+    max_grad_norm: float = 1.0
+    """clip the meta-gradient to this norm (0: no clipping)"""
+
+    # Evaluation and outputs
+    eval_every: int = 50
+    """evaluate on the held-out test tasks every this many iterations (0: only at the end)"""
+    num_test_tasks: int = 16
+    """the number of held-out test tasks"""
+    test_seed: int = 0
+    """seed of the held-out test tasks (kept apart from --seed so every run is tested on the same goals)"""
+    eval_inner_steps: int | None = None
+    """the final evaluation also measures adaptation after 0..K inner steps (K >= --inner-steps; default
+    --inner-steps), reported as return_after_steps / distance_after_steps in summary.json"""
+    save_model: bool = False
+    """if toggled, save the meta-parameters to runs/{run_name}/{exp_name}.cleanrl_model"""
+    load_model: str | None = None
+    """path of saved meta-parameters to start from; with --num-iterations 0 this evaluates them"""
+
+    # to be filled in runtime
+    num_envs: int = 0
+    """envs of one rollout: meta_batch_size * episodes_per_task (computed in runtime)"""
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve(args: Args) -> Args:
+    """Fill the preset's values into unset fields, then check every value; exit 2 on bad input."""
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.preset == "paper" and ALGORITHM == "fomaml" and args.outer_optimizer == "sgd":
+        args.outer_optimizer = "adam"  # the papers trained FOMAML with Adam
+    positive = ["meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr", "hidden_size",
+                "num_test_tasks"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("num_iterations", "eval_every", "max_grad_norm"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.eval_inner_steps is None:
+        args.eval_inner_steps = args.inner_steps
+    if args.eval_inner_steps < 0:
+        fail(f"--eval-inner-steps must be >= 0, got {args.eval_inner_steps}")
+    if args.load_model is not None and not os.path.isfile(args.load_model):
+        fail(f"--load-model {args.load_model}: no such file")
+    args.num_envs = args.meta_batch_size * args.episodes_per_task
+    return args
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Policy(nn.Module):
+    """A categorical policy: observation -> action logits (an MLP with two tanh hidden layers)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_low: np.ndarray, obs_high: np.ndarray):
+        super().__init__()
+        # Observations are mapped from their Box bounds to [-1, 1]: centred inputs suit tanh layers.
+        self.register_buffer("obs_mid", torch.as_tensor((obs_high + obs_low) / 2, dtype=torch.float32))
+        self.register_buffer("obs_half_range", torch.as_tensor((obs_high - obs_low) / 2, dtype=torch.float32))
+        self.net = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, num_actions), std=0.01),
+        )
+
+    def forward(self, obs):
+        return self.net((obs - self.obs_mid) / self.obs_half_range)
+
+
+# --- losses and the meta-gradient (one task each; vmap runs them over the meta-batch) ---------------
+# A batch is a dict of one task's samples: obs (n, obs_dim), actions (n,), advantages (n,) and mask (n,),
+# where mask is 0 for the steps after an episode ended (rollouts have a fixed horizon).
+
+
+def log_prob(model, params, obs, actions):
+    logits = functional_call(model, params, (obs,))
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def inner_loss(model, params, batch):
+    """ProMP's LVC surrogate, -mean_t pi(a_t|s_t) / stopgrad(pi(a_t|s_t)) * A_t, at the sampling parameters."""
+    logp = log_prob(model, params, batch["obs"], batch["actions"])
+    ratio = torch.exp(logp - logp.detach())  # = 1 in value; its gradient is the score function
+    return -(ratio * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+
+def outer_loss(model, params, batch):
+    """The vanilla policy-gradient loss -mean_t log pi(a_t|s_t) * A_t of the validation episodes."""
+    logp = log_prob(model, params, batch["obs"], batch["actions"])
+    return -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+
+def inner_update(model, params, batch, inner_lr: float):
+    """One inner SGD step on the LVC loss; differentiable w.r.t. params (torch.func nests grads)."""
+    grads = grad(inner_loss, argnums=1)(model, params, batch)
+    return {name: params[name] - inner_lr * grads[name] for name in params}
+
+
+def meta_gradient(model, params, adapted_params, inner_batches, validation_batch, inner_lr: float):
+    """FOMAML: the gradient of each task's validation loss at its adapted parameters, summed over tasks
+    (the first-order approximation of MAML's meta-gradient). Returns (gradient dict, summed loss)."""
+    task_grads, task_losses = vmap(grad_and_value(outer_loss, argnums=1), in_dims=(None, 0, 0))(
+        model, adapted_params, validation_batch
+    )
+    return {name: g.sum(0) for name, g in task_grads.items()}, task_losses.sum()
+
+
+# --- sampling, baseline and advantages (batched over tasks, no grad) --------------------------------
+
+
+def discount_matrix(rate: float, horizon: int) -> torch.Tensor:
+    """M[t, u] = rate^(u - t) for u >= t, else 0; x @ M.T sums the discounted future of x at every t."""
+    steps = torch.arange(horizon, dtype=torch.float64)
+    exponent = steps[None, :] - steps[:, None]
+    return torch.where(exponent >= 0, rate ** exponent.clamp(min=0), torch.zeros(()))
+
+
+def linear_baseline(features, returns, mask, reg: float = 1e-5):
+    """Per-task ridge regression of returns on features (the MAML paper's linear feature baseline).
+
+    features (tasks, n, F), returns and mask (tasks, n); returns the fitted values (tasks, n).
+    """
+    weighted = features * mask.unsqueeze(-1)
+    gram = weighted.transpose(1, 2) @ features + reg * torch.eye(features.shape[-1], dtype=features.dtype)
+    coef = torch.linalg.solve(gram, weighted.transpose(1, 2) @ returns.unsqueeze(-1))
+    return (features @ coef).squeeze(-1)
+
+
+def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm_adv: bool):
+    """GAE(gamma, lambda) (Schulman et al. 2016) with a per-task linear baseline, as one matrix product.
+
+    obs (tasks, episodes, T, obs_dim) normalised to [-1, 1]; rewards, mask (tasks, episodes, T). The
+    horizon is the episode's end: the value after the last step (or after reaching the goal) is 0.
+    """
+    tasks, episodes, horizon = rewards.shape
+    rewards, mask = rewards.double(), mask.double()
+    returns = rewards @ discount_matrix(gamma, horizon).T
+    time = (torch.arange(horizon, dtype=torch.float64) / horizon).expand(tasks, episodes, horizon).unsqueeze(-1)
+    features = torch.cat([obs.double(), obs.double() ** 2, time, time**2, time**3, torch.ones_like(time)], dim=-1)
+    values = linear_baseline(
+        features.reshape(tasks, episodes * horizon, -1), returns.reshape(tasks, -1), mask.reshape(tasks, -1)
+    ).reshape(tasks, episodes, horizon) * mask
+    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    deltas = (rewards + gamma * next_values - values) * mask
+    advantages = deltas @ discount_matrix(gamma * gae_lambda, horizon).T
+    if norm_adv:
+        count = mask.sum(dim=(1, 2), keepdim=True)
+        mean = (advantages * mask).sum(dim=(1, 2), keepdim=True) / count
+        std = (((advantages - mean) ** 2 * mask).sum(dim=(1, 2), keepdim=True) / count).sqrt()
+        advantages = (advantages - mean) / (std + 1e-8)
+    return (advantages * mask).float()
+
+
+def rollout(envs, model, task_params, goals, args, device):
+    """Run args.episodes_per_task episodes of every task in lockstep for the full horizon.
+
+    task_params: parameter dict with a leading task dim (each task's own, possibly adapted, policy).
+    Returns the task-batched samples for the losses and the per-episode statistics.
+    """
+    tasks, episodes, horizon = len(goals), args.episodes_per_task, nav_env.MAX_EPISODE_STEPS
+    obs_np, _ = envs.reset(options={"goals": np.repeat(goals, episodes, axis=0)})
+    obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
+    actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
+    rewards = torch.zeros((horizon, tasks * episodes))
+    mask = torch.zeros((horizon, tasks * episodes))
+    positions = np.zeros((horizon + 1, tasks * episodes, 2))
+    positions[0] = envs.positions
+    alive = np.ones(tasks * episodes, dtype=bool)
+    policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
+    with torch.no_grad():
+        for t in range(horizon):
+            obs[t] = torch.as_tensor(obs_np)
+            mask[t] = torch.as_tensor(alive, dtype=torch.float32)
+            logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
+            actions[t] = torch.multinomial(torch.softmax(logits.reshape(tasks * episodes, -1), -1), 1).squeeze(-1).cpu()
+            obs_np, reward, terminated, truncated, info = envs.step(actions[t].numpy())
+            rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+            positions[t + 1] = envs.positions
+            alive = ~(terminated | truncated)
+    distances = info["distance"].reshape(tasks, episodes)  # an ended env stays where it ended
+
+    def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
+        return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
+
+    obs, actions, rewards, mask = by_task(obs), by_task(actions), by_task(rewards), by_task(mask)
+    normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
+    advantages = compute_advantages(normalised_obs, rewards, mask, args.gamma, args.gae_lambda, args.norm_adv)
+    batch = {
+        "obs": obs.reshape(tasks, episodes * horizon, -1),
+        "actions": actions.reshape(tasks, -1),
+        "advantages": advantages.reshape(tasks, -1),
+        "mask": mask.reshape(tasks, -1),
+    }
+    stats = {
+        "returns": rewards.sum(-1).numpy(),  # (tasks, episodes)
+        "distances": distances,
+        "env_steps": int(mask.sum()),
+        "positions": positions,
+    }
+    return {k: v.to(device) for k, v in batch.items()}, stats
+
+
+def sample_and_adapt(envs, model, params, goals, num_steps: int, args, device):
+    """Steps 1-3 of a meta-iteration for every task at once, without building a graph.
+
+    Returns the batches sampled with theta_0..theta_num_steps, their statistics, and the adapted
+    parameters theta_num_steps (with a leading task dim).
+    """
+    task_params = {name: p.detach().expand((len(goals),) + p.shape) for name, p in params.items()}
+    batches, stats = [], []
+    for step in range(num_steps + 1):
+        batch, batch_stats = rollout(envs, model, task_params, goals, args, device)
+        batches.append(batch)
+        stats.append(batch_stats)
+        if step < num_steps:
+            task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
+    return batches, stats, task_params
+
+
+def evaluate(envs, model, params, goals, num_steps: int, args, device):
+    """Mean return and final distance over the test tasks after 0..num_steps inner steps."""
+    _, stats, _ = sample_and_adapt(envs, model, params, goals, num_steps, args, device)
+    return [float(s["returns"].mean()) for s in stats], [float(s["distances"].mean()) for s in stats], stats
+
+
+def trajectory_image(stats, goals, args) -> np.ndarray:
+    """First episode of up to 4 test tasks before (left) and after (right) adaptation."""
+    shown = min(4, len(goals))
+    panels = []
+    for title, batch_stats in (("before adaptation", stats[0]), (f"after {len(stats) - 1} inner step(s)", stats[-1])):
+        first_episodes = [batch_stats["positions"][:, task * args.episodes_per_task] for task in range(shown)]
+        panels.append(nav_env.render_trajectories(first_episodes, goals[:shown], obstacles=args.obstacles, size=320,
+                                                  title=title))
+    return np.concatenate(panels, axis=1)
+
+
+if __name__ == "__main__":
+    args = resolve(tyro.cli(Args))
+    run_name = f"nav-{args.obstacles}-{args.targets}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("--cuda given but no CUDA device is available: running on the CPU")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    task_rng = np.random.default_rng([0, args.seed])  # training goals
+    test_goals = nav_env.sample_goals(args.targets, args.num_test_tasks, np.random.default_rng([1, args.test_seed]))
+
+    env_kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision,
+                      autoreset_mode="Disabled")  # fixed-horizon rollouts: an ended episode waits, masked out
+    envs = nav_env.NavigationVectorEnv(args.num_envs, **env_kwargs)
+    test_envs = nav_env.NavigationVectorEnv(args.num_test_tasks * args.episodes_per_task, **env_kwargs)
+    envs.reset(seed=args.seed)
+    test_envs.reset(seed=args.test_seed)
+    obs_space = envs.single_observation_space
+    model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
+    if args.load_model is not None:
+        try:
+            model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
+        except (RuntimeError, KeyError, ValueError, OSError) as error:
+            fail(f"--load-model {args.load_model} does not fit this policy (--hidden-size, --see-goal?): "
+                 f"{str(error).splitlines()[0]}")
+    model = model.to(device)
+    params = dict(model.named_parameters())
+    if args.outer_optimizer == "adam":
+        optimizer = torch.optim.Adam(params.values(), lr=args.outer_lr)
+    else:
+        optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    def log_evaluation(global_step: int, num_steps: int):
+        returns, distances, stats = evaluate(test_envs, model, params, test_goals, num_steps, args, device)
+        writer.add_scalar("eval/pre_adaptation_return", returns[0], global_step)
+        writer.add_scalar("eval/post_adaptation_return", returns[args.inner_steps], global_step)
+        writer.add_scalar("eval/pre_adaptation_distance", distances[0], global_step)
+        writer.add_scalar("eval/post_adaptation_distance", distances[args.inner_steps], global_step)
+        writer.add_image("eval/trajectories", trajectory_image(stats[: args.inner_steps + 1], test_goals, args),
+                         global_step, dataformats="HWC")
+        return returns, distances
+
+    global_step = 0
+    iteration_times, iteration_sps = [], []
+    start_time = time.time()
+    for iteration in range(1, args.num_iterations + 1):
+        iteration_start = time.time()
+        goals = nav_env.sample_goals(args.targets, args.meta_batch_size, task_rng)
+
+        # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
+        batches, stats, adapted_params = sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
+        inner_batches, validation_batch = batches[:-1], batches[-1]
+
+        # ALGO LOGIC: the meta-update
+        grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch, args.inner_lr)
+        for name, p in params.items():
+            p.grad = grads[name]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))
+        optimizer.step()
+
+        iteration_steps = sum(s["env_steps"] for s in stats)
+        global_step += iteration_steps
+        iteration_times.append(time.time() - iteration_start)
+        iteration_sps.append(iteration_steps / iteration_times[-1])
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        writer.add_scalar("charts/pre_adaptation_return", stats[0]["returns"].mean(), global_step)
+        writer.add_scalar("charts/post_adaptation_return", stats[-1]["returns"].mean(), global_step)
+        writer.add_scalar("charts/pre_adaptation_distance", stats[0]["distances"].mean(), global_step)
+        writer.add_scalar("charts/post_adaptation_distance", stats[-1]["distances"].mean(), global_step)
+        writer.add_scalar("charts/iteration", iteration, global_step)
+        writer.add_scalar("charts/iteration_time", iteration_times[-1], global_step)
+        writer.add_scalar("charts/SPS", int(iteration_sps[-1]), global_step)
+        writer.add_scalar("losses/outer_loss", loss.item(), global_step)
+        writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), global_step)
+        if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
+            log_evaluation(global_step, args.inner_steps)
+        if iteration % 10 == 0 or iteration in (1, args.num_iterations):
+            print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
+                  f"pre_adaptation_return={stats[0]['returns'].mean():.1f} "
+                  f"post_adaptation_return={stats[-1]['returns'].mean():.1f} "
+                  f"post_adaptation_distance={stats[-1]['distances'].mean():.2f} SPS={int(iteration_sps[-1])}",
+                  flush=True)
+
+    # Final evaluation on the held-out test tasks, after 0..K inner steps
+    train_time = time.time() - start_time
+    returns, distances = log_evaluation(global_step, max(args.inner_steps, args.eval_inner_steps))
+    summary = {
+        "args": asdict(args),
+        "pre_adaptation_return": returns[0],
+        "post_adaptation_return": returns[args.inner_steps],
+        "pre_adaptation_distance": distances[0],
+        "post_adaptation_distance": distances[args.inner_steps],
+        "adaptation_gain": returns[args.inner_steps] - returns[0],
+        "return_after_steps": returns,
+        "distance_after_steps": distances,
+        "test_goals": test_goals.tolist(),
+        "wall_time_s": time.time() - start_time,
+        "train_time_s": train_time,
+        "iterations": args.num_iterations,
+        "env_steps": global_step,
+        "sps": global_step / train_time if global_step else None,
+        "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
+        "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
+    }
+    print("held-out test tasks: " + ", ".join(
+        f"after {k} step(s): return {r:.1f} distance {d:.2f}" for k, (r, d) in enumerate(zip(returns, distances))))
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save(model.state_dict(), model_path)
+        summary["model_path"] = model_path
+        print(f"model saved to {model_path}")
+    with open(f"runs/{run_name}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"summary: runs/{run_name}/summary.json")
+    envs.close()
+    test_envs.close()
+    writer.close()
