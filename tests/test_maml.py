@@ -1,0 +1,387 @@
+"""maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations."""
+
+import json
+import subprocess
+import sys
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import fomaml_vpg
+import maml_vpg
+import nav_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --- a one-step bandit whose expected return has a closed form ----------------------------------------
+# pi = softmax(theta) over 3 arms with deterministic rewards r, so J(theta) = softmax(theta) . r. An inner
+# step on the loss -J moves theta to theta + alpha * grad J(theta); MAML's objective after N steps is J of
+# the N-times adapted parameters, differentiated exactly by autograd on the closed form.
+
+REWARDS = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)
+THETA = torch.tensor([0.3, -0.2, 0.6], dtype=torch.float64)
+ALPHA = 1.5
+
+
+class BanditPolicy(nn.Module):
+    """Logits that ignore the observation: a one-state policy for maml_vpg's functions."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, obs):
+        return self.logits.expand(obs.shape[:-1] + self.logits.shape)
+
+
+def exact_meta_gradient(num_steps: int, first_order: bool = False) -> torch.Tensor:
+    """d/d theta of J(theta_N), theta_{k+1} = theta_k + alpha * grad J(theta_k), by autograd; first_order:
+    grad J at theta_N instead (what FOMAML estimates)."""
+    theta = THETA.clone().requires_grad_(True)
+
+    def expected_return(logits):
+        return torch.softmax(logits, -1) @ REWARDS
+
+    adapted = theta
+    for _ in range(num_steps):
+        (step,) = torch.autograd.grad(expected_return(adapted), adapted, create_graph=True)
+        adapted = adapted + ALPHA * step
+    wrt = adapted if first_order else theta
+    (gradient,) = torch.autograd.grad(expected_return(adapted), wrt)
+    return gradient
+
+
+def sample_bandit_batch(task_logits: torch.Tensor, samples: int, generator: torch.Generator) -> dict:
+    """`samples` pulls per task from softmax(task_logits) (tasks, 3); the advantage is the raw reward."""
+    tasks = task_logits.shape[0]
+    actions = torch.multinomial(torch.softmax(task_logits, -1), samples, replacement=True, generator=generator)
+    return {
+        "obs": torch.zeros(tasks, samples, 1, dtype=torch.float64),
+        "actions": actions,
+        "advantages": REWARDS[actions],
+        "mask": torch.ones(tasks, samples, dtype=torch.float64),
+    }
+
+
+def estimated_meta_gradients(module, num_steps: int, groups: int, tasks: int, samples: int, seed: int = 0):
+    """Run the script's sampling-adaptation-meta-gradient pipeline on the bandit; one estimate (mean over
+    `tasks` independent tasks) per group. Returns (groups, 3) estimates of -(meta-gradient of the loss)."""
+    generator = torch.Generator().manual_seed(seed)
+    model = BanditPolicy(THETA)
+    params = dict(model.named_parameters())
+    estimates = []
+    for _ in range(groups):
+        task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+        inner_batches = []
+        for _ in range(num_steps):
+            batch = sample_bandit_batch(task_params["logits"], samples, generator)
+            inner_batches.append(batch)
+            task_params = torch.func.vmap(module.inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, ALPHA)
+        validation_batch = sample_bandit_batch(task_params["logits"], samples, generator)
+        grads, _ = module.meta_gradient(model, params, task_params, inner_batches, validation_batch, ALPHA)
+        estimates.append(-grads["logits"] / tasks)  # the loss is -J: flip the sign
+    return torch.stack(estimates)
+
+
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
+    estimates = estimated_meta_gradients(maml_vpg, num_steps, groups=20, tasks=500, samples=400)
+    mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
+    exact, first_order = exact_meta_gradient(num_steps), exact_meta_gradient(num_steps, first_order=True)
+    # the test can tell MAML from its first-order approximation: they differ by many standard errors
+    assert ((exact - first_order).abs() > 10 * sem).any()
+    # 5 standard errors, plus a little for the O(1/samples) bias of adapting on sampled gradients
+    assert torch.all((mean - exact).abs() < 5 * sem + 2e-3), (mean, exact, sem)
+
+
+def test_fomaml_estimates_the_gradient_at_the_adapted_parameters_on_a_bandit():
+    estimates = estimated_meta_gradients(fomaml_vpg, 1, groups=20, tasks=500, samples=400)
+    mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
+    assert torch.all((mean - exact_meta_gradient(1, first_order=True)).abs() < 5 * sem + 2e-3)
+    assert ((mean - exact_meta_gradient(1)).abs() > 5 * sem).any()  # and is not MAML's gradient
+
+
+# --- the real policy on random batches, against plain autograd, one task at a time -----------------
+
+
+def nav_policy(hidden=16, see_goal=True):
+    space = nav_env._observation_space(see_goal)
+    torch.manual_seed(0)
+    return maml_vpg.Policy(space.shape[0], 8, hidden, space.low, space.high)
+
+
+def random_batch(tasks: int, samples: int, seed: int, obs_dim: int = 4) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(tasks, samples, generator=generator) < 0.8).float()
+    return {
+        "obs": 10 * torch.rand(tasks, samples, obs_dim, generator=generator),
+        "actions": torch.randint(0, 8, (tasks, samples), generator=generator),
+        "advantages": torch.randn(tasks, samples, generator=generator) * mask,
+        "mask": mask,
+    }
+
+
+def task_slice(batch: dict, task: int) -> dict:
+    return {key: value[task] for key, value in batch.items()}
+
+
+def reinforce_loss(model, batch):
+    """-mean log pi(a|s) * A written with plain autograd-able module calls (independent of torch.func)."""
+    logp = torch.log_softmax(model(batch["obs"]), -1).gather(-1, batch["actions"][:, None]).squeeze(-1)
+    return -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+
+def with_params(model, params):
+    """A copy of model holding the given (detached) parameter values as its own leaves."""
+    copy = deepcopy(model)
+    with torch.no_grad():
+        for name, p in copy.named_parameters():
+            p.copy_(params[name])
+    return copy
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_inner_step_is_sgd_on_the_reinforce_loss(module):
+    model, batch = nav_policy(), task_slice(random_batch(1, 50, seed=1), 0)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    adapted = module.inner_update(model, params, batch, 0.3)
+    model.zero_grad()
+    reinforce_loss(model, batch).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(adapted[name], p.detach() - 0.3 * p.grad)
+
+
+def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
+    model, tasks = nav_policy(), 3
+    params = dict(model.named_parameters())
+    validation = random_batch(tasks, 40, seed=2)
+    adapted = {name: p.detach() + 0.1 * torch.randn((tasks,) + p.shape) for name, p in params.items()}
+    grads, loss = fomaml_vpg.meta_gradient(model, params, adapted, [], validation, 0.1)
+    expected = {name: torch.zeros_like(p) for name, p in params.items()}
+    expected_loss = 0.0
+    for task in range(tasks):
+        task_model = with_params(model, {name: value[task] for name, value in adapted.items()})
+        task_loss = reinforce_loss(task_model, task_slice(validation, task))
+        task_loss.backward()
+        expected_loss += task_loss.item()
+        for name, p in task_model.named_parameters():
+            expected[name] += p.grad
+    for name in params:
+        torch.testing.assert_close(grads[name], expected[name])
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("num_steps", [1, 3])
+def test_maml_vmap_over_tasks_equals_a_per_task_loop_with_create_graph(num_steps):
+    """maml_vpg's torch.func meta-gradient against classic higher-order autograd, one task at a time."""
+    model, tasks, lr = nav_policy(), 3, 0.5
+    params = dict(model.named_parameters())
+    inner_batches = [random_batch(tasks, 30, seed=10 + k) for k in range(num_steps)]
+    validation = random_batch(tasks, 30, seed=99)
+    grads, loss = maml_vpg.meta_gradient(model, params, None, inner_batches, validation, lr)
+
+    expected = {name: torch.zeros_like(p) for name, p in params.items()}
+    for task in range(tasks):
+        adapted = list(params.values())
+        for batch in inner_batches:
+            batch = task_slice(batch, task)
+            logp = torch.log_softmax(torch.func.functional_call(model, dict(zip(params, adapted)), (batch["obs"],)), -1)
+            logp = logp.gather(-1, batch["actions"][:, None]).squeeze(-1)
+            lvc = -(torch.exp(logp - logp.detach()) * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+            steps = torch.autograd.grad(lvc, adapted, create_graph=True)
+            adapted = [p - lr * g for p, g in zip(adapted, steps)]
+        batch = task_slice(validation, task)
+        logp = torch.log_softmax(torch.func.functional_call(model, dict(zip(params, adapted)), (batch["obs"],)), -1)
+        logp = logp.gather(-1, batch["actions"][:, None]).squeeze(-1)
+        outer = -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+        for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
+            expected[name] += g
+    for name in params:
+        torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+# --- advantages, baseline, rollouts ---------------------------------------------------------------
+
+
+def test_discount_matrix_by_hand():
+    expected = torch.tensor([[1.0, 0.5, 0.25], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(maml_vpg.discount_matrix(0.5, 3), expected)
+
+
+def test_linear_baseline_is_a_per_task_masked_least_squares_fit():
+    rng = np.random.default_rng(0)
+    features, returns = rng.normal(size=(2, 30, 4)), rng.normal(size=(2, 30))
+    mask = (rng.random((2, 30)) < 0.7).astype(float)
+    fitted = maml_vpg.linear_baseline(*(torch.as_tensor(x) for x in (features, returns, mask)), reg=0.0).numpy()
+    for task in range(2):
+        rows = mask[task] > 0
+        coef, *_ = np.linalg.lstsq(features[task][rows], returns[task][rows], rcond=None)
+        np.testing.assert_allclose(fitted[task], features[task] @ coef, rtol=1e-8, atol=1e-8)
+
+
+def test_advantages_equal_the_gae_recursion_with_the_fitted_baseline():
+    rng = np.random.default_rng(1)
+    tasks, episodes, horizon, gamma, lam = 2, 3, 7, 0.9, 0.8
+    obs = torch.as_tensor(rng.uniform(-1, 1, (tasks, episodes, horizon, 2)))
+    rewards = torch.as_tensor(rng.normal(size=(tasks, episodes, horizon)))
+    lengths = rng.integers(1, horizon + 1, (tasks, episodes))
+    lengths[0, 0] = horizon  # one episode runs to the horizon, where the value after the last step is 0
+    mask = torch.as_tensor(np.arange(horizon) < lengths[..., None], dtype=torch.float64)
+    rewards = rewards * mask
+    advantages = maml_vpg.compute_advantages(obs, rewards, mask, gamma, lam, norm_adv=False).double()
+
+    # independent: returns by the backward recursion, the baseline by numpy least squares, GAE by its loop
+    time = np.arange(horizon) / horizon
+    for task in range(tasks):
+        rows, targets, feats = [], [], []
+        for e in range(episodes):
+            ret, returns = 0.0, np.zeros(horizon)
+            for t in reversed(range(lengths[task, e])):
+                ret = rewards[task, e, t].item() + gamma * ret
+                returns[t] = ret
+            for t in range(lengths[task, e]):
+                o = obs[task, e, t].numpy()
+                feats.append(np.concatenate([o, o**2, [time[t], time[t] ** 2, time[t] ** 3, 1.0]]))
+                targets.append(returns[t])
+                rows.append((e, t))
+        coef = np.linalg.solve(np.array(feats).T @ np.array(feats) + 1e-5 * np.eye(len(feats[0])),
+                               np.array(feats).T @ np.array(targets))
+        values = np.zeros((episodes, horizon + 1))
+        for (e, t), f in zip(rows, feats):
+            values[e, t] = f @ coef
+        for e in range(episodes):
+            gae = 0.0
+            for t in reversed(range(lengths[task, e])):
+                delta = rewards[task, e, t].item() + gamma * values[e, t + 1] - values[e, t]
+                gae = delta + gamma * lam * gae
+                assert advantages[task, e, t].item() == pytest.approx(gae, rel=1e-4, abs=1e-4)
+            assert torch.all(advantages[task, e, lengths[task, e]:] == 0)
+
+
+def test_normalised_advantages_have_zero_mean_unit_std_per_task_over_valid_steps():
+    rng = np.random.default_rng(2)
+    obs = torch.as_tensor(rng.uniform(-1, 1, (3, 4, 10, 2)))
+    mask = torch.as_tensor(np.arange(10) < rng.integers(2, 11, (3, 4, 1)), dtype=torch.float64)
+    rewards = torch.as_tensor(rng.normal(size=(3, 4, 10)) * 50) * mask
+    advantages = maml_vpg.compute_advantages(obs, rewards, mask, 0.99, 1.0, norm_adv=True).double()
+    for task in range(3):
+        valid = advantages[task][mask[task] > 0]
+        assert abs(valid.mean().item()) < 1e-5 and valid.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-4)
+
+
+class RolloutArgs:
+    episodes_per_task, gamma, gae_lambda, norm_adv = 3, 0.99, 1.0, False
+
+
+def test_rollout_matches_the_single_env_replayed_with_the_same_actions():
+    goals = np.array([[9.5, 9.5], [9.0, 8.8]])  # near the start: random episodes sometimes end early
+    envs = nav_env.NavigationVectorEnv(6, obstacles="easy", autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    model = nav_policy()
+    torch.manual_seed(3)
+    task_params = {name: p.detach().expand((2,) + p.shape) for name, p in model.named_parameters()}
+    batch, stats = maml_vpg.rollout(envs, model, task_params, goals, RolloutArgs, torch.device("cpu"))
+    assert stats["env_steps"] == int(batch["mask"].sum())
+    lengths_seen = set()
+    for task in range(2):
+        for e in range(3):
+            steps = slice(e * 100, (e + 1) * 100)
+            mask, actions = batch["mask"][task, steps], batch["actions"][task, steps]
+            length = int(mask.sum())
+            assert torch.all(mask[:length] == 1) and torch.all(mask[length:] == 0)  # valid steps form a prefix
+            lengths_seen.add(length)
+            env = nav_env.NavigationEnv(obstacles="easy")
+            obs, _ = env.reset(options={"goal": tuple(goals[task])})
+            total = 0.0
+            for t in range(length):
+                np.testing.assert_array_equal(batch["obs"][task, e * 100 + t].numpy(), obs)
+                obs, reward, terminated, truncated, info = env.step(int(actions[t]))
+                total += reward
+            assert terminated or truncated
+            assert stats["returns"][task, e] == pytest.approx(total, rel=1e-5)
+            assert stats["distances"][task, e] == pytest.approx(info["distance"])
+    assert min(lengths_seen) < 100  # some episode reached its goal, so the early-end path was exercised
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
+        "--eval-every", "1"]
+
+
+def run_script(name, flags, cwd):
+    return subprocess.run([sys.executable, str(ROOT / name), *flags], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def read_summary(cwd) -> dict:
+    (path,) = list(Path(cwd).glob("runs/*/summary.json"))
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
+def test_smoke_through_the_cli_save_and_evaluate(script, tmp_path):
+    train, evaluate = tmp_path / "train", tmp_path / "evaluate"
+    train.mkdir(), evaluate.mkdir()
+    result = run_script(script, TINY + ["--inner-steps", "2", "--no-see-goal", "--save-model"], train)
+    assert result.returncode == 0, result.stderr
+    assert "iteration 2/2" in result.stdout
+    summary = read_summary(train)
+    for key in ["pre_adaptation_return", "post_adaptation_return", "pre_adaptation_distance",
+                "post_adaptation_distance", "adaptation_gain", "wall_time_s", "env_steps", "sps",
+                "median_iteration_time_s"]:
+        assert summary[key] is not None, key
+    assert summary["args"]["inner_steps"] == 2 and len(summary["return_after_steps"]) == 3
+    assert summary["adaptation_gain"] == pytest.approx(summary["post_adaptation_return"] - summary["pre_adaptation_return"])
+    # 2 iterations x 2 tasks x 2 episodes x (2 inner + 1 validation) batches of at most 100 steps
+    assert 0 < summary["env_steps"] <= 2 * 2 * 2 * 3 * 100
+    assert -20000 < summary["post_adaptation_return"] <= 0 and 0 <= summary["post_adaptation_distance"] <= 15
+    assert len(list(train.glob("runs/*/events.out.tfevents.*"))) == 1
+
+    model_path = train / summary["model_path"]
+    result = run_script(script, TINY[2:] + ["--num-iterations", "0", "--no-see-goal", "--load-model", str(model_path),
+                                            "--eval-inner-steps", "3"], evaluate)
+    assert result.returncode == 0, result.stderr
+    reloaded = read_summary(evaluate)
+    assert len(reloaded["return_after_steps"]) == 4 and reloaded["env_steps"] == 0
+
+
+def test_same_seed_same_run(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        result = run_script("fomaml_vpg.py", TINY + ["--seed", "7"], tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        summary = read_summary(tmp_path / name)
+        results.append((summary["return_after_steps"], summary["env_steps"]))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--inner-lr", "-0.1"], "--inner-lr must be > 0, got -0.1"),
+    (["--meta-batch-size", "0"], "--meta-batch-size must be > 0, got 0"),
+    (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
+    (["--eval-inner-steps", "-1"], "--eval-inner-steps must be >= 0, got -1"),
+    (["--load-model", "no/such/file.pt"], "--load-model no/such/file.pt: no such file"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
+    result = run_script("maml_vpg.py", flags, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_unknown_obstacle_level_is_rejected_by_the_cli(tmp_path):
+    result = run_script("fomaml_vpg.py", ["--obstacles", "extreme"], tmp_path)
+    assert result.returncode == 2 and "extreme" in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_model_of_another_shape_is_rejected_in_one_line(tmp_path):
+    torch.save(nav_policy(hidden=16).state_dict(), tmp_path / "small.pt")
+    result = run_script("maml_vpg.py", ["--load-model", str(tmp_path / "small.pt"), "--num-iterations", "0"], tmp_path)
+    assert result.returncode == 2 and "does not fit this policy" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()
