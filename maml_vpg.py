@@ -39,9 +39,11 @@ import nav_env
 
 ALGORITHM = "maml"
 PRESETS = {  # fields left unset on the command line take their value from the chosen preset
-    # Adaptation needs a large inner step: 0.1 on normalised advantages moves the policy visibly in one
-    # step, and Adam makes the outer step size robust to the meta-gradient's scale.
-    "default": dict(inner_lr=0.1, outer_lr=1e-3, hidden_size=64, outer_optimizer="adam"),
+    # Adaptation needs a large inner step. On normalised advantages, one step of 0.1 barely moves a policy
+    # (held-out distance 6.96 -> 6.86 from a random init, --no-see-goal), 1.0 does (-> 6.29), and
+    # meta-training with 1.0 or 5.0 ends at the same post-adaptation return. Adam makes the outer step
+    # robust to the meta-gradient's scale, which differs between MAML and FOMAML and grows with N.
+    "default": dict(inner_lr=1.0, outer_lr=1e-3, hidden_size=64, outer_optimizer="adam"),
     # Duan & Wang's values (MAML with SGD, FOMAML with Adam, as in their paper).
     "paper": dict(inner_lr=3e-4, outer_lr=5e-4, hidden_size=128, outer_optimizer="sgd"),
 }
@@ -82,7 +84,7 @@ class Args:
     inner_steps: int = 1
     """N, the number of inner policy-gradient steps (fresh episodes before each)"""
     inner_lr: float | None = None
-    """the inner (adaptation) SGD step size; preset default 0.1, paper 3e-4"""
+    """the inner (adaptation) SGD step size; preset default 1.0, paper 3e-4"""
     outer_lr: float | None = None
     """the meta (outer) learning rate; preset default 1e-3, paper 5e-4"""
     outer_optimizer: Literal["sgd", "adam"] | None = None
