@@ -398,14 +398,14 @@ if __name__ == "__main__":
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
 
-    def log_evaluation(global_step: int, num_steps: int):
+    def log_evaluation(iteration: int, num_steps: int):
         returns, distances, stats = evaluate(test_envs, model, params, test_goals, num_steps, args, device)
-        writer.add_scalar("eval/pre_adaptation_return", returns[0], global_step)
-        writer.add_scalar("eval/post_adaptation_return", returns[args.inner_steps], global_step)
-        writer.add_scalar("eval/pre_adaptation_distance", distances[0], global_step)
-        writer.add_scalar("eval/post_adaptation_distance", distances[args.inner_steps], global_step)
+        writer.add_scalar("eval/pre_adaptation_return", returns[0], iteration)
+        writer.add_scalar("eval/post_adaptation_return", returns[args.inner_steps], iteration)
+        writer.add_scalar("eval/pre_adaptation_distance", distances[0], iteration)
+        writer.add_scalar("eval/post_adaptation_distance", distances[args.inner_steps], iteration)
         writer.add_image("eval/trajectories", trajectory_image(stats[: args.inner_steps + 1], test_goals, args),
-                         global_step, dataformats="HWC")
+                         iteration, dataformats="HWC")
         return returns, distances
 
     global_step = 0
@@ -431,18 +431,19 @@ if __name__ == "__main__":
         iteration_times.append(time.time() - iteration_start)
         iteration_sps.append(iteration_steps / iteration_times[-1])
 
-        # TRY NOT TO MODIFY: record rewards for plotting purposes
-        writer.add_scalar("charts/pre_adaptation_return", stats[0]["returns"].mean(), global_step)
-        writer.add_scalar("charts/post_adaptation_return", stats[-1]["returns"].mean(), global_step)
-        writer.add_scalar("charts/pre_adaptation_distance", stats[0]["distances"].mean(), global_step)
-        writer.add_scalar("charts/post_adaptation_distance", stats[-1]["distances"].mean(), global_step)
-        writer.add_scalar("charts/iteration", iteration, global_step)
-        writer.add_scalar("charts/iteration_time", iteration_times[-1], global_step)
-        writer.add_scalar("charts/SPS", int(iteration_sps[-1]), global_step)
-        writer.add_scalar("losses/outer_loss", loss.item(), global_step)
-        writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), global_step)
+        # TRY NOT TO MODIFY: record rewards for plotting purposes. The x axis is the meta-iteration, as in
+        # the papers' figures (charts/env_steps maps it to env steps).
+        writer.add_scalar("charts/pre_adaptation_return", stats[0]["returns"].mean(), iteration)
+        writer.add_scalar("charts/post_adaptation_return", stats[-1]["returns"].mean(), iteration)
+        writer.add_scalar("charts/pre_adaptation_distance", stats[0]["distances"].mean(), iteration)
+        writer.add_scalar("charts/post_adaptation_distance", stats[-1]["distances"].mean(), iteration)
+        writer.add_scalar("charts/env_steps", global_step, iteration)
+        writer.add_scalar("charts/iteration_time", iteration_times[-1], iteration)
+        writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
+        writer.add_scalar("losses/outer_loss", loss.item(), iteration)
+        writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
-            log_evaluation(global_step, args.inner_steps)
+            log_evaluation(iteration, args.inner_steps)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
                   f"pre_adaptation_return={stats[0]['returns'].mean():.1f} "
@@ -452,7 +453,7 @@ if __name__ == "__main__":
 
     # Final evaluation on the held-out test tasks, after 0..K inner steps
     train_time = time.time() - start_time
-    returns, distances = log_evaluation(global_step, max(args.inner_steps, args.eval_inner_steps))
+    returns, distances = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
     summary = {
         "args": asdict(args),
         "pre_adaptation_return": returns[0],
