@@ -1,0 +1,81 @@
+"""Trajectories of meta-trained policies on two held-out goals, before and after adaptation (the
+papers' Figure 3a): one row per run, columns "before adaptation" and "after N inner steps".
+
+Each argument is a run folder of a sweep (or any folder holding runs/<run>/summary.json and a model
+saved with --save-model). The goals are the first two of the run's held-out test goals; each panel
+shows 3 sampled episodes per goal, the adapted ones after the run's own number of inner steps.
+
+    python benchmark/trajectories.py --out docs/maml_vs_fomaml_trajectories.png RUN_DIR [RUN_DIR ...]
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import maml_vpg  # noqa: E402  (rollout and adaptation are the same code in maml_vpg.py and fomaml_vpg.py)
+import nav_env  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+EPISODES_SHOWN = 3
+
+
+def load_run(run_dir: pathlib.Path):
+    summaries = sorted(run_dir.glob("runs/*/summary.json"))
+    if not summaries:
+        sys.exit(f"error: no runs/*/summary.json under {run_dir}")
+    summary = json.loads(summaries[-1].read_text())
+    if "model_path" not in summary:
+        sys.exit(f"error: {summaries[-1]} has no saved model (train with --save-model)")
+    return summary, run_dir / summary["model_path"]
+
+
+def panels(summary: dict, model_path: pathlib.Path, seed: int, size: int) -> list[np.ndarray]:
+    args = maml_vpg.Args(**{k: v for k, v in summary["args"].items() if k in maml_vpg.Args.__dataclass_fields__})
+    args.episodes_per_task = EPISODES_SHOWN
+    goals = np.array(summary["test_goals"][:2])
+    torch.manual_seed(seed)
+    envs = nav_env.NavigationVectorEnv(len(goals) * EPISODES_SHOWN, obstacles=args.obstacles, see_goal=args.see_goal,
+                                       collision=args.collision, autoreset_mode="Disabled")
+    envs.reset(seed=seed)
+    space = envs.single_observation_space
+    model = maml_vpg.Policy(space.shape[0], 8, args.hidden_size, space.low, space.high)
+    model.load_state_dict(torch.load(model_path, map_location="cpu"))
+    params = dict(model.named_parameters())
+    _, stats, _ = maml_vpg.sample_and_adapt(envs, model, params, goals, args.inner_steps, args, torch.device("cpu"))
+    images = []
+    for title, batch_stats in (("before adaptation", stats[0]), (f"after {args.inner_steps} inner step(s)", stats[-1])):
+        paths = [batch_stats["positions"][:, i] for i in range(len(goals) * EPISODES_SHOWN)]
+        colours = [nav_env._PALETTE[i // EPISODES_SHOWN] for i in range(len(paths))]
+        goal_per_path = [goal for goal in goals for _ in range(EPISODES_SHOWN)]  # goal i drawn in path i's colour
+        images.append(nav_env.render_trajectories(paths, goal_per_path, obstacles=args.obstacles, size=size,
+                                                  title=title, colors=colours))
+    return images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, help="run folders with a saved model")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="PNG to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes")
+    parser.add_argument("--size", type=int, default=320, help="pixels per panel")
+    args = parser.parse_args()
+    rows = []
+    for run_dir in args.run_dirs:
+        summary, model_path = load_run(run_dir)
+        row = np.concatenate(panels(summary, model_path, args.seed, args.size), axis=1)
+        label = Image.new("RGB", (row.shape[1], 18), (255, 255, 255))
+        ImageDraw.Draw(label).text((6, 3), f"{summary['args']['exp_name']}  ({run_dir})", fill=(0, 0, 0))
+        rows.append(np.concatenate([np.asarray(label), row], axis=0))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
