@@ -1,0 +1,625 @@
+# MAML (or FOMAML with --first-order) with a policy-gradient inner loop on symbolic Alchemy: a task is a chemistry.
+# Docs and measured results: README.md#maml-on-symbolic-alchemy. The algorithm is maml_vpg.py's, adapted here.
+"""MAML (Finn et al. 2017, Algorithm 3) with a policy-gradient inner loop on symbolic Alchemy (Wang et al. 2021).
+
+A task is a chemistry of the level (which potion colour does what, which stone features are flipped, which
+edges of the cube exist, the rotation). Each meta-iteration, for every chemistry of a meta-batch:
+  1. sample K episodes (10 trials of 20 steps; fresh stones and potions every trial) with theta_0 = theta,
+  2. take N inner policy-gradient steps theta_{k+1} = theta_k - inner_lr * grad L_in(theta_k), sampling
+     K fresh episodes of the same chemistry with theta_k before each step,
+  3. sample K validation episodes of the same chemistry with the adapted theta_N; their policy-gradient
+     loss L_out(theta_N) is the task's meta-loss.
+MAML differentiates the summed meta-losses through all N inner steps; --first-order (FOMAML) applies the
+sum of each task's gradient at theta_N to theta instead. The inner loss is ProMP's low-variance curvature
+(LVC) surrogate (Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A: its value and gradient equal REINFORCE's,
+and its Hessian has the score-function term that REINFORCE's -log pi * A drops when differentiated twice.
+
+The policy is a memoryless MLP on the 39-float observation (3 stones, 12 potions): what it knows of the
+chemistry comes only from adaptation (or, with --see-chemistry, from the 28-float ground truth appended to
+its input, an upper reference). Because every trial brings new items, an action cannot change the rewards
+of later trials: returns and GAE stop at the end of each trial (--per-trial-returns), which removes the
+noise of the other trials' rewards without biasing the gradient.
+
+Fast: all tasks' episodes run at once in one numpy-batched alchemy_env vector env (tasks x episodes envs),
+each step is one forward pass of every task's own (adapted) policy via torch.func.vmap, advantages are a
+matrix product, and the meta-gradient is torch.func.grad of a vmap over tasks.
+"""
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.utils.tensorboard import SummaryWriter
+
+import alchemy_env
+
+DM_ALCHEMY_INSTALL = "pip install git+https://github.com/deepmind/dm_alchemy"
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (training chemistries, items, actions, network initialisation)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, use CUDA when it is available (falls back to the CPU with a message otherwise)"""
+    first_order: bool = False
+    """if toggled, first-order MAML (FOMAML): no differentiation through the inner steps"""
+
+    # Tasks
+    level: str = alchemy_env.STANDARD_LEVEL
+    """the symbolic Alchemy level whose chemistry prior the tasks are drawn from (alchemy_env.LEVELS)"""
+    see_chemistry: bool = False
+    """if toggled, the 28-float ground-truth chemistry vector is appended to the observation (an upper
+    reference: the task is then visible, and adaptation is not needed to know it)"""
+    backend: Literal["fast", "dm_alchemy"] = "fast"
+    """`fast`: alchemy_env.py (numpy-batched, bit-exact with dm_alchemy); `dm_alchemy`: DeepMind's package
+    through an untested adapter (one Python env per episode; install: pip install
+    git+https://github.com/deepmind/dm_alchemy)"""
+
+    # Algorithm
+    num_iterations: int = 250
+    """the number of meta-iterations (0: only evaluate the initial parameters)"""
+    total_episodes: int | None = None
+    """if given, train for this many episodes instead (num_iterations = ceil(total_episodes / episodes per
+    iteration), where an iteration samples meta_batch_size * episodes_per_task * (inner_steps + 1) episodes)"""
+    meta_batch_size: int = 20
+    """the number of chemistries (tasks) per meta-iteration"""
+    episodes_per_task: int = 10
+    """K: episodes sampled per chemistry for each inner step and for the validation (outer) loss"""
+    inner_steps: int = 1
+    """N, the number of inner policy-gradient steps (fresh episodes before each)"""
+    inner_lr: float = 1.0
+    """the inner (adaptation) SGD step size, on normalised advantages"""
+    outer_lr: float = 3e-3
+    """the meta (outer) learning rate"""
+    outer_optimizer: Literal["sgd", "adam"] = "adam"
+    """the meta optimizer"""
+    gamma: float = 1.0
+    """the discount factor gamma of the returns and advantages (the score is the undiscounted return)"""
+    gae_lambda: float = 1.0
+    """the lambda of generalised advantage estimation (1.0: return minus the linear baseline)"""
+    per_trial_returns: bool = True
+    """if toggled, returns and GAE stop at the end of each 20-step trial (items are redrawn every trial, so
+    an action cannot change later trials' rewards); --no-per-trial-returns sums to the episode's end"""
+    norm_adv: bool = True
+    """toggles advantage normalisation (per task and batch), which makes inner_lr scale-free"""
+    hidden_size: int = 128
+    """width of the policy's two tanh hidden layers"""
+    max_grad_norm: float = 1.0
+    """clip the meta-gradient to this norm (0: no clipping)"""
+
+    # Evaluation and outputs
+    eval_every: int = 50
+    """evaluate on the held-out test chemistries every this many iterations (0: only at the end)"""
+    num_test_tasks: int = 20
+    """the number of held-out test chemistries (each gets episodes_per_task episodes per measurement)"""
+    test_seed: int = 0
+    """seed of the held-out test chemistries (kept apart from --seed so every run is tested on the same
+    ones; training never draws a chemistry equal to one of them)"""
+    eval_inner_steps: int | None = None
+    """the final evaluation measures the score after 0..K inner steps (K >= --inner-steps; default
+    --inner-steps), reported as score_after_steps in summary.json"""
+    save_model: bool = False
+    """if toggled, save the meta-parameters to runs/{run_name}/{exp_name}.cleanrl_model"""
+    load_model: str | None = None
+    """path of saved meta-parameters to start from; with --num-iterations 0 this evaluates them"""
+
+    # to be filled in runtime
+    num_envs: int = 0
+    """envs of one rollout: meta_batch_size * episodes_per_task (computed in runtime)"""
+    episodes_per_iteration: int = 0
+    """meta_batch_size * episodes_per_task * (inner_steps + 1) (computed in runtime)"""
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve(args: Args) -> Args:
+    """Check every value and fill the computed fields; exit 2 on bad input."""
+    if args.level not in alchemy_env.LEVELS:
+        fail(f"--level {args.level} is not a symbolic Alchemy level; allowed: {', '.join(alchemy_env.LEVELS)}")
+    positive = ["meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr", "hidden_size",
+                "num_test_tasks"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("num_iterations", "eval_every", "max_grad_norm"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.eval_inner_steps is None:
+        args.eval_inner_steps = args.inner_steps
+    if args.eval_inner_steps < 0:
+        fail(f"--eval-inner-steps must be >= 0, got {args.eval_inner_steps}")
+    if args.load_model is not None and not os.path.isfile(args.load_model):
+        fail(f"--load-model {args.load_model}: no such file")
+    args.num_envs = args.meta_batch_size * args.episodes_per_task
+    args.episodes_per_iteration = args.num_envs * (args.inner_steps + 1)
+    if args.total_episodes is not None:
+        if args.total_episodes < 0:
+            fail(f"--total-episodes must be >= 0, got {args.total_episodes}")
+        args.num_iterations = math.ceil(args.total_episodes / args.episodes_per_iteration)
+    if args.backend == "dm_alchemy":
+        try:
+            import dm_alchemy.symbolic_alchemy  # noqa: F401
+        except ImportError as error:
+            fail(f"--backend dm_alchemy needs DeepMind's dm_alchemy package ({error}); install it with "
+                 f"`{DM_ALCHEMY_INSTALL}`, or use --backend fast")
+    return args
+
+
+# --- tasks and environments ------------------------------------------------------------------------
+
+
+def task_chemistries(level: str, seeds: np.ndarray) -> dict[str, np.ndarray]:
+    """The chemistries of dm_alchemy's `get_symbolic_alchemy_level(level, seed)` for these seeds (its first
+    episode's; alchemy_env.sample_episode is seed-exact), batched canonical form plus the "seed" of each.
+    Both backends therefore train and test on the same chemistries."""
+    chemistries = [alchemy_env.sample_episode(level, int(seed))[0] for seed in seeds]
+    batch = {key: np.stack([c[key] for c in chemistries]) for key in
+             ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation")}
+    batch["seed"] = np.asarray(seeds, dtype=np.int64)
+    return batch
+
+
+def chemistry_keys(chemistries: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
+    """One hashable key per chemistry (its four indices), to tell chemistries apart."""
+    indices, _ = alchemy_env.chemistry_indices(chemistries)
+    return list(zip(*(a.tolist() for a in indices)))
+
+
+def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) -> dict[str, np.ndarray]:
+    """n training chemistries by fresh seeds, redrawing any that equals an excluded (held-out) one."""
+    seeds = rng.integers(0, 2**31 - 1, size=n)
+    chemistries = task_chemistries(level, seeds)
+    for i, key in enumerate(chemistry_keys(chemistries)):
+        while key in excluded:
+            seeds[i] = rng.integers(0, 2**31 - 1)
+            key = chemistry_keys(task_chemistries(level, seeds[i : i + 1]))[0]
+    return task_chemistries(level, seeds)
+
+
+class DMAlchemyVectorEnv:
+    """A batch of DeepMind `dm_alchemy` symbolic envs with the interface rollout() uses (reset with one
+    chemistry per env, step with an action array), stepping the envs one by one in Python.
+
+    NOT RUN: dm_alchemy cannot be installed on the machine this was written on, so this adapter has never
+    been executed. It was written from dm_alchemy's public code (symbolic_alchemy.py:
+    get_symbolic_alchemy_level, SymbolicAlchemy's constructor, its TimeStep observations) and is expected
+    to match alchemy_env's envs, which are bit-exact against episodes recorded from dm_alchemy.
+
+    Each env's chemistry is the one dm_alchemy's `get_symbolic_alchemy_level(level, seed=s)` draws for its
+    task seed s (the "seed" entry of the chemistry dicts that task_chemistries makes); the items of every
+    trial are drawn from this adapter's own RandomState, so episodes of one chemistry differ.
+    """
+
+    def __init__(self, num_envs: int, level: str, see_chemistry: bool, seed: int):
+        from dm_alchemy import symbolic_alchemy
+        from dm_alchemy.types import utils as dm_utils
+
+        self._symbolic_alchemy = symbolic_alchemy
+        self.num_envs, self.level, self.see_chemistry = num_envs, level, see_chemistry
+        self._see = ({"chemistry": dm_utils.ChemistrySeen(content=dm_utils.ElementContent.GROUND_TRUTH)}
+                     if see_chemistry else None)
+        self._items_random_state = np.random.RandomState(seed)
+        self._chemistry_of_seed = {}
+        self._envs = []
+        reference = alchemy_env.SymbolicAlchemyVectorEnv(1, level=level, see_chemistry=see_chemistry)
+        self.single_observation_space = reference.single_observation_space
+        self.single_action_space = reference.single_action_space
+
+    def _chemistry(self, seed: int):
+        """dm_alchemy's chemistry for a task seed: the first episode's of the seeded level env."""
+        if seed not in self._chemistry_of_seed:
+            level_env = self._symbolic_alchemy.get_symbolic_alchemy_level(self.level, seed=seed)
+            level_env.reset()
+            self._chemistry_of_seed[seed] = level_env._chemistry  # no public getter for the episode's chemistry
+        return self._chemistry_of_seed[seed]
+
+    def _items(self, unused_trial_number):
+        sa, rs = self._symbolic_alchemy, self._items_random_state
+        return sa.TrialItems(stones=[sa.random_latent_stone(random_state=rs) for _ in range(alchemy_env.NUM_STONES)],
+                             potions=[sa.random_latent_potion(random_state=rs) for _ in range(alchemy_env.NUM_POTIONS)])
+
+    def _observation(self, timesteps) -> np.ndarray:
+        parts = [[t.observation["symbolic_obs"]] + ([t.observation["chemistry"]] if self.see_chemistry else [])
+                 for t in timesteps]
+        return np.stack([np.concatenate(p) for p in parts]).astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self._items_random_state = np.random.RandomState(seed)
+        seeds = (options or {}).get("chemistries", {}).get("seed")
+        if seeds is None:  # an initial reset without tasks: nothing to start yet
+            return None, {}
+        self._envs = [
+            self._symbolic_alchemy.SymbolicAlchemy(
+                chemistry_gen=(lambda chemistry: (lambda: chemistry))(self._chemistry(int(s))),
+                reward_weights=None, items_gen=self._items, num_trials=alchemy_env.NUM_TRIALS,
+                see_chemistries=self._see, observe_used=True)
+            for s in seeds
+        ]
+        return self._observation([env.reset() for env in self._envs]), {}
+
+    def step(self, actions):
+        timesteps = [env.step(int(a)) for env, a in zip(self._envs, actions)]
+        rewards = np.array([t.reward for t in timesteps], dtype=np.float64)
+        terminated = np.array([t.last() for t in timesteps])
+        return self._observation(timesteps), rewards, terminated, np.zeros_like(terminated), {}
+
+    def close(self):
+        self._envs = []
+
+
+def make_envs(args, num_envs: int, seed: int):
+    if args.backend == "dm_alchemy":
+        envs = DMAlchemyVectorEnv(num_envs, args.level, args.see_chemistry, seed)
+    else:  # Disabled autoreset: a rollout starts every episode itself, with its task's chemistry
+        envs = alchemy_env.SymbolicAlchemyVectorEnv(num_envs, level=args.level, see_chemistry=args.see_chemistry,
+                                                     autoreset_mode="Disabled")
+    envs.reset(seed=seed)
+    return envs
+
+
+# --- the policy ------------------------------------------------------------------------------------
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Policy(nn.Module):
+    """A categorical policy: observation -> action logits (an MLP with two tanh hidden layers)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_low: np.ndarray, obs_high: np.ndarray):
+        super().__init__()
+        # Observations are mapped from their Box bounds to [-1, 1]: centred inputs suit tanh layers.
+        self.register_buffer("obs_mid", torch.as_tensor((obs_high + obs_low) / 2, dtype=torch.float32))
+        self.register_buffer("obs_half_range", torch.as_tensor((obs_high - obs_low) / 2, dtype=torch.float32))
+        self.net = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(hidden, num_actions), std=0.01),
+        )
+
+    def forward(self, obs):
+        return self.net((obs - self.obs_mid) / self.obs_half_range)
+
+
+# --- losses and the meta-gradient (one task each; vmap runs them over the meta-batch) ---------------
+# A batch is a dict of one task's samples: obs (n, obs_dim), actions (n,), advantages (n,) and mask (n,)
+# (mask 0 marks steps that are not decisions; every Alchemy episode runs its full 200 steps, so here it is 1).
+
+
+def log_prob(model, params, obs, actions):
+    logits = functional_call(model, params, (obs,))
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def inner_loss(model, params, batch):
+    """ProMP's LVC surrogate, -mean_t pi(a_t|s_t) / stopgrad(pi(a_t|s_t)) * A_t, at the sampling parameters."""
+    logp = log_prob(model, params, batch["obs"], batch["actions"])
+    ratio = torch.exp(logp - logp.detach())  # = 1 in value; its gradient is the score function
+    return -(ratio * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+
+def outer_loss(model, params, batch):
+    """The vanilla policy-gradient loss -mean_t log pi(a_t|s_t) * A_t of the validation episodes."""
+    logp = log_prob(model, params, batch["obs"], batch["actions"])
+    return -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+
+def inner_update(model, params, batch, inner_lr: float):
+    """One inner SGD step on the LVC loss; differentiable w.r.t. params (torch.func nests grads)."""
+    grads = grad(inner_loss, argnums=1)(model, params, batch)
+    return {name: params[name] - inner_lr * grads[name] for name in params}
+
+
+def task_meta_loss(model, params, inner_batches, validation_batch, inner_lr: float):
+    """MAML's per-task objective: the validation loss after the N inner steps, as a function of params."""
+    for batch in inner_batches:
+        params = inner_update(model, params, batch, inner_lr)
+    return outer_loss(model, params, validation_batch)
+
+
+def meta_gradient(model, params, adapted_params, inner_batches, validation_batch, inner_lr: float,
+                  first_order: bool = False):
+    """The meta-gradient of the validation losses summed over tasks. Returns (gradient dict, summed loss).
+
+    MAML: differentiated w.r.t. the meta-parameters through all N inner steps (maml_vpg.py's).
+    FOMAML (first_order): each task's gradient at its adapted parameters, summed (fomaml_vpg.py's).
+    """
+    if first_order:
+        task_grads, task_losses = vmap(grad_and_value(outer_loss, argnums=1), in_dims=(None, 0, 0))(
+            model, adapted_params, validation_batch
+        )
+        return {name: g.sum(0) for name, g in task_grads.items()}, task_losses.sum()
+
+    def meta_loss(params):
+        task_losses = vmap(task_meta_loss, in_dims=(None, None, 0, 0, None))(
+            model, params, inner_batches, validation_batch, inner_lr
+        )
+        return task_losses.sum()
+
+    return grad_and_value(meta_loss)(params)
+
+
+# --- sampling, baseline and advantages (batched over tasks, no grad) --------------------------------
+
+
+def discount_matrix(rate: float, horizon: int, segment: int | None = None) -> torch.Tensor:
+    """M[t, u] = rate^(u - t) for u >= t (and, with segment, u in the same segment of that many steps as t),
+    else 0; x @ M.T sums the discounted future of x at every t (up to the end of t's segment)."""
+    steps = torch.arange(horizon, dtype=torch.float64)
+    exponent = steps[None, :] - steps[:, None]
+    keep = exponent >= 0
+    if segment is not None:
+        keep &= (steps[None, :] // segment) == (steps[:, None] // segment)
+    return torch.where(keep, rate ** exponent.clamp(min=0), torch.zeros(()))
+
+
+def linear_baseline(features, returns, mask, reg: float = 1e-5):
+    """Per-task ridge regression of returns on features (the MAML paper's linear feature baseline).
+
+    features (tasks, n, F), returns and mask (tasks, n); returns the fitted values (tasks, n).
+    """
+    weighted = features * mask.unsqueeze(-1)
+    gram = weighted.transpose(1, 2) @ features + reg * torch.eye(features.shape[-1], dtype=features.dtype)
+    coef = torch.linalg.solve(gram, weighted.transpose(1, 2) @ returns.unsqueeze(-1))
+    return (features @ coef).squeeze(-1)
+
+
+def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm_adv: bool,
+                       segment: int | None = None):
+    """GAE(gamma, lambda) (Schulman et al. 2016) with a per-task linear baseline, as one matrix product.
+
+    obs (tasks, episodes, T, obs_dim) normalised to [-1, 1]; rewards, mask (tasks, episodes, T). The value
+    after the episode's last step is 0; with segment (the trial length), so is the value after the last
+    step of every segment: returns and advantages then stop at the end of each trial.
+    """
+    tasks, episodes, horizon = rewards.shape
+    rewards, mask = rewards.double(), mask.double()
+    returns = rewards @ discount_matrix(gamma, horizon, segment).T
+    steps = torch.arange(horizon, dtype=torch.float64)
+    time = (steps / horizon).expand(tasks, episodes, horizon).unsqueeze(-1)
+    # the time left in the trial drives what a trial's rest can still score, whatever the items
+    trial_time = ((steps % segment) / segment if segment else steps / horizon).expand(tasks, episodes, horizon)
+    trial_time = trial_time.unsqueeze(-1)
+    features = torch.cat([obs.double(), obs.double() ** 2, time, time**2, time**3, trial_time, trial_time**2,
+                          trial_time**3, torch.ones_like(time)], dim=-1)
+    values = linear_baseline(
+        features.reshape(tasks, episodes * horizon, -1), returns.reshape(tasks, -1), mask.reshape(tasks, -1)
+    ).reshape(tasks, episodes, horizon) * mask
+    continues = torch.ones(horizon, dtype=torch.float64)  # 0 where the next step belongs to another segment
+    continues[-1] = 0.0
+    if segment is not None:
+        continues[segment - 1 :: segment] = 0.0
+    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1) * continues
+    deltas = (rewards + gamma * next_values - values) * mask
+    advantages = deltas @ discount_matrix(gamma * gae_lambda, horizon, segment).T
+    if norm_adv:
+        count = mask.sum(dim=(1, 2), keepdim=True)
+        mean = (advantages * mask).sum(dim=(1, 2), keepdim=True) / count
+        std = (((advantages - mean) ** 2 * mask).sum(dim=(1, 2), keepdim=True) / count).sqrt()
+        advantages = (advantages - mean) / (std + 1e-8)
+    return (advantages * mask).float()
+
+
+def rollout(envs, model, task_params, chemistries, args, device):
+    """Run args.episodes_per_task full episodes (200 steps) of every task's chemistry in lockstep.
+
+    task_params: parameter dict with a leading task dim (each task's own, possibly adapted, policy).
+    Returns the task-batched samples for the losses and the per-episode statistics.
+    """
+    tasks, episodes, horizon = len(chemistries["seed"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
+    per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}
+    obs_np, _ = envs.reset(options={"chemistries": per_env})  # fresh items, the tasks' chemistries
+    obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
+    actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
+    rewards = torch.zeros((horizon, tasks * episodes))
+    policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
+    with torch.no_grad():
+        for t in range(horizon):
+            obs[t] = torch.as_tensor(obs_np)
+            logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
+            actions[t] = torch.multinomial(torch.softmax(logits.reshape(tasks * episodes, -1), -1), 1).squeeze(-1).cpu()
+            obs_np, reward, terminated, truncated, info = envs.step(actions[t].numpy())
+            rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+    assert terminated.all(), "an Alchemy episode is 200 steps"
+
+    def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
+        return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
+
+    obs, actions, rewards = by_task(obs), by_task(actions), by_task(rewards)
+    mask = torch.ones_like(rewards)
+    normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
+    segment = alchemy_env.STEPS_PER_TRIAL if args.per_trial_returns else None
+    advantages = compute_advantages(normalised_obs, rewards, mask, args.gamma, args.gae_lambda, args.norm_adv,
+                                    segment)
+    batch = {
+        "obs": obs.reshape(tasks, episodes * horizon, -1),
+        "actions": actions.reshape(tasks, -1),
+        "advantages": advantages.reshape(tasks, -1),
+        "mask": mask.reshape(tasks, -1),
+    }
+    stats = {"scores": rewards.sum(-1).numpy(), "env_steps": tasks * episodes * horizon}  # scores (tasks, episodes)
+    return {k: v.to(device) for k, v in batch.items()}, stats
+
+
+def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, device):
+    """Steps 1-3 of a meta-iteration for every task at once, without building a graph.
+
+    Returns the batches sampled with theta_0..theta_num_steps, their statistics, and the adapted
+    parameters theta_num_steps (with a leading task dim).
+    """
+    tasks = len(chemistries["seed"])
+    task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+    batches, stats = [], []
+    for step in range(num_steps + 1):
+        batch, batch_stats = rollout(envs, model, task_params, chemistries, args, device)
+        batches.append(batch)
+        stats.append(batch_stats)
+        if step < num_steps:
+            task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
+    return batches, stats, task_params
+
+
+def evaluate(envs, model, params, chemistries, num_steps: int, args, device):
+    """Mean episode score over the test chemistries after 0..num_steps inner steps, and its standard error
+    (episodes of one chemistry are averaged first: the error is over chemistries)."""
+    _, stats, _ = sample_and_adapt(envs, model, params, chemistries, num_steps, args, device)
+    task_means = [s["scores"].mean(1) for s in stats]
+    return ([float(m.mean()) for m in task_means],
+            [float(m.std(ddof=1) / np.sqrt(len(m))) if len(m) > 1 else None for m in task_means])
+
+
+if __name__ == "__main__":
+    args = resolve(tyro.cli(Args))
+    algorithm = "fomaml" if args.first_order else "maml"
+    run_name = f"alchemy-{algorithm}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("--cuda given but no CUDA device is available: running on the CPU")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    task_rng = np.random.default_rng([0, args.seed])  # training chemistries
+    test_chemistries = task_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
+        0, 2**31 - 1, size=args.num_test_tasks))
+    held_out = set(chemistry_keys(test_chemistries))
+
+    envs = make_envs(args, args.num_envs, args.seed)
+    test_envs = make_envs(args, args.num_test_tasks * args.episodes_per_task, args.test_seed)
+    obs_space = envs.single_observation_space
+    model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
+    if args.load_model is not None:
+        try:
+            model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
+        except (RuntimeError, KeyError, ValueError, OSError) as error:
+            fail(f"--load-model {args.load_model} does not fit this policy (--hidden-size, --see-chemistry?): "
+                 f"{str(error).splitlines()[0]}")
+    model = model.to(device)
+    params = dict(model.named_parameters())
+    if args.outer_optimizer == "adam":
+        optimizer = torch.optim.Adam(params.values(), lr=args.outer_lr)
+    else:
+        optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    def log_evaluation(iteration: int, num_steps: int):
+        scores, errors = evaluate(test_envs, model, params, test_chemistries, num_steps, args, device)
+        writer.add_scalar("eval/pre_adaptation_score", scores[0], iteration)
+        writer.add_scalar("eval/post_adaptation_score", scores[args.inner_steps], iteration)
+        for k, score in enumerate(scores):
+            writer.add_scalar(f"eval/score_after_{k}_steps", score, iteration)
+        return scores, errors
+
+    global_step, train_episodes = 0, 0
+    iteration_times, iteration_sps = [], []
+    start_time = time.time()
+    for iteration in range(1, args.num_iterations + 1):
+        iteration_start = time.time()
+        chemistries = sample_tasks(args.level, args.meta_batch_size, task_rng, held_out)
+
+        # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all chemistries at once
+        batches, stats, adapted_params = sample_and_adapt(envs, model, params, chemistries, args.inner_steps, args,
+                                                          device)
+        inner_batches, validation_batch = batches[:-1], batches[-1]
+
+        # ALGO LOGIC: the meta-update (MAML through the inner steps, or FOMAML at the adapted parameters)
+        grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch, args.inner_lr,
+                                    first_order=args.first_order)
+        for name, p in params.items():
+            p.grad = grads[name]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))
+        optimizer.step()
+
+        iteration_steps = sum(s["env_steps"] for s in stats)
+        global_step += iteration_steps
+        train_episodes += args.episodes_per_iteration
+        iteration_times.append(time.time() - iteration_start)
+        iteration_sps.append(iteration_steps / iteration_times[-1])
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes (x axis: the meta-iteration, as in maml_vpg.py)
+        writer.add_scalar("charts/pre_adaptation_score", stats[0]["scores"].mean(), iteration)
+        writer.add_scalar("charts/post_adaptation_score", stats[-1]["scores"].mean(), iteration)
+        writer.add_scalar("charts/env_steps", global_step, iteration)
+        writer.add_scalar("charts/train_episodes", train_episodes, iteration)
+        writer.add_scalar("charts/iteration_time", iteration_times[-1], iteration)
+        writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
+        writer.add_scalar("losses/outer_loss", loss.item(), iteration)
+        writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
+        if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
+            scores, _ = log_evaluation(iteration, args.inner_steps)
+            print(f"iteration {iteration}: held-out score before adaptation {scores[0]:.1f}, "
+                  f"after {args.inner_steps} step(s) {scores[args.inner_steps]:.1f}", flush=True)
+        if iteration % 10 == 0 or iteration in (1, args.num_iterations):
+            print(f"iteration {iteration}/{args.num_iterations} episodes={train_episodes} "
+                  f"pre_adaptation_score={stats[0]['scores'].mean():.1f} "
+                  f"post_adaptation_score={stats[-1]['scores'].mean():.1f} SPS={int(iteration_sps[-1])} "
+                  f"episodes/s={args.episodes_per_iteration / iteration_times[-1]:.0f}", flush=True)
+
+    # Final evaluation on the held-out test chemistries, after 0..K inner steps
+    train_time = time.time() - start_time
+    scores, errors = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
+    summary = {
+        "args": asdict(args),
+        "pre_adaptation_score": scores[0],
+        "post_adaptation_score": scores[args.inner_steps],
+        "adaptation_gain": scores[args.inner_steps] - scores[0],
+        "score_after_steps": scores,
+        "score_sem_after_steps": errors,
+        "test_chemistry_seeds": test_chemistries["seed"].tolist(),
+        "wall_time_s": time.time() - start_time,
+        "train_time_s": train_time,
+        "iterations": args.num_iterations,
+        "env_steps": global_step,
+        "train_episodes": train_episodes,
+        "sps": global_step / train_time if global_step else None,
+        "episodes_per_s": train_episodes / train_time if train_episodes else None,
+        "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
+        "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
+    }
+    print("held-out chemistries: " + ", ".join(
+        f"after {k} step(s): score {s:.1f} +- {e if e is None else round(e, 1)}"
+        for k, (s, e) in enumerate(zip(scores, errors))))
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save(model.state_dict(), model_path)
+        summary["model_path"] = model_path
+        print(f"model saved to {model_path}")
+    with open(f"runs/{run_name}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"summary: runs/{run_name}/summary.json")
+    envs.close()
+    test_envs.close()
+    writer.close()

@@ -1,0 +1,369 @@
+"""alchemy_maml.py: meta-gradients against exact answers and classic autograd, advantages against their
+recursion, rollouts against alchemy_env's replay, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import alchemy_env
+import alchemy_maml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- a one-step bandit whose expected return has a closed form (as in tests/test_maml.py) -------------
+# pi = softmax(theta) over 3 arms with deterministic rewards r, J(theta) = softmax(theta) . r. MAML's
+# objective after N inner steps theta_{k+1} = theta_k + alpha * grad J(theta_k) is J(theta_N), whose
+# gradient autograd computes exactly on the closed form.
+
+REWARDS = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)
+THETA = torch.tensor([0.3, -0.2, 0.6], dtype=torch.float64)
+ALPHA = 1.5
+
+
+class BanditPolicy(nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, obs):
+        return self.logits.expand(obs.shape[:-1] + self.logits.shape)
+
+
+def exact_meta_gradient(num_steps: int, first_order: bool = False) -> torch.Tensor:
+    theta = THETA.clone().requires_grad_(True)
+
+    def expected_return(logits):
+        return torch.softmax(logits, -1) @ REWARDS
+
+    adapted = theta
+    for _ in range(num_steps):
+        (step,) = torch.autograd.grad(expected_return(adapted), adapted, create_graph=True)
+        adapted = adapted + ALPHA * step
+    (gradient,) = torch.autograd.grad(expected_return(adapted), adapted if first_order else theta)
+    return gradient
+
+
+def bandit_estimates(num_steps: int, first_order: bool, groups=10, tasks=400, samples=300, seed=0):
+    """alchemy_maml's adapt + meta_gradient on sampled bandit pulls: (groups, 3) estimates of grad J."""
+    generator = torch.Generator().manual_seed(seed)
+    model = BanditPolicy(THETA)
+    params = dict(model.named_parameters())
+
+    def sample(task_logits):
+        actions = torch.multinomial(torch.softmax(task_logits, -1), samples, replacement=True, generator=generator)
+        return {"obs": torch.zeros(tasks, samples, 1, dtype=torch.float64), "actions": actions,
+                "advantages": REWARDS[actions], "mask": torch.ones(tasks, samples, dtype=torch.float64)}
+
+    estimates = []
+    for _ in range(groups):
+        task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+        inner_batches = []
+        for _ in range(num_steps):
+            inner_batches.append(sample(task_params["logits"]))
+            task_params = torch.func.vmap(alchemy_maml.inner_update, in_dims=(None, 0, 0, None))(
+                model, task_params, inner_batches[-1], ALPHA)
+        grads, _ = alchemy_maml.meta_gradient(model, params, task_params, inner_batches, sample(task_params["logits"]),
+                                              ALPHA, first_order=first_order)
+        estimates.append(-grads["logits"] / tasks)  # the loss is -J
+    return torch.stack(estimates)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_matches_the_closed_form_on_a_bandit(first_order):
+    estimates = bandit_estimates(1, first_order)
+    mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
+    right, other = exact_meta_gradient(1, first_order), exact_meta_gradient(1, not first_order)
+    assert ((right - other).abs() > 10 * sem).any()  # the test can tell MAML from FOMAML
+    assert torch.all((mean - right).abs() < 5 * sem + 2e-3), (mean, right, sem)
+
+
+# --- the real Alchemy policy on random batches, against plain autograd, one task at a time ------------
+
+
+def alchemy_policy(hidden=16, see_chemistry=False):
+    space = alchemy_env.SymbolicAlchemyVectorEnv(1, see_chemistry=see_chemistry).single_observation_space
+    torch.manual_seed(0)
+    return alchemy_maml.Policy(space.shape[0], alchemy_env.NUM_ACTIONS, hidden, space.low, space.high)
+
+
+def random_batch(tasks: int, samples: int, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(tasks, samples, generator=generator) < 0.8).float()
+    return {
+        "obs": torch.rand(tasks, samples, alchemy_env.OBS_SIZE, generator=generator) * 3 - 1,
+        "actions": torch.randint(0, alchemy_env.NUM_ACTIONS, (tasks, samples), generator=generator),
+        "advantages": torch.randn(tasks, samples, generator=generator) * mask,
+        "mask": mask,
+    }
+
+
+def task_slice(batch: dict, task: int) -> dict:
+    return {key: value[task] for key, value in batch.items()}
+
+
+def classic_logp(model, params, batch):
+    logits = torch.func.functional_call(model, params, (batch["obs"],))
+    return torch.log_softmax(logits, -1).gather(-1, batch["actions"][:, None]).squeeze(-1)
+
+
+def masked_mean(x, batch):
+    return (x * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_maml_meta_gradient_equals_a_per_task_loop_with_create_graph(num_steps):
+    """torch.func grad-of-vmap against classic higher-order autograd, one task at a time, LVC written out."""
+    model, tasks, lr = alchemy_policy(), 3, 0.7
+    params = dict(model.named_parameters())
+    inner_batches = [random_batch(tasks, 40, seed=10 + k) for k in range(num_steps)]
+    validation = random_batch(tasks, 40, seed=99)
+    grads, loss = alchemy_maml.meta_gradient(model, params, None, inner_batches, validation, lr)
+
+    expected = {name: torch.zeros_like(p) for name, p in params.items()}
+    expected_loss = 0.0
+    for task in range(tasks):
+        adapted = list(params.values())
+        for batch in inner_batches:
+            batch = task_slice(batch, task)
+            logp = classic_logp(model, dict(zip(params, adapted)), batch)
+            lvc = -masked_mean(torch.exp(logp - logp.detach()), batch)
+            steps = torch.autograd.grad(lvc, adapted, create_graph=True)
+            adapted = [p - lr * g for p, g in zip(adapted, steps)]
+        batch = task_slice(validation, task)
+        outer = -masked_mean(classic_logp(model, dict(zip(params, adapted)), batch), batch)
+        expected_loss += outer.item()
+        for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
+            expected[name] += g
+    for name in params:
+        torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    # and the second-order terms matter here: FOMAML's answer is measurably different
+    adapted = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+    for batch in inner_batches:
+        adapted = torch.func.vmap(alchemy_maml.inner_update, in_dims=(None, 0, 0, None))(model, adapted, batch, lr)
+    first_order, _ = alchemy_maml.meta_gradient(model, params, adapted, inner_batches, validation, lr, first_order=True)
+    assert any(not torch.allclose(first_order[name], expected[name], rtol=1e-2, atol=1e-4) for name in params)
+
+
+def test_first_order_is_the_sum_of_plain_policy_gradients_at_the_adapted_parameters():
+    model, tasks = alchemy_policy(), 3
+    params = dict(model.named_parameters())
+    validation = random_batch(tasks, 40, seed=2)
+    torch.manual_seed(1)
+    adapted = {name: p.detach() + 0.1 * torch.randn((tasks,) + p.shape) for name, p in params.items()}
+    grads, loss = alchemy_maml.meta_gradient(model, params, adapted, [], validation, 0.1, first_order=True)
+    expected = {name: torch.zeros_like(p) for name, p in params.items()}
+    expected_loss = 0.0
+    for task in range(tasks):
+        task_model = deepcopy(model)
+        with torch.no_grad():
+            for name, p in task_model.named_parameters():
+                p.copy_(adapted[name][task])
+        batch = task_slice(validation, task)
+        logp = torch.log_softmax(task_model(batch["obs"]), -1).gather(-1, batch["actions"][:, None]).squeeze(-1)
+        task_loss = -masked_mean(logp, batch)
+        task_loss.backward()
+        expected_loss += task_loss.item()
+        for name, p in task_model.named_parameters():
+            expected[name] += p.grad
+    for name in params:
+        torch.testing.assert_close(grads[name], expected[name])
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+
+
+# --- advantages with returns that stop at the end of each trial ---------------------------------------
+
+
+def test_segmented_discount_matrix_by_hand():
+    m = alchemy_maml.discount_matrix(0.5, 4, segment=2)
+    expected = torch.tensor([[1.0, 0.5, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0.5], [0, 0, 0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(m, expected)
+
+
+@pytest.mark.parametrize("segment", [None, 3])
+def test_advantages_equal_the_gae_recursion_with_the_fitted_baseline(segment):
+    rng = np.random.default_rng(1)
+    tasks, episodes, horizon, gamma, lam = 2, 3, 9, 0.9, 0.8
+    obs = torch.as_tensor(rng.uniform(-1, 1, (tasks, episodes, horizon, 2)))
+    rewards = torch.as_tensor(rng.normal(size=(tasks, episodes, horizon)))
+    mask = torch.ones(tasks, episodes, horizon, dtype=torch.float64)
+    advantages = alchemy_maml.compute_advantages(obs, rewards, mask, gamma, lam, False, segment).double()
+
+    # independent: returns and GAE by backward loops that restart at every segment end, baseline by lstsq
+    ends = set(range(horizon - 1, -1, -(segment or horizon)))  # last step of each segment
+    t_norm = np.arange(horizon) / horizon
+    s_norm = (np.arange(horizon) % segment) / segment if segment else t_norm
+    for task in range(tasks):
+        feats, targets = [], []
+        for e in range(episodes):
+            ret, returns = 0.0, np.zeros(horizon)
+            for t in reversed(range(horizon)):
+                ret = rewards[task, e, t].item() + (0.0 if t in ends else gamma * ret)
+                returns[t] = ret
+            for t in range(horizon):
+                o = obs[task, e, t].numpy()
+                feats.append(np.concatenate([o, o**2, [t_norm[t], t_norm[t] ** 2, t_norm[t] ** 3, s_norm[t],
+                                                        s_norm[t] ** 2, s_norm[t] ** 3, 1.0]]))
+                targets.append(returns[t])
+        feats, targets = np.array(feats), np.array(targets)
+        coef = np.linalg.solve(feats.T @ feats + 1e-5 * np.eye(feats.shape[1]), feats.T @ targets)
+        values = (feats @ coef).reshape(episodes, horizon)
+        for e in range(episodes):
+            gae = 0.0
+            for t in reversed(range(horizon)):
+                next_value = 0.0 if t in ends else values[e, t + 1]
+                delta = rewards[task, e, t].item() + gamma * next_value - values[e, t]
+                gae = delta + (0.0 if t in ends else gamma * lam * gae)
+                assert advantages[task, e, t].item() == pytest.approx(gae, rel=1e-4, abs=1e-4), (task, e, t)
+
+
+# --- tasks and rollouts ---------------------------------------------------------------------------------
+
+
+def test_task_chemistries_are_dm_alchemys_for_their_seeds_and_held_out_ones_are_never_drawn():
+    level = alchemy_env.STANDARD_LEVEL
+    chemistries = alchemy_maml.task_chemistries(level, np.array([3, 11]))
+    for i, seed in enumerate([3, 11]):
+        reference, _ = alchemy_env.sample_episode(level, seed)
+        for key in ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation"):
+            np.testing.assert_array_equal(chemistries[key][i], reference[key])
+    # exclude exactly what the generator would draw first: the draw must move on
+    first = alchemy_maml.sample_tasks(level, 4, np.random.default_rng(5), set())
+    excluded = set(alchemy_maml.chemistry_keys(first)[:2])
+    again = alchemy_maml.sample_tasks(level, 4, np.random.default_rng(5), excluded)
+    assert not excluded & set(alchemy_maml.chemistry_keys(again))
+
+
+class RolloutArgs:
+    episodes_per_task, gamma, gae_lambda, norm_adv, per_trial_returns = 2, 1.0, 1.0, False, True
+
+
+def test_rollout_matches_alchemy_env_replay_of_the_same_chemistry_items_and_actions():
+    level = alchemy_env.STANDARD_LEVEL
+    chemistries = alchemy_maml.task_chemistries(level, np.array([7, 8, 9]))
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(6, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    model = alchemy_policy()
+    torch.manual_seed(3)
+    task_params = {name: p.detach().expand((3,) + p.shape) for name, p in model.named_parameters()}
+    batch, stats = alchemy_maml.rollout(envs, model, task_params, chemistries, RolloutArgs, torch.device("cpu"))
+    items = envs.episode_items
+    assert stats["env_steps"] == 6 * 200 and batch["obs"].shape == (3, 400, alchemy_env.OBS_SIZE)
+    for task in range(3):
+        for e in range(2):
+            env_index = task * 2 + e
+            actions = batch["actions"][task, e * 200 : (e + 1) * 200].numpy()
+            chemistry = {key: value[task] for key, value in chemistries.items() if key != "seed"}
+            episode_items = {key: value[env_index] for key, value in items.items()}
+            observations, rewards, _ = alchemy_env.replay(chemistry, episode_items, actions)
+            np.testing.assert_array_equal(batch["obs"][task, e * 200 : (e + 1) * 200].numpy(), observations[:200])
+            assert stats["scores"][task, e] == pytest.approx(rewards.sum())
+    assert stats["scores"].std() > 0  # a random policy's scores vary: the comparison had something to see
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
+        "--eval-every", "1", "--hidden-size", "16"]
+
+
+def run_script(flags, cwd, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "alchemy_maml.py"), *flags], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def read_summary(cwd) -> dict:
+    (path,) = list(Path(cwd).glob("runs/*/summary.json"))
+    return json.loads(path.read_text())
+
+
+def check_summary(summary, inner_steps, eval_steps):
+    for key in ["pre_adaptation_score", "post_adaptation_score", "wall_time_s", "env_steps", "train_episodes", "sps",
+                "median_iteration_time_s"]:
+        assert summary[key] is not None, key
+    assert len(summary["score_after_steps"]) == eval_steps + 1
+    assert summary["post_adaptation_score"] == summary["score_after_steps"][inner_steps]
+    assert summary["pre_adaptation_score"] == summary["score_after_steps"][0]
+    # 2 iterations x 2 chemistries x 2 episodes x (N inner + 1 validation) batches, 200 steps each
+    assert summary["train_episodes"] == 2 * 2 * 2 * (inner_steps + 1)
+    assert summary["env_steps"] == 200 * summary["train_episodes"]
+    # an episode scores between 10 trials of all stones at -3 and all at +15
+    assert all(-90 <= s <= 450 for s in summary["score_after_steps"])
+
+
+def test_smoke_maml_and_fomaml_through_the_cli_save_and_evaluate(tmp_path):
+    models = {}
+    for name, flags in (("maml", []), ("fomaml", ["--first-order"])):
+        (tmp_path / name).mkdir()
+        result = run_script(TINY + flags + ["--inner-steps", "2", "--save-model"], tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        assert "iteration 2/2" in result.stdout and "SPS=" in result.stdout
+        summary = read_summary(tmp_path / name)
+        check_summary(summary, inner_steps=2, eval_steps=2)
+        assert summary["args"]["first_order"] == (name == "fomaml")
+        assert len(list((tmp_path / name).glob("runs/*/events.out.tfevents.*"))) == 1
+        models[name] = tmp_path / name / summary["model_path"]
+    # same seed, same episodes in the first iteration: only the meta-gradient differs, so the flag really
+    # switched the algorithm
+    maml, fomaml = (torch.load(models[name]) for name in ("maml", "fomaml"))
+    assert any(not torch.equal(maml[key], fomaml[key]) for key in maml)
+
+    (tmp_path / "evaluate").mkdir()
+    result = run_script(TINY[2:] + ["--num-iterations", "0", "--load-model", str(models["maml"]),
+                                    "--eval-inner-steps", "3"], tmp_path / "evaluate")
+    assert result.returncode == 0, result.stderr
+    reloaded = read_summary(tmp_path / "evaluate")
+    assert len(reloaded["score_after_steps"]) == 4 and reloaded["env_steps"] == 0 and reloaded["train_episodes"] == 0
+
+
+def test_see_chemistry_and_total_episodes_through_the_cli(tmp_path):
+    result = run_script(TINY[2:] + ["--see-chemistry", "--total-episodes", "10"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(tmp_path)
+    assert summary["args"]["see_chemistry"] and summary["iterations"] == 2  # ceil(10 / (2 * 2 * 2))
+    check_summary(summary, inner_steps=1, eval_steps=1)
+    # a model trained with the chemistry in its input does not fit the plain observation
+    result = run_script(["--hidden-size", "16", "--save-model", "--num-iterations", "0", "--num-test-tasks", "1",
+                         "--episodes-per-task", "1", "--see-chemistry", "--exp-name", "seen"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (model_path,) = tmp_path.glob("runs/*/seen.cleanrl_model")
+    (tmp_path / "x").mkdir()
+    result = run_script(["--hidden-size", "16", "--load-model", str(model_path), "--num-iterations", "0"], tmp_path / "x")
+    assert result.returncode == 2 and "does not fit this policy" in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "x" / "runs").exists()
+
+
+def test_dm_alchemy_backend_without_the_package_exits_2_in_one_line(tmp_path):
+    # a stub that fails to import stands in for the absent package, even where dm_alchemy is installed
+    stub = tmp_path / "stub" / "dm_alchemy"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('No module named dm_alchemy (test stub)')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
+    result = run_script(["--backend", "dm_alchemy"], tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "pip install git+https://github.com/deepmind/dm_alchemy" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--inner-lr", "-0.1"], "--inner-lr must be > 0, got -0.1"),
+    (["--episodes-per-task", "0"], "--episodes-per-task must be > 0, got 0"),
+    (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1], got 1.5"),
+    (["--total-episodes", "-5"], "--total-episodes must be >= 0, got -5"),
+    (["--level", "alchemy/nope"], "--level alchemy/nope is not a symbolic Alchemy level; allowed: "),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
+    result = run_script(flags, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
