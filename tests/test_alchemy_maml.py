@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+
+from bandit_oracle import estimated_meta_gradients, exact_meta_gradient, task_slice
 
 import alchemy_env
 import alchemy_maml
@@ -19,67 +20,12 @@ import alchemy_maml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# --- a one-step bandit whose expected return has a closed form (as in tests/test_maml.py) -------------
-# pi = softmax(theta) over 3 arms with deterministic rewards r, J(theta) = softmax(theta) . r. MAML's
-# objective after N inner steps theta_{k+1} = theta_k + alpha * grad J(theta_k) is J(theta_N), whose
-# gradient autograd computes exactly on the closed form.
-
-REWARDS = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)
-THETA = torch.tensor([0.3, -0.2, 0.6], dtype=torch.float64)
-ALPHA = 1.5
-
-
-class BanditPolicy(nn.Module):
-    def __init__(self, logits: torch.Tensor):
-        super().__init__()
-        self.logits = nn.Parameter(logits.clone())
-
-    def forward(self, obs):
-        return self.logits.expand(obs.shape[:-1] + self.logits.shape)
-
-
-def exact_meta_gradient(num_steps: int, first_order: bool = False) -> torch.Tensor:
-    theta = THETA.clone().requires_grad_(True)
-
-    def expected_return(logits):
-        return torch.softmax(logits, -1) @ REWARDS
-
-    adapted = theta
-    for _ in range(num_steps):
-        (step,) = torch.autograd.grad(expected_return(adapted), adapted, create_graph=True)
-        adapted = adapted + ALPHA * step
-    (gradient,) = torch.autograd.grad(expected_return(adapted), adapted if first_order else theta)
-    return gradient
-
-
-def bandit_estimates(num_steps: int, first_order: bool, groups=10, tasks=400, samples=300, seed=0):
-    """alchemy_maml's adapt + meta_gradient on sampled bandit pulls: (groups, 3) estimates of grad J."""
-    generator = torch.Generator().manual_seed(seed)
-    model = BanditPolicy(THETA)
-    params = dict(model.named_parameters())
-
-    def sample(task_logits):
-        actions = torch.multinomial(torch.softmax(task_logits, -1), samples, replacement=True, generator=generator)
-        return {"obs": torch.zeros(tasks, samples, 1, dtype=torch.float64), "actions": actions,
-                "advantages": REWARDS[actions], "mask": torch.ones(tasks, samples, dtype=torch.float64)}
-
-    estimates = []
-    for _ in range(groups):
-        task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
-        inner_batches = []
-        for _ in range(num_steps):
-            inner_batches.append(sample(task_params["logits"]))
-            task_params = torch.func.vmap(alchemy_maml.inner_update, in_dims=(None, 0, 0, None))(
-                model, task_params, inner_batches[-1], ALPHA)
-        grads, _ = alchemy_maml.meta_gradient(model, params, task_params, inner_batches, sample(task_params["logits"]),
-                                              ALPHA, first_order=first_order)
-        estimates.append(-grads["logits"] / tasks)  # the loss is -J
-    return torch.stack(estimates)
+# --- the bandit of tests/bandit_oracle.py: the script's pipeline against the exact meta-gradient -------
 
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_meta_gradient_matches_the_closed_form_on_a_bandit(first_order):
-    estimates = bandit_estimates(1, first_order)
+    estimates = estimated_meta_gradients(alchemy_maml, 1, groups=10, tasks=400, samples=300, first_order=first_order)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     right, other = exact_meta_gradient(1, first_order), exact_meta_gradient(1, not first_order)
     assert ((right - other).abs() > 10 * sem).any()  # the test can tell MAML from FOMAML
@@ -104,10 +50,6 @@ def random_batch(tasks: int, samples: int, seed: int) -> dict:
         "advantages": torch.randn(tasks, samples, generator=generator) * mask,
         "mask": mask,
     }
-
-
-def task_slice(batch: dict, task: int) -> dict:
-    return {key: value[task] for key, value in batch.items()}
 
 
 def classic_logp(model, params, batch):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+
+from bandit_oracle import estimated_meta_gradients, exact_meta_gradient, task_slice
 
 import fomaml_vpg
 import maml_vpg
@@ -17,74 +18,7 @@ import nav_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# --- a one-step bandit whose expected return has a closed form ----------------------------------------
-# pi = softmax(theta) over 3 arms with deterministic rewards r, so J(theta) = softmax(theta) . r. An inner
-# step on the loss -J moves theta to theta + alpha * grad J(theta); MAML's objective after N steps is J of
-# the N-times adapted parameters, differentiated exactly by autograd on the closed form.
-
-REWARDS = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)
-THETA = torch.tensor([0.3, -0.2, 0.6], dtype=torch.float64)
-ALPHA = 1.5
-
-
-class BanditPolicy(nn.Module):
-    """Logits that ignore the observation: a one-state policy for maml_vpg's functions."""
-
-    def __init__(self, logits: torch.Tensor):
-        super().__init__()
-        self.logits = nn.Parameter(logits.clone())
-
-    def forward(self, obs):
-        return self.logits.expand(obs.shape[:-1] + self.logits.shape)
-
-
-def exact_meta_gradient(num_steps: int, first_order: bool = False) -> torch.Tensor:
-    """d/d theta of J(theta_N), theta_{k+1} = theta_k + alpha * grad J(theta_k), by autograd; first_order:
-    grad J at theta_N instead (what FOMAML estimates)."""
-    theta = THETA.clone().requires_grad_(True)
-
-    def expected_return(logits):
-        return torch.softmax(logits, -1) @ REWARDS
-
-    adapted = theta
-    for _ in range(num_steps):
-        (step,) = torch.autograd.grad(expected_return(adapted), adapted, create_graph=True)
-        adapted = adapted + ALPHA * step
-    wrt = adapted if first_order else theta
-    (gradient,) = torch.autograd.grad(expected_return(adapted), wrt)
-    return gradient
-
-
-def sample_bandit_batch(task_logits: torch.Tensor, samples: int, generator: torch.Generator) -> dict:
-    """`samples` pulls per task from softmax(task_logits) (tasks, 3); the advantage is the raw reward."""
-    tasks = task_logits.shape[0]
-    actions = torch.multinomial(torch.softmax(task_logits, -1), samples, replacement=True, generator=generator)
-    return {
-        "obs": torch.zeros(tasks, samples, 1, dtype=torch.float64),
-        "actions": actions,
-        "advantages": REWARDS[actions],
-        "mask": torch.ones(tasks, samples, dtype=torch.float64),
-    }
-
-
-def estimated_meta_gradients(module, num_steps: int, groups: int, tasks: int, samples: int, seed: int = 0):
-    """Run the script's sampling-adaptation-meta-gradient pipeline on the bandit; one estimate (mean over
-    `tasks` independent tasks) per group. Returns (groups, 3) estimates of -(meta-gradient of the loss)."""
-    generator = torch.Generator().manual_seed(seed)
-    model = BanditPolicy(THETA)
-    params = dict(model.named_parameters())
-    estimates = []
-    for _ in range(groups):
-        task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
-        inner_batches = []
-        for _ in range(num_steps):
-            batch = sample_bandit_batch(task_params["logits"], samples, generator)
-            inner_batches.append(batch)
-            task_params = torch.func.vmap(module.inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, ALPHA)
-        validation_batch = sample_bandit_batch(task_params["logits"], samples, generator)
-        grads, _ = module.meta_gradient(model, params, task_params, inner_batches, validation_batch, ALPHA)
-        estimates.append(-grads["logits"] / tasks)  # the loss is -J: flip the sign
-    return torch.stack(estimates)
+# --- the bandit of tests/bandit_oracle.py: the script's pipeline against the exact meta-gradient -------
 
 
 @pytest.mark.parametrize("num_steps", [1, 2])
@@ -123,10 +57,6 @@ def random_batch(tasks: int, samples: int, seed: int, obs_dim: int = 4) -> dict:
         "advantages": torch.randn(tasks, samples, generator=generator) * mask,
         "mask": mask,
     }
-
-
-def task_slice(batch: dict, task: int) -> dict:
-    return {key: value[task] for key, value in batch.items()}
 
 
 def reinforce_loss(model, batch):
