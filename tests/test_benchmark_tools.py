@@ -271,3 +271,39 @@ def test_real_ppo_sweep_end_to_end(tmp_path):
     [[(mean, std)]] = mean_std_cells((tmp_path / "t.md").read_text())
     distances = [float(row["final_distance"]) for row in rows]
     assert mean == pytest.approx(statistics.mean(distances), abs=6e-3) and std == pytest.approx(statistics.stdev(distances), abs=6e-3)
+
+
+CURVES = ROOT / "benchmark" / "adaptation_curves.py"
+
+
+def write_summary(folder: pathlib.Path, **lists) -> None:
+    (folder / "runs" / "r").mkdir(parents=True)
+    (folder / "runs" / "r" / "summary.json").write_text(json.dumps(lists))
+
+
+def test_adaptation_curves_tabulate_each_initialisations_lists(tmp_path):
+    write_summary(tmp_path / "a", score_after_steps=[10.0, 12.5, 20.0], score_sem_after_steps=[1.0, 1.5, 2.0])
+    write_summary(tmp_path / "b", score_after_steps=[3.0, 4.0, 5.25], score_sem_after_steps=[0.5, 0.5, 0.25])
+    out, table = tmp_path / "curves.png", tmp_path / "curves.md"
+    result = subprocess.run([sys.executable, str(CURVES), "--measure", "score", "--out", str(out), "--table-out",
+                             str(table), f"meta={tmp_path / 'a'}", f"random={tmp_path / 'b'}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| meta") or line.startswith("| random")]
+    assert rows == ["| meta | 10 ± 1 | 12.5 ± 1.5 | 20 ± 2 |", "| random | 3 ± 0.5 | 4 ± 0.5 | 5.25 ± 0.25 |"]
+    assert Image.open(out).size[0] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--measure", "distance", "x=FOLDER"], "has no distance_after_steps; --measure allowed for it: score"),
+    (["--measure", "score", "FOLDER"], "is not LABEL=DIR"),
+    (["--measure", "score", "x=/nonexistent"], "no runs/*/summary.json under /nonexistent"),
+])
+def test_adaptation_curves_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    write_summary(tmp_path / "a", score_after_steps=[1.0, 2.0])
+    args = [a.replace("FOLDER", str(tmp_path / "a")) for a in args]
+    out = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, str(CURVES), *args, "--out", str(out), "--table-out", str(tmp_path / "t.md")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not out.exists()
