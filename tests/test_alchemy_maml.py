@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bandit_oracle import estimated_meta_gradients, exact_meta_gradient, task_slice
+from meta_gradient_oracles import (classic_maml_meta_gradient, estimated_meta_gradients, exact_meta_gradient,
+                                   task_slice)
 
 import alchemy_env
 import alchemy_maml
@@ -20,7 +21,7 @@ import alchemy_maml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# --- the bandit of tests/bandit_oracle.py: the script's pipeline against the exact meta-gradient -------
+# --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
 
 
 @pytest.mark.parametrize("first_order", [False, True])
@@ -52,11 +53,6 @@ def random_batch(tasks: int, samples: int, seed: int) -> dict:
     }
 
 
-def classic_logp(model, params, batch):
-    logits = torch.func.functional_call(model, params, (batch["obs"],))
-    return torch.log_softmax(logits, -1).gather(-1, batch["actions"][:, None]).squeeze(-1)
-
-
 def masked_mean(x, batch):
     return (x * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
 
@@ -70,21 +66,7 @@ def test_maml_meta_gradient_equals_a_per_task_loop_with_create_graph(num_steps):
     validation = random_batch(tasks, 40, seed=99)
     grads, loss = alchemy_maml.meta_gradient(model, params, None, inner_batches, validation, lr)
 
-    expected = {name: torch.zeros_like(p) for name, p in params.items()}
-    expected_loss = 0.0
-    for task in range(tasks):
-        adapted = list(params.values())
-        for batch in inner_batches:
-            batch = task_slice(batch, task)
-            logp = classic_logp(model, dict(zip(params, adapted)), batch)
-            lvc = -masked_mean(torch.exp(logp - logp.detach()), batch)
-            steps = torch.autograd.grad(lvc, adapted, create_graph=True)
-            adapted = [p - lr * g for p, g in zip(adapted, steps)]
-        batch = task_slice(validation, task)
-        outer = -masked_mean(classic_logp(model, dict(zip(params, adapted)), batch), batch)
-        expected_loss += outer.item()
-        for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
-            expected[name] += g
+    expected, expected_loss = classic_maml_meta_gradient(model, params, inner_batches, validation, lr)
     for name in params:
         torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bandit_oracle import estimated_meta_gradients, exact_meta_gradient, task_slice
+from meta_gradient_oracles import (classic_maml_meta_gradient, estimated_meta_gradients, exact_meta_gradient,
+                                   task_slice)
 
 import fomaml_vpg
 import maml_vpg
@@ -18,7 +19,7 @@ import nav_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# --- the bandit of tests/bandit_oracle.py: the script's pipeline against the exact meta-gradient -------
+# --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
 
 
 @pytest.mark.parametrize("num_steps", [1, 2])
@@ -114,24 +115,10 @@ def test_maml_vmap_over_tasks_equals_a_per_task_loop_with_create_graph(num_steps
     validation = random_batch(tasks, 30, seed=99)
     grads, loss = maml_vpg.meta_gradient(model, params, None, inner_batches, validation, lr)
 
-    expected = {name: torch.zeros_like(p) for name, p in params.items()}
-    for task in range(tasks):
-        adapted = list(params.values())
-        for batch in inner_batches:
-            batch = task_slice(batch, task)
-            logp = torch.log_softmax(torch.func.functional_call(model, dict(zip(params, adapted)), (batch["obs"],)), -1)
-            logp = logp.gather(-1, batch["actions"][:, None]).squeeze(-1)
-            lvc = -(torch.exp(logp - logp.detach()) * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
-            steps = torch.autograd.grad(lvc, adapted, create_graph=True)
-            adapted = [p - lr * g for p, g in zip(adapted, steps)]
-        batch = task_slice(validation, task)
-        logp = torch.log_softmax(torch.func.functional_call(model, dict(zip(params, adapted)), (batch["obs"],)), -1)
-        logp = logp.gather(-1, batch["actions"][:, None]).squeeze(-1)
-        outer = -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
-        for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
-            expected[name] += g
+    expected, expected_loss = classic_maml_meta_gradient(model, params, inner_batches, validation, lr)
     for name in params:
         torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
 
 
 # --- advantages, baseline, rollouts ---------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""A one-step, three-armed bandit whose expected return has a closed form: the exact answer that the
-MAML/FOMAML meta-gradient tests of maml_vpg.py, fomaml_vpg.py and alchemy_maml.py are checked against.
+"""Independent answers that the meta-gradients of maml_vpg.py, fomaml_vpg.py and alchemy_maml.py are
+checked against: a bandit with a closed-form MAML objective, and MAML by classic higher-order autograd.
 
+The bandit: a one-step, three-armed bandit whose expected return has a closed form.
 pi = softmax(theta) over 3 arms with deterministic rewards r, so J(theta) = softmax(theta) . r. An inner
 step on the loss -J moves theta to theta + alpha * grad J(theta); MAML's objective after N steps is J of
 the N-times adapted parameters, differentiated exactly by autograd on the closed form.
@@ -80,3 +81,35 @@ def estimated_meta_gradients(module, num_steps: int, groups: int, tasks: int, sa
 def task_slice(batch: dict, task: int) -> dict:
     """One task's samples of a batch whose leading dimension is the task."""
     return {key: value[task] for key, value in batch.items()}
+
+
+def classic_maml_meta_gradient(model, params: dict, inner_batches: list, validation: dict, lr: float):
+    """MAML's meta-gradient the classic way, one task at a time: N inner SGD steps on the LVC surrogate
+    written out, each differentiated with create_graph=True, then plain autograd of the validation loss
+    -mean(log pi * A) back to the initial parameters. Batches are (tasks, samples, ...) dicts with obs,
+    actions, advantages, mask. Returns ({name: gradient summed over tasks}, summed validation loss)."""
+
+    def log_prob(adapted, batch):
+        logits = torch.func.functional_call(model, dict(zip(params, adapted)), (batch["obs"],))
+        return torch.log_softmax(logits, -1).gather(-1, batch["actions"][:, None]).squeeze(-1)
+
+    def masked_mean(x, batch):
+        return (x * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
+
+    tasks = validation["actions"].shape[0]
+    gradients = {name: torch.zeros_like(p) for name, p in params.items()}
+    total_loss = 0.0
+    for task in range(tasks):
+        adapted = list(params.values())
+        for batch in inner_batches:
+            batch = task_slice(batch, task)
+            logp = log_prob(adapted, batch)
+            lvc = -masked_mean(torch.exp(logp - logp.detach()), batch)
+            steps = torch.autograd.grad(lvc, adapted, create_graph=True)
+            adapted = [p - lr * g for p, g in zip(adapted, steps)]
+        batch = task_slice(validation, task)
+        outer = -masked_mean(log_prob(adapted, batch), batch)
+        total_loss += outer.item()
+        for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
+            gradients[name] += g
+    return gradients, total_loss
