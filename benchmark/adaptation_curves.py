@@ -23,7 +23,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import run as sweep_runner  # noqa: E402  (benchmark/run.py: where a run folder's summary.json is found)
+
+ROOT = sweep_runner.ROOT
 MEASURES = ("return", "distance", "score")  # maml_vpg/fomaml_vpg: return, distance; alchemy_maml: score
 
 
@@ -37,16 +40,16 @@ def load_curve(label_dir: str, measure: str) -> tuple[str, list[float], list[flo
     label, sep, directory = label_dir.partition("=")
     if not sep or not label or not directory:
         fail(f"{label_dir!r} is not LABEL=DIR (e.g. meta-learned=benchmark/sweeps/init_nav/eval_meta)")
-    summaries = sorted(pathlib.Path(directory).glob("runs/*/summary.json"), key=lambda p: p.stat().st_mtime)
-    if not summaries:
+    summary_path = sweep_runner.newest_summary(pathlib.Path(directory))
+    if summary_path is None:
         fail(f"no runs/*/summary.json under {directory}")
-    summary = json.loads(summaries[-1].read_text())
+    summary = json.loads(summary_path.read_text())
     key = f"{measure}_after_steps"
     if key not in summary:
         found = [k[: -len("_after_steps")] for k in summary if k.endswith("_after_steps")]
-        fail(f"{summaries[-1]} has no {key}; --measure allowed for it: {', '.join(found) or 'none'}")
+        fail(f"{summary_path} has no {key}; --measure allowed for it: {', '.join(found) or 'none'}")
     errors = summary.get(f"{measure}_sem_after_steps")
-    return label, summary[key], errors, summaries[-1]
+    return label, summary[key], errors, summary_path
 
 
 def markdown(curves, measure: str, command: str) -> str:

@@ -76,8 +76,13 @@ class Run:
 
     def summary_path(self) -> pathlib.Path | None:
         """The run's summary.json (the newest one, should a run directory somehow hold several)."""
-        found = sorted(self.run_dir.glob("runs/*/summary.json"), key=lambda path: path.stat().st_mtime)
-        return found[-1] if found else None
+        return newest_summary(self.run_dir)
+
+
+def newest_summary(folder: pathlib.Path) -> pathlib.Path | None:
+    """The newest runs/<run>/summary.json under a folder (where the scripts write when run there), or None."""
+    found = sorted(folder.glob("runs/*/summary.json"), key=lambda path: path.stat().st_mtime)
+    return found[-1] if found else None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmark"))
 import maml_vpg  # noqa: E402  (rollout and adaptation are the same code in maml_vpg.py and fomaml_vpg.py)
+import run as sweep_runner  # noqa: E402  (benchmark/run.py: where a run folder's summary.json is found)
 import nav_env  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -26,12 +28,12 @@ EPISODES_SHOWN = 3
 
 
 def load_run(run_dir: pathlib.Path):
-    summaries = sorted(run_dir.glob("runs/*/summary.json"))
-    if not summaries:
+    summary_path = sweep_runner.newest_summary(run_dir)
+    if summary_path is None:
         sys.exit(f"error: no runs/*/summary.json under {run_dir}")
-    summary = json.loads(summaries[-1].read_text())
+    summary = json.loads(summary_path.read_text())
     if "model_path" not in summary:
-        sys.exit(f"error: {summaries[-1]} has no saved model (train with --save-model)")
+        sys.exit(f"error: {summary_path} has no saved model (train with --save-model)")
     return summary, run_dir / summary["model_path"]
 
 
