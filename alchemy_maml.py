@@ -195,11 +195,13 @@ def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) ->
     """n training chemistries by fresh seeds, redrawing any that equals an excluded (held-out) one."""
     seeds = rng.integers(0, 2**31 - 1, size=n)
     chemistries = task_chemistries(level, seeds)
+    redrawn = False
     for i, key in enumerate(chemistry_keys(chemistries)):
         while key in excluded:
             seeds[i] = rng.integers(0, 2**31 - 1)
             key = chemistry_keys(task_chemistries(level, seeds[i : i + 1]))[0]
-    return task_chemistries(level, seeds)
+            redrawn = True
+    return task_chemistries(level, seeds) if redrawn else chemistries  # rebuilt only if a seed changed
 
 
 class DMAlchemyVectorEnv:
