@@ -27,13 +27,19 @@ from PIL import Image, ImageDraw  # noqa: E402
 EPISODES_SHOWN = 3
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def load_run(run_dir: pathlib.Path):
     summary_path = sweep_runner.newest_summary(run_dir)
     if summary_path is None:
-        sys.exit(f"error: no runs/*/summary.json under {run_dir}")
+        fail(f"no runs/*/summary.json under {run_dir}")
     summary = json.loads(summary_path.read_text())
     if "model_path" not in summary:
-        sys.exit(f"error: {summary_path} has no saved model (train with --save-model)")
+        fail(f"{summary_path} has no saved model (train with --save-model)")
     return summary, run_dir / summary["model_path"]
 
 
