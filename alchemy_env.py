@@ -34,6 +34,7 @@ Public API:
     sample_episode, replay     check_golden.py's interface: dm_alchemy's seed-exact draws (SPEC 12), and
                                an episode with given chemistry, items and actions run through the vector env
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
+    valid_action_mask          the actions that change anything, from observations (for action masking)
 
 The envs draw from gymnasium's np_random (PCG64), so a seed gives other episodes than dm_alchemy's
 RandomState; to reproduce dm_alchemy's episode for a seed, pass `sample_episode(level, seed)` to reset.
@@ -894,6 +895,26 @@ def replay(
 # --- reference bots (batched, reading only the observations) ---------------------------------------
 
 
+def _items_seen(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stone values v / 3 (..., 3), stone present (..., 3), potion present (..., 12)) from observations."""
+    observations = np.asarray(observations)
+    batch = observations.shape[:-1]
+    stones = observations[..., : NUM_STONES * STONE_FEATURES].reshape(*batch, NUM_STONES, STONE_FEATURES)
+    potions = observations[..., NUM_STONES * STONE_FEATURES : OBS_SIZE].reshape(*batch, NUM_POTIONS, POTION_FEATURES)
+    return stones[..., NUM_AXES], stones[..., -1] == 0.0, potions[..., -1] == 0.0
+
+
+def valid_action_mask(observations: np.ndarray) -> np.ndarray:
+    """bool (..., 40): the actions that can change anything. An action naming a stone already in the
+    cauldron, or a drunk potion, does nothing (SPEC 9.2), exactly like the no-op, which stays valid.
+    For invalid-action masking in learners (Huang & Ontanon 2020); reads only the observations."""
+    _, stone_present, potion_present = _items_seen(observations)
+    batch = stone_present.shape[:-1]
+    place_present = np.concatenate([np.ones((*batch, 1), bool), potion_present], axis=-1)  # the cauldron, then potions
+    per_stone = stone_present[..., :, None] & place_present[..., None, :]  # (..., 3 stones, 13 places)
+    return np.concatenate([np.ones((*batch, 1), bool), per_stone.reshape(*batch, -1)], axis=-1)  # no-op first
+
+
 def uniform_random_actions(observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each of the 40 actions equally likely (the README's "uniform random actions" row)."""
     return rng.integers(0, NUM_ACTIONS, size=len(observations))
@@ -903,11 +924,7 @@ def random_heuristic_actions(observations: np.ndarray, rng: np.random.Generator)
     """dm_alchemy's RandomActionBot, vectorised: a random present stone below the maximum value into a
     random present potion; when there is no such stone or no potion left, the present stones of
     positive value into the cauldron one by one (lowest slot first), then no-ops until the trial ends."""
-    observations = np.asarray(observations)
-    stones = observations[:, : NUM_STONES * STONE_FEATURES].reshape(-1, NUM_STONES, STONE_FEATURES)
-    potions = observations[:, NUM_STONES * STONE_FEATURES : OBS_SIZE].reshape(-1, NUM_POTIONS, POTION_FEATURES)
-    stone_present, potion_present = stones[..., -1] == 0.0, potions[..., -1] == 0.0
-    value = stones[..., NUM_AXES]  # v / 3: 1.0 is the (+1, +1, +1) stone, worth 15
+    value, stone_present, potion_present = _items_seen(observations)  # value 1.0 is the (+1, +1, +1) stone, worth 15
     improvable = stone_present & (value < 1.0)
     # Uniform choice among the allowed slots: the argmax of uniform noise restricted to them.
     stone = np.where(improvable, rng.random(improvable.shape), -1.0).argmax(1)

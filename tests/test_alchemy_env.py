@@ -405,6 +405,32 @@ def test_reference_bots_score_like_dm_alchemy(bot, reference, sem):
     assert abs(returns.mean() - reference) < 4 * combined_sem
 
 
+def test_valid_action_mask_marks_exactly_the_actions_that_change_something():
+    """From random mid-trial states, try all 40 actions: an action is valid iff the next observation or
+    reward differs from the no-op's (checked through replay, i.e. the env's own transition tables)."""
+    rng = np.random.default_rng(3)
+    chemistry = alchemy_env.sample_chemistry(STANDARD_LEVEL, rng)
+    envs = SymbolicAlchemyVectorEnv(1)
+    envs.reset(seed=5, options={"chemistries": chemistry})
+    items = {key: value[0] for key, value in envs.episode_items.items()}  # unbatched: one episode for all rows
+    checked_invalid = 0
+    for t in [0, 3, 7, 12, 18, 45, 113]:  # never a trial's last step, whose next observation is a new trial
+        prefix = np.zeros(200, dtype=np.int64)
+        prefix[:t] = rng.integers(0, 40, t)
+        actions = np.tile(prefix, (40, 1))
+        actions[:, t] = np.arange(40)
+        observations, rewards, _ = alchemy_env.replay(chemistry, items, actions)
+        changed = (observations[:, t + 1] != observations[0, t + 1]).any(1) | (rewards[:, t + 1] != rewards[0, t + 1])
+        expected = changed.copy()
+        expected[0] = True  # the no-op is always allowed
+        mask = alchemy_env.valid_action_mask(observations[0, t])
+        np.testing.assert_array_equal(mask, expected, err_msg=f"step {t}")
+        checked_invalid += int((~mask).sum())
+    assert checked_invalid > 20  # the random prefixes used up items, so invalid actions were exercised
+    batch = alchemy_env.valid_action_mask(np.stack([observations[0, :5], observations[1, :5]]))
+    assert batch.shape == (2, 5, 40)
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 
