@@ -53,6 +53,9 @@ class Args:
     """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
     level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
     """alchemy: level whose chemistry prior the fixed chemistry is drawn from"""
+    mask_actions: bool = False
+    """alchemy: if toggled, the policy never picks an action that does nothing (a stone already in the
+    cauldron, a drunk potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020)"""
 
     # Algorithm
     total_timesteps: int = 4_000_000
@@ -129,6 +132,8 @@ def validate(args: Args) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.reward_scale is not None and args.reward_scale <= 0:
         fail(f"--reward-scale must be > 0, got {args.reward_scale}")
+    if args.mask_actions and args.env != "alchemy":
+        fail(f"--mask-actions applies to --env alchemy only, got --env {args.env}")
     if args.env == "nav":
         try:  # nav_env validates goals: inside the map and not on an obstacle
             nav_env._goals_to_cells([args.goal], 1, args.obstacles)
@@ -137,12 +142,12 @@ def validate(args: Args) -> None:
 
 
 def make_envs(args: Args):
-    """Return (vector env, reset options that pin the task)."""
+    """Return (vector env, reset options that pin the task, observations -> action mask or None)."""
     if args.env == "nav":
         envs = nav_env.NavigationVectorEnv(
             args.num_envs, obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision
         )
-        return envs, {"goals": np.tile(np.asarray(args.goal, dtype=np.float64), (args.num_envs, 1))}
+        return envs, {"goals": np.tile(np.asarray(args.goal, dtype=np.float64), (args.num_envs, 1))}, None
     try:
         import alchemy_env
     except ImportError as error:
@@ -152,7 +157,8 @@ def make_envs(args: Args):
     except ValueError as error:
         fail(str(error))
     envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
-    return envs, {"chemistries": chemistry}  # one chemistry for every env, kept across autoresets
+    mask_fn = alchemy_env.valid_action_mask if args.mask_actions else None
+    return envs, {"chemistries": chemistry}, mask_fn  # one chemistry for every env, kept across autoresets
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -184,9 +190,12 @@ class Agent(nn.Module):
     def get_value(self, x):
         return self.critic(self.normalise(x))
 
-    def get_action_and_value(self, x, action=None):
+    def get_action_and_value(self, x, action=None, action_mask=None):
         x = self.normalise(x)
-        probs = Categorical(logits=self.actor(x))
+        logits = self.actor(x)
+        if action_mask is not None:  # masked actions get probability 0 (and no gradient)
+            logits = logits.masked_fill(~action_mask, -1e8)
+        probs = Categorical(logits=logits)
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
@@ -289,7 +298,7 @@ if __name__ == "__main__":
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
     if args.minibatch_size < 1:
         fail(f"--num-minibatches {args.num_minibatches} exceeds the batch size {args.batch_size}")
-    envs, task_options = make_envs(args)
+    envs, task_options, action_mask_fn = make_envs(args)
     env_id = f"nav-{args.obstacles}" if args.env == "nav" else "alchemy"
     run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
@@ -322,11 +331,17 @@ if __name__ == "__main__":
     dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
     values = torch.zeros((args.num_steps, args.num_envs)).to(device)
     valid = torch.zeros((args.num_steps, args.num_envs)).to(device)  # 0 for autoreset transitions
+    action_masks = torch.ones((args.num_steps, args.num_envs, envs.single_action_space.n), dtype=torch.bool).to(device)
+
+    def valid_actions(observations: np.ndarray):
+        """The action mask of these observations (None without --mask-actions)."""
+        return None if action_mask_fn is None else torch.as_tensor(action_mask_fn(observations)).to(device)
 
     # TRY NOT TO MODIFY: start the game
     global_step = 0
     start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed, options=task_options)
+    next_mask = valid_actions(next_obs)
     next_obs = torch.as_tensor(next_obs).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
     episode_return = np.zeros(args.num_envs)
@@ -345,8 +360,10 @@ if __name__ == "__main__":
             valid[step] = 1.0 - next_done  # after a done, this step only resets the env
 
             # ALGO LOGIC: action logic
+            if next_mask is not None:
+                action_masks[step] = next_mask
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                action, logprob, _, value = agent.get_action_and_value(next_obs, action_mask=next_mask)
                 values[step] = value.flatten()
             actions[step] = action
             logprobs[step] = logprob
@@ -355,6 +372,7 @@ if __name__ == "__main__":
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             ended = np.logical_or(terminations, truncations)
             rewards[step] = torch.as_tensor(reward * args.reward_scale, dtype=torch.float32).to(device)
+            next_mask = valid_actions(next_obs_np)
             next_obs = torch.as_tensor(next_obs_np).to(device)
             next_done = torch.as_tensor(ended, dtype=torch.float32).to(device)
 
@@ -387,6 +405,7 @@ if __name__ == "__main__":
         b_returns = returns.reshape(-1)
         b_values = values.reshape(-1)
         b_valid = valid.reshape(-1)
+        b_action_masks = action_masks.reshape(-1, action_masks.shape[-1]) if args.mask_actions else None
 
         # Optimizing the policy and value network
         b_inds = np.arange(args.batch_size)
@@ -396,7 +415,10 @@ if __name__ == "__main__":
             for start in range(0, args.batch_size, args.minibatch_size):
                 end = start + args.minibatch_size
                 mb_inds = b_inds[start:end]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                    b_obs[mb_inds], b_actions[mb_inds],
+                    action_mask=None if b_action_masks is None else b_action_masks[mb_inds],
+                )
                 loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_loss(
                     newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], newvalue.view(-1), b_values[mb_inds],
                     b_returns[mb_inds], entropy, b_valid[mb_inds], args,

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
-from ppo_single_task import Args, compute_gae, ppo_loss
+import alchemy_env
+from ppo_single_task import Agent, Args, compute_gae, ppo_loss
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "ppo_single_task.py"
 
@@ -95,6 +97,41 @@ def test_smoke_nav_through_the_cli(tmp_path):
     assert list(summary_path.parent.glob("events.out.tfevents.*"))
 
 
+def test_action_mask_gives_invalid_actions_probability_zero():
+    """--mask-actions: the policy is the softmax over the valid actions alone (hand-computed), never
+    samples an invalid one, and its entropy is that of the renormalised distribution."""
+    torch.manual_seed(0)
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(4)
+    observations, _ = envs.reset(seed=0)
+    for _ in range(9):  # use up some items so that the masks differ between envs
+        observations, *_ = envs.step(alchemy_env.random_heuristic_actions(observations, np.random.default_rng(1)))
+    mask = torch.as_tensor(alchemy_env.valid_action_mask(observations))
+    assert (~mask).any(1).all() and mask.any(1).all()
+    space = envs.single_observation_space
+    agent = Agent(39, 40, 16, space.low, space.high)
+    with torch.no_grad():
+        agent.actor[-1].weight.mul_(100.0)  # sharp logits, so that a leak to masked actions would show
+    x = torch.as_tensor(observations).repeat(500, 1)
+    actions, logprob, entropy, _ = agent.get_action_and_value(x, action_mask=mask.repeat(500, 1))
+    assert mask.repeat(500, 1).gather(1, actions[:, None]).all()
+    logits = agent.actor(agent.normalise(torch.as_tensor(observations))).detach().double()
+    for env in range(4):
+        valid_logits = logits[env][mask[env]]
+        probs = torch.softmax(valid_logits, 0)
+        expected_logprob = torch.log_softmax(valid_logits, 0)[mask[env].nonzero()[:, 0] == actions[env]].squeeze()
+        assert math.isclose(logprob[env].item(), expected_logprob.item(), rel_tol=1e-4, abs_tol=1e-4)
+        assert math.isclose(entropy[env].item(), -(probs * probs.clamp_min(1e-300).log()).sum().item(), abs_tol=1e-4)
+
+
+def test_smoke_alchemy_with_action_masking_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--mask-actions", "--total-timesteps", "3200", "--num-envs", "8")
+    assert result.returncode == 0, result.stderr
+    (summary_path,) = tmp_path.glob("runs/alchemy__ppo_single_task__1__*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["env_steps"] == 3200 and summary["episodes"] >= 8 and summary["args"]["mask_actions"]
+    assert summary["final_episodic_return"] >= -3 * alchemy_env.NUM_STONES * alchemy_env.NUM_TRIALS  # every stone at -3
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -102,6 +139,7 @@ def test_smoke_nav_through_the_cli(tmp_path):
         (["--goal", "5", "5"], "goal (5, 5) lies on an obstacle of level 'medium'"),
         (["--goal", "12", "1"], "goal (12, 1) is outside the map"),
         (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
+        (["--mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
