@@ -53,6 +53,10 @@ class Args:
     """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
     level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
     """alchemy: level whose chemistry prior the fixed chemistry is drawn from"""
+    trial_returns: bool = False
+    """alchemy: if toggled, returns and GAE stop at each trial's end. With one fixed chemistry a trial
+    cannot change later ones (they bring fresh items), so later trials' rewards only add noise to a
+    value function that does not see the trial index"""
     mask_actions: bool = False
     """alchemy: if toggled, the policy never picks an action that does nothing (a stone already in the
     cauldron, a drunk potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020)"""
@@ -132,8 +136,9 @@ def validate(args: Args) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.reward_scale is not None and args.reward_scale <= 0:
         fail(f"--reward-scale must be > 0, got {args.reward_scale}")
-    if args.mask_actions and args.env != "alchemy":
-        fail(f"--mask-actions applies to --env alchemy only, got --env {args.env}")
+    for name in ("mask_actions", "trial_returns"):
+        if getattr(args, name) and args.env != "alchemy":
+            fail(f"--{name.replace('_', '-')} applies to --env alchemy only, got --env {args.env}")
     if args.env == "nav":
         try:  # nav_env validates goals: inside the map and not on an obstacle
             nav_env._goals_to_cells([args.goal], 1, args.obstacles)
@@ -204,8 +209,8 @@ class Agent(nn.Module):
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
     """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016).
 
-    dones[t] = 1 means obs[t] is the first observation after an episode ended, so the value of
-    obs[t] must not be bootstrapped into step t - 1.
+    dones[t] = 1 means obs[t] is the first observation after an episode ended (or, with
+    --trial-returns, a trial), so the value of obs[t] must not be bootstrapped into step t - 1.
     """
     num_steps = rewards.shape[0]
     advantages = torch.zeros_like(rewards)
@@ -344,6 +349,7 @@ if __name__ == "__main__":
     next_mask = valid_actions(next_obs)
     next_obs = torch.as_tensor(next_obs).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
+    next_start = torch.zeros(args.num_envs).to(device)  # 1 where the value must not bootstrap backwards
     episode_return = np.zeros(args.num_envs)
     episode_length = np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
@@ -356,7 +362,7 @@ if __name__ == "__main__":
         for step in range(0, args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
-            dones[step] = next_done
+            dones[step] = next_start
             valid[step] = 1.0 - next_done  # after a done, this step only resets the env
 
             # ALGO LOGIC: action logic
@@ -375,6 +381,8 @@ if __name__ == "__main__":
             next_mask = valid_actions(next_obs_np)
             next_obs = torch.as_tensor(next_obs_np).to(device)
             next_done = torch.as_tensor(ended, dtype=torch.float32).to(device)
+            starts = (ended | infos["new_trial"]) if args.trial_returns else ended
+            next_start = torch.as_tensor(starts, dtype=torch.float32).to(device)
 
             stepped = valid[step].cpu().numpy() > 0
             episode_return += reward * stepped
@@ -394,7 +402,7 @@ if __name__ == "__main__":
         # bootstrap value if not done
         with torch.no_grad():
             next_value = agent.get_value(next_obs).reshape(1, -1)
-            advantages = compute_gae(rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda)
+            advantages = compute_gae(rewards, values, dones, next_value, next_start, args.gamma, args.gae_lambda)
             returns = advantages + values
 
         # flatten the batch
