@@ -53,7 +53,7 @@ class Args:
     """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
     level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
     """alchemy: level whose chemistry prior the fixed chemistry is drawn from"""
-    trial_returns: bool = False
+    per_trial_returns: bool = False
     """alchemy: if toggled, returns and GAE stop at each trial's end. With one fixed chemistry a trial
     cannot change later ones (they bring fresh items), so later trials' rewards only add noise to a
     value function that does not see the trial index"""
@@ -136,7 +136,7 @@ def validate(args: Args) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.reward_scale is not None and args.reward_scale <= 0:
         fail(f"--reward-scale must be > 0, got {args.reward_scale}")
-    for name in ("mask_actions", "trial_returns"):
+    for name in ("mask_actions", "per_trial_returns"):
         if getattr(args, name) and args.env != "alchemy":
             fail(f"--{name.replace('_', '-')} applies to --env alchemy only, got --env {args.env}")
     if args.env == "nav":
@@ -210,7 +210,7 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
     """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016).
 
     dones[t] = 1 means obs[t] is the first observation after an episode ended (or, with
-    --trial-returns, a trial), so the value of obs[t] must not be bootstrapped into step t - 1.
+    --per-trial-returns, a trial), so the value of obs[t] must not be bootstrapped into step t - 1.
     """
     num_steps = rewards.shape[0]
     advantages = torch.zeros_like(rewards)
@@ -381,7 +381,7 @@ if __name__ == "__main__":
             next_mask = valid_actions(next_obs_np)
             next_obs = torch.as_tensor(next_obs_np).to(device)
             next_done = torch.as_tensor(ended, dtype=torch.float32).to(device)
-            starts = (ended | infos["new_trial"]) if args.trial_returns else ended
+            starts = (ended | infos["new_trial"]) if args.per_trial_returns else ended
             next_start = torch.as_tensor(starts, dtype=torch.float32).to(device)
 
             stepped = valid[step].cpu().numpy() > 0

@@ -123,14 +123,14 @@ def test_action_mask_gives_invalid_actions_probability_zero():
         assert math.isclose(entropy[env].item(), -(probs * probs.clamp_min(1e-300).log()).sum().item(), abs_tol=1e-4)
 
 
-def test_smoke_alchemy_with_action_masking_and_trial_returns_through_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--env", "alchemy", "--mask-actions", "--trial-returns", "--total-timesteps", "3200",
+def test_smoke_alchemy_with_action_masking_and_per_trial_returns_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--mask-actions", "--per-trial-returns", "--total-timesteps", "3200",
                      "--num-envs", "8")
     assert result.returncode == 0, result.stderr
     (summary_path,) = tmp_path.glob("runs/alchemy__ppo_single_task__1__*/summary.json")
     summary = json.loads(summary_path.read_text())
     assert summary["env_steps"] == 3200 and summary["episodes"] >= 8 and summary["args"]["mask_actions"]
-    assert summary["args"]["trial_returns"]
+    assert summary["args"]["per_trial_returns"]
     assert summary["final_episodic_return"] >= -3 * alchemy_env.NUM_STONES * alchemy_env.NUM_TRIALS  # every stone at -3
 
 
@@ -142,7 +142,7 @@ def test_smoke_alchemy_with_action_masking_and_trial_returns_through_the_cli(tmp
         (["--goal", "12", "1"], "goal (12, 1) is outside the map"),
         (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
         (["--mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
-        (["--trial-returns"], "--trial-returns applies to --env alchemy only, got --env nav"),
+        (["--per-trial-returns"], "--per-trial-returns applies to --env alchemy only, got --env nav"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
