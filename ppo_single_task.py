@@ -336,7 +336,10 @@ if __name__ == "__main__":
     dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
     values = torch.zeros((args.num_steps, args.num_envs)).to(device)
     valid = torch.zeros((args.num_steps, args.num_envs)).to(device)  # 0 for autoreset transitions
-    action_masks = torch.ones((args.num_steps, args.num_envs, envs.single_action_space.n), dtype=torch.bool).to(device)
+    action_masks = None  # (num_steps, num_envs, actions) bool with --mask-actions
+    if action_mask_fn is not None:
+        mask_shape = (args.num_steps, args.num_envs, envs.single_action_space.n)
+        action_masks = torch.ones(mask_shape, dtype=torch.bool).to(device)
 
     def valid_actions(observations: np.ndarray):
         """The action mask of these observations (None without --mask-actions)."""
@@ -366,7 +369,7 @@ if __name__ == "__main__":
             valid[step] = 1.0 - next_done  # after a done, this step only resets the env
 
             # ALGO LOGIC: action logic
-            if next_mask is not None:
+            if action_masks is not None:
                 action_masks[step] = next_mask
             with torch.no_grad():
                 action, logprob, _, value = agent.get_action_and_value(next_obs, action_mask=next_mask)
@@ -413,7 +416,7 @@ if __name__ == "__main__":
         b_returns = returns.reshape(-1)
         b_values = values.reshape(-1)
         b_valid = valid.reshape(-1)
-        b_action_masks = action_masks.reshape(-1, action_masks.shape[-1]) if args.mask_actions else None
+        b_action_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
 
         # Optimizing the policy and value network
         b_inds = np.arange(args.batch_size)

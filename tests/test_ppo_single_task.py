@@ -103,8 +103,9 @@ def test_action_mask_gives_invalid_actions_probability_zero():
     torch.manual_seed(0)
     envs = alchemy_env.SymbolicAlchemyVectorEnv(4)
     observations, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(1)
     for _ in range(9):  # use up some items so that the masks differ between envs
-        observations, *_ = envs.step(alchemy_env.random_heuristic_actions(observations, np.random.default_rng(1)))
+        observations, *_ = envs.step(alchemy_env.random_heuristic_actions(observations, rng))
     mask = torch.as_tensor(alchemy_env.valid_action_mask(observations))
     assert (~mask).any(1).all() and mask.any(1).all()
     space = envs.single_observation_space
