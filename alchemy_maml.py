@@ -103,6 +103,10 @@ class Args:
     """toggles advantage normalisation (per task and batch), which makes inner_lr scale-free"""
     hidden_size: int = 128
     """width of the policy's two tanh hidden layers"""
+    mask_actions: bool = False
+    """if toggled, actions that cannot change anything (a stone already in the cauldron, a drunk potion;
+    alchemy_env.valid_action_mask) get probability 0 in rollouts and in every loss (invalid-action masking,
+    Huang & Ontanon 2020)"""
     max_grad_norm: float = 1.0
     """clip the meta-gradient to this norm (0: no clipping)"""
 
@@ -315,24 +319,27 @@ class Policy(nn.Module):
 
 # --- losses and the meta-gradient (one task each; vmap runs them over the meta-batch) ---------------
 # A batch is a dict of one task's samples: obs (n, obs_dim), actions (n,), advantages (n,) and mask (n,)
-# (mask 0 marks steps that are not decisions; every Alchemy episode runs its full 200 steps, so here it is 1).
+# (mask 0 marks steps that are not decisions; every Alchemy episode runs its full 200 steps, so here it is 1),
+# and with --mask-actions action_mask (n, actions), the actions the policy could choose at each step.
 
 
-def log_prob(model, params, obs, actions):
+def log_prob(model, params, obs, actions, action_mask=None):
     logits = functional_call(model, params, (obs,))
+    if action_mask is not None:  # the policy is the softmax over the valid actions only
+        logits = logits.masked_fill(~action_mask, -1e8)
     return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
 def inner_loss(model, params, batch):
     """ProMP's LVC surrogate, -mean_t pi(a_t|s_t) / stopgrad(pi(a_t|s_t)) * A_t, at the sampling parameters."""
-    logp = log_prob(model, params, batch["obs"], batch["actions"])
+    logp = log_prob(model, params, batch["obs"], batch["actions"], batch.get("action_mask"))
     ratio = torch.exp(logp - logp.detach())  # = 1 in value; its gradient is the score function
     return -(ratio * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
 
 
 def outer_loss(model, params, batch):
     """The vanilla policy-gradient loss -mean_t log pi(a_t|s_t) * A_t of the validation episodes."""
-    logp = log_prob(model, params, batch["obs"], batch["actions"])
+    logp = log_prob(model, params, batch["obs"], batch["actions"], batch.get("action_mask"))
     return -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
 
 
@@ -444,12 +451,17 @@ def rollout(envs, model, task_params, chemistries, args, device):
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = torch.zeros((horizon, tasks * episodes))
+    action_masks = torch.ones((horizon, tasks * episodes, envs.single_action_space.n), dtype=torch.bool)
     policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
     with torch.no_grad():
         for t in range(horizon):
             obs[t] = torch.as_tensor(obs_np)
             logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
-            actions[t] = torch.multinomial(torch.softmax(logits.reshape(tasks * episodes, -1), -1), 1).squeeze(-1).cpu()
+            logits = logits.reshape(tasks * episodes, -1)
+            if args.mask_actions:
+                action_masks[t] = torch.as_tensor(alchemy_env.valid_action_mask(obs_np))
+                logits = logits.masked_fill(~action_masks[t].to(device), -1e8)
+            actions[t] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).cpu()
             obs_np, reward, terminated, truncated, info = envs.step(actions[t].numpy())
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
     assert terminated.all(), "an Alchemy episode is 200 steps"
@@ -457,7 +469,7 @@ def rollout(envs, model, task_params, chemistries, args, device):
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
 
-    obs, actions, rewards = by_task(obs), by_task(actions), by_task(rewards)
+    obs, actions, rewards, action_masks = by_task(obs), by_task(actions), by_task(rewards), by_task(action_masks)
     mask = torch.ones_like(rewards)
     normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
     segment = alchemy_env.STEPS_PER_TRIAL if args.per_trial_returns else None
@@ -469,6 +481,8 @@ def rollout(envs, model, task_params, chemistries, args, device):
         "advantages": advantages.reshape(tasks, -1),
         "mask": mask.reshape(tasks, -1),
     }
+    if args.mask_actions:
+        batch["action_mask"] = action_masks.reshape(tasks, episodes * horizon, -1)
     stats = {"scores": rewards.sum(-1).numpy(), "env_steps": tasks * episodes * horizon}  # scores (tasks, episodes)
     return {k: v.to(device) for k, v in batch.items()}, stats
 

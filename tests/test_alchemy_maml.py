@@ -104,6 +104,36 @@ def test_first_order_is_the_sum_of_plain_policy_gradients_at_the_adapted_paramet
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
 
 
+def test_masked_log_prob_is_the_softmax_over_the_valid_actions_and_masked_logits_get_no_gradient():
+    model, tasks = alchemy_policy(), 2
+    params = dict(model.named_parameters())
+    batch = random_batch(tasks, 30, seed=4)
+    generator = torch.Generator().manual_seed(5)
+    action_mask = torch.rand(tasks, 30, alchemy_env.NUM_ACTIONS, generator=generator) < 0.5
+    action_mask[..., 0] = True  # the no-op is always valid
+    action_mask[..., 7] = False  # an action no sample may choose
+    batch["actions"] = torch.where(action_mask.gather(-1, batch["actions"][..., None]).squeeze(-1), batch["actions"], 0)
+    batch["action_mask"] = action_mask
+    for task in range(tasks):
+        one = task_slice(batch, task)
+        logits = model(one["obs"]).detach()
+        for i in range(30):  # log pi(a) = logit_a - log sum over the valid actions only, written out
+            valid = one["action_mask"][i]
+            expected = logits[i, one["actions"][i]] - torch.logsumexp(logits[i][valid], 0)
+            got = alchemy_maml.log_prob(model, params, one["obs"][i : i + 1], one["actions"][i : i + 1],
+                                        one["action_mask"][i : i + 1])
+            assert got.item() == pytest.approx(expected.item(), abs=1e-5)
+    # action 7 is never valid: its output bias gets no gradient, from either loss or the meta-gradient
+    bias = [name for name in params if name.endswith("bias")][-1]
+    adapted = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+    for first_order in (False, True):
+        grads, _ = alchemy_maml.meta_gradient(model, params, adapted, [batch], batch, 1.0, first_order=first_order)
+        assert grads[bias][7].item() == 0.0 and grads[bias].abs().sum() > 0
+    unmasked = {key: value for key, value in batch.items() if key != "action_mask"}
+    grads, _ = alchemy_maml.meta_gradient(model, params, adapted, [unmasked], unmasked, 1.0)
+    assert grads[bias][7].item() != 0.0  # without the mask it would move: the check above can fail
+
+
 # --- advantages with returns that stop at the end of each trial ---------------------------------------
 
 
@@ -168,7 +198,7 @@ def test_task_chemistries_are_dm_alchemys_for_their_seeds_and_held_out_ones_are_
 
 
 class RolloutArgs:
-    episodes_per_task, gamma, gae_lambda, norm_adv, per_trial_returns = 2, 1.0, 1.0, False, True
+    episodes_per_task, gamma, gae_lambda, norm_adv, per_trial_returns, mask_actions = 2, 1.0, 1.0, False, True, False
 
 
 def test_rollout_matches_alchemy_env_replay_of_the_same_chemistry_items_and_actions():
@@ -192,6 +222,32 @@ def test_rollout_matches_alchemy_env_replay_of_the_same_chemistry_items_and_acti
             np.testing.assert_array_equal(batch["obs"][task, e * 200 : (e + 1) * 200].numpy(), observations[:200])
             assert stats["scores"][task, e] == pytest.approx(rewards.sum())
     assert stats["scores"].std() > 0  # a random policy's scores vary: the comparison had something to see
+
+
+def test_masked_rollout_chooses_only_valid_actions_and_carries_their_mask():
+    chemistries = alchemy_maml.task_chemistries(alchemy_env.STANDARD_LEVEL, np.array([7, 8, 9]))
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(6, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    model = alchemy_policy()
+    torch.manual_seed(3)
+    task_params = {name: p.detach().expand((3,) + p.shape) for name, p in model.named_parameters()}
+
+    class MaskedArgs(RolloutArgs):
+        mask_actions = True
+
+    batch, stats = alchemy_maml.rollout(envs, model, task_params, chemistries, MaskedArgs, torch.device("cpu"))
+    expected_mask = alchemy_env.valid_action_mask(batch["obs"].numpy())
+    np.testing.assert_array_equal(batch["action_mask"].numpy(), expected_mask)
+    assert expected_mask.mean() < 0.6  # most actions are invalid most of the time: an unmasked policy picks them
+    chosen_valid = np.take_along_axis(expected_mask, batch["actions"].numpy()[..., None], -1)
+    assert chosen_valid.all()
+    # the scores are still the env's: replay the masked actions
+    items = envs.episode_items
+    for task in range(3):
+        chemistry = {key: value[task] for key, value in chemistries.items() if key != "seed"}
+        episode_items = {key: value[task * 2] for key, value in items.items()}
+        _, rewards, _ = alchemy_env.replay(chemistry, episode_items, batch["actions"][task, :200].numpy())
+        assert stats["scores"][task, 0] == pytest.approx(rewards.sum())
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -250,10 +306,10 @@ def test_smoke_maml_and_fomaml_through_the_cli_save_and_evaluate(tmp_path):
 
 
 def test_see_chemistry_and_total_episodes_through_the_cli(tmp_path):
-    result = run_script(TINY[2:] + ["--see-chemistry", "--total-episodes", "10"], tmp_path)
+    result = run_script(TINY[2:] + ["--see-chemistry", "--mask-actions", "--total-episodes", "10"], tmp_path)
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path)
-    assert summary["args"]["see_chemistry"] and summary["iterations"] == 2  # ceil(10 / (2 * 2 * 2))
+    assert summary["args"]["see_chemistry"] and summary["args"]["mask_actions"] and summary["iterations"] == 2  # ceil(10 / (2 * 2 * 2))
     check_summary(summary, inner_steps=1, eval_steps=1)
     # a model trained with the chemistry in its input does not fit the plain observation
     result = run_script(["--hidden-size", "16", "--save-model", "--num-iterations", "0", "--num-test-tasks", "1",
