@@ -103,18 +103,19 @@ class Args:
     """toggles advantage normalisation (per task and batch), which makes inner_lr scale-free"""
     hidden_size: int = 128
     """width of the policy's two tanh hidden layers"""
-    mask_actions: bool = False
+    mask_actions: bool = True
     """if toggled, actions that cannot change anything (a stone already in the cauldron, a drunk potion;
     alchemy_env.valid_action_mask) get probability 0 in rollouts and in every loss (invalid-action masking,
-    Huang & Ontanon 2020)"""
+    Huang & Ontanon 2020); --no-mask-actions lets the policy choose among all 40"""
     max_grad_norm: float = 1.0
     """clip the meta-gradient to this norm (0: no clipping)"""
 
     # Evaluation and outputs
     eval_every: int = 50
     """evaluate on the held-out test chemistries every this many iterations (0: only at the end)"""
-    num_test_tasks: int = 20
-    """the number of held-out test chemistries (each gets episodes_per_task episodes per measurement)"""
+    num_test_tasks: int = 100
+    """the number of held-out test chemistries (each gets episodes_per_task episodes per measurement; the
+    chemistries differ in difficulty, so fewer than about 100 leave a standard error above 3)"""
     test_seed: int = 0
     """seed of the held-out test chemistries (kept apart from --seed so every run is tested on the same
     ones; training never draws a chemistry equal to one of them)"""
@@ -506,12 +507,28 @@ def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, dev
 
 
 def evaluate(envs, model, params, chemistries, num_steps: int, args, device):
-    """Mean episode score over the test chemistries after 0..num_steps inner steps, and its standard error
-    (episodes of one chemistry are averaged first: the error is over chemistries)."""
+    """Each test chemistry's mean episode score after 0..num_steps inner steps: a list of (tasks,) arrays."""
     _, stats, _ = sample_and_adapt(envs, model, params, chemistries, num_steps, args, device)
-    task_means = [s["scores"].mean(1) for s in stats]
-    return ([float(m.mean()) for m in task_means],
-            [float(m.std(ddof=1) / np.sqrt(len(m))) if len(m) > 1 else None for m in task_means])
+    return [s["scores"].mean(1) for s in stats]
+
+
+def heuristic_scores(envs, chemistries, args, seed: int) -> np.ndarray:
+    """Each chemistry's mean episode score of dm_alchemy's random-heuristic bot (the 147 of the reference
+    table), on the same chemistries as the policy: a paired reference for the held-out score."""
+    tasks, episodes = len(chemistries["seed"]), args.episodes_per_task
+    per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}
+    obs, _ = envs.reset(options={"chemistries": per_env})
+    rng, scores = np.random.default_rng(seed), np.zeros(tasks * episodes)
+    for _ in range(alchemy_env.EPISODE_STEPS):
+        obs, rewards, *_ = envs.step(alchemy_env.random_heuristic_actions(obs, rng))
+        scores += rewards
+    return scores.reshape(tasks, episodes).mean(1)
+
+
+def mean_and_sem(task_means: np.ndarray) -> tuple[float, float | None]:
+    """The mean over chemistries and its standard error (episodes of one chemistry were averaged first)."""
+    sem = float(task_means.std(ddof=1) / np.sqrt(len(task_means))) if len(task_means) > 1 else None
+    return float(task_means.mean()), sem
 
 
 if __name__ == "__main__":
@@ -556,12 +573,13 @@ if __name__ == "__main__":
     )
 
     def log_evaluation(iteration: int, num_steps: int):
-        scores, errors = evaluate(test_envs, model, params, test_chemistries, num_steps, args, device)
+        task_means = evaluate(test_envs, model, params, test_chemistries, num_steps, args, device)
+        scores, errors = zip(*(mean_and_sem(m) for m in task_means))
         writer.add_scalar("eval/pre_adaptation_score", scores[0], iteration)
         writer.add_scalar("eval/post_adaptation_score", scores[args.inner_steps], iteration)
         for k, score in enumerate(scores):
             writer.add_scalar(f"eval/score_after_{k}_steps", score, iteration)
-        return scores, errors
+        return list(scores), list(errors), task_means
 
     global_step, train_episodes = 0, 0
     iteration_times, iteration_sps = [], []
@@ -599,7 +617,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/outer_loss", loss.item(), iteration)
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
-            scores, _ = log_evaluation(iteration, args.inner_steps)
+            scores, _, _ = log_evaluation(iteration, args.inner_steps)
             print(f"iteration {iteration}: held-out score before adaptation {scores[0]:.1f}, "
                   f"after {args.inner_steps} step(s) {scores[args.inner_steps]:.1f}", flush=True)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
@@ -610,7 +628,11 @@ if __name__ == "__main__":
 
     # Final evaluation on the held-out test chemistries, after 0..K inner steps
     train_time = time.time() - start_time
-    scores, errors = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
+    scores, errors, task_means = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
+    heuristic = heuristic_scores(test_envs, test_chemistries, args, args.test_seed)
+    heuristic_score, heuristic_sem = mean_and_sem(heuristic)
+    # paired by chemistry: the chemistries' differences in difficulty cancel out of the error
+    margin, margin_sem = mean_and_sem(task_means[args.inner_steps] - heuristic)
     summary = {
         "args": asdict(args),
         "pre_adaptation_score": scores[0],
@@ -618,6 +640,10 @@ if __name__ == "__main__":
         "adaptation_gain": scores[args.inner_steps] - scores[0],
         "score_after_steps": scores,
         "score_sem_after_steps": errors,
+        "heuristic_score": heuristic_score,
+        "heuristic_score_sem": heuristic_sem,
+        "post_minus_heuristic": margin,
+        "post_minus_heuristic_sem": margin_sem,
         "test_chemistry_seeds": test_chemistries["seed"].tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
@@ -632,6 +658,8 @@ if __name__ == "__main__":
     print("held-out chemistries: " + ", ".join(
         f"after {k} step(s): score {s:.1f} +- {e if e is None else round(e, 1)}"
         for k, (s, e) in enumerate(zip(scores, errors))))
+    print(f"random-heuristic bot on the same chemistries: {heuristic_score:.1f}; after {args.inner_steps} step(s) "
+          f"minus the bot: {margin:+.1f} +- {margin_sem if margin_sem is None else round(margin_sem, 1)} (paired)")
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), model_path)

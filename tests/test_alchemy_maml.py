@@ -250,6 +250,25 @@ def test_masked_rollout_chooses_only_valid_actions_and_carries_their_mask():
         assert stats["scores"][task, 0] == pytest.approx(rewards.sum())
 
 
+def test_the_heuristic_reference_scores_dm_alchemys_published_147_on_the_given_chemistries():
+    level, tasks, episodes = alchemy_env.STANDARD_LEVEL, 200, 5
+    chemistries = alchemy_maml.task_chemistries(level, np.arange(tasks))
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(tasks * episodes, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+
+    class Args:
+        episodes_per_task = episodes
+
+    scores = alchemy_maml.heuristic_scores(envs, chemistries, Args, seed=1)
+    assert scores.shape == (tasks,)
+    # dm_alchemy's published random-heuristic score is 147.02 +- 1.55 (its README's reference table)
+    sem = scores.std(ddof=1) / np.sqrt(tasks)
+    assert abs(scores.mean() - 147.02) < 3 * np.hypot(sem, 1.55), (scores.mean(), sem)
+    # and they were played on the chemistries given, in order: the envs hold them, episodes_per_task apiece
+    per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items() if key != "seed"}
+    assert alchemy_maml.chemistry_keys(per_env) == alchemy_maml.chemistry_keys(envs.chemistries)
+
+
 # --- the command line ---------------------------------------------------------------------------------
 
 TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
@@ -268,7 +287,7 @@ def read_summary(cwd) -> dict:
 
 def check_summary(summary, inner_steps, eval_steps):
     for key in ["pre_adaptation_score", "post_adaptation_score", "wall_time_s", "env_steps", "train_episodes", "sps",
-                "median_iteration_time_s"]:
+                "median_iteration_time_s", "heuristic_score", "post_minus_heuristic"]:
         assert summary[key] is not None, key
     assert len(summary["score_after_steps"]) == eval_steps + 1
     assert summary["post_adaptation_score"] == summary["score_after_steps"][inner_steps]
