@@ -15,4 +15,4 @@ python benchmark/run.py alchemy_maml.py --name alchemy_see_chemistry$Q --set see
   --set total-episodes=$EPISODES --seeds 1 --workers $WORKERS
 # Timings share the machine with another worker (single-threaded each): a lone run is faster.
 python benchmark/plots.py table benchmark/sweeps/alchemy$Q benchmark/sweeps/alchemy_see_chemistry$Q \
-  --columns pre_adaptation_score post_adaptation_score adaptation_gain train_episodes train_time_s
+  --columns pre_adaptation_score post_adaptation_score heuristic_score post_minus_heuristic train_episodes train_time_s
