@@ -452,14 +452,15 @@ def rollout(envs, model, task_params, chemistries, args, device):
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = torch.zeros((horizon, tasks * episodes))
-    action_masks = torch.ones((horizon, tasks * episodes, envs.single_action_space.n), dtype=torch.bool)
+    action_masks = (torch.ones((horizon, tasks * episodes, envs.single_action_space.n), dtype=torch.bool)
+                    if args.mask_actions else None)
     policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
     with torch.no_grad():
         for t in range(horizon):
             obs[t] = torch.as_tensor(obs_np)
             logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
             logits = logits.reshape(tasks * episodes, -1)
-            if args.mask_actions:
+            if action_masks is not None:
                 action_masks[t] = torch.as_tensor(alchemy_env.valid_action_mask(obs_np))
                 logits = logits.masked_fill(~action_masks[t].to(device), -1e8)
             actions[t] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).cpu()
@@ -470,7 +471,7 @@ def rollout(envs, model, task_params, chemistries, args, device):
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
 
-    obs, actions, rewards, action_masks = by_task(obs), by_task(actions), by_task(rewards), by_task(action_masks)
+    obs, actions, rewards = by_task(obs), by_task(actions), by_task(rewards)
     mask = torch.ones_like(rewards)
     normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
     segment = alchemy_env.STEPS_PER_TRIAL if args.per_trial_returns else None
@@ -482,8 +483,8 @@ def rollout(envs, model, task_params, chemistries, args, device):
         "advantages": advantages.reshape(tasks, -1),
         "mask": mask.reshape(tasks, -1),
     }
-    if args.mask_actions:
-        batch["action_mask"] = action_masks.reshape(tasks, episodes * horizon, -1)
+    if action_masks is not None:
+        batch["action_mask"] = by_task(action_masks).reshape(tasks, episodes * horizon, -1)
     stats = {"scores": rewards.sum(-1).numpy(), "env_steps": tasks * episodes * horizon}  # scores (tasks, episodes)
     return {k: v.to(device) for k, v in batch.items()}, stats
 
