@@ -34,6 +34,7 @@ Public API:
     sample_episode, replay     check_golden.py's interface: dm_alchemy's seed-exact draws (SPEC 12), and
                                an episode with given chemistry, items and actions run through the vector env
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
+    bot_episode_returns        one episode of a bot in every env of a just-reset vector env
     valid_action_mask          the actions that change anything, from observations (for action masking)
 
 The envs draw from gymnasium's np_random (PCG64), so a seed gives other episodes than dm_alchemy's
@@ -913,6 +914,17 @@ def valid_action_mask(observations: np.ndarray) -> np.ndarray:
     place_present = np.concatenate([np.ones((*batch, 1), bool), potion_present], axis=-1)  # the cauldron, then potions
     per_stone = stone_present[..., :, None] & place_present[..., None, :]  # (..., 3 stones, 13 places)
     return np.concatenate([np.ones((*batch, 1), bool), per_stone.reshape(*batch, -1)], axis=-1)  # no-op first
+
+
+def bot_episode_returns(envs, observations: np.ndarray, bot, rng: np.random.Generator) -> np.ndarray:
+    """Play one whole episode in every env of a vector env just reset without autoreset (its first
+    observations given), with bot(observations, rng) -> actions; return each env's episode return."""
+    returns = np.zeros(len(observations))
+    for _ in range(EPISODE_STEPS):
+        observations, rewards, terminated, _, _ = envs.step(bot(observations, rng))
+        returns += rewards
+    assert terminated.all(), "every episode lasts exactly 200 steps"
+    return returns
 
 
 def uniform_random_actions(observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:

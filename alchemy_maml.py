@@ -519,10 +519,8 @@ def heuristic_scores(envs, chemistries, args, seed: int) -> np.ndarray:
     tasks, episodes = len(chemistries["seed"]), args.episodes_per_task
     per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}
     obs, _ = envs.reset(options={"chemistries": per_env})
-    rng, scores = np.random.default_rng(seed), np.zeros(tasks * episodes)
-    for _ in range(alchemy_env.EPISODE_STEPS):
-        obs, rewards, *_ = envs.step(alchemy_env.random_heuristic_actions(obs, rng))
-        scores += rewards
+    scores = alchemy_env.bot_episode_returns(envs, obs, alchemy_env.random_heuristic_actions,
+                                             np.random.default_rng(seed))
     return scores.reshape(tasks, episodes).mean(1)
 
 

@@ -32,13 +32,7 @@ def episode_returns(level: str, bot, episodes: int, seed: int) -> np.ndarray:
     """Return of `episodes` episodes of `bot`, one chemistry each, all stepped in one vector env."""
     envs = alchemy_env.SymbolicAlchemyVectorEnv(episodes, level=level, autoreset_mode="Disabled")
     observations, _ = envs.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    returns = np.zeros(episodes)
-    for _ in range(alchemy_env.EPISODE_STEPS):
-        observations, rewards, terminated, _, _ = envs.step(bot(observations, rng))
-        returns += rewards
-    assert terminated.all(), "every episode lasts exactly 200 steps"
-    return returns
+    return alchemy_env.bot_episode_returns(envs, observations, bot, np.random.default_rng(seed))
 
 
 def main() -> None:
