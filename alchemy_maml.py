@@ -324,10 +324,14 @@ class Policy(nn.Module):
 # and with --mask-actions action_mask (n, actions), the actions the policy could choose at each step.
 
 
+def masked_logits(logits, action_mask=None):
+    """With an action mask, the policy is the softmax over the valid actions only (the others get probability
+    0 and no gradient); rollouts and losses both go through here."""
+    return logits if action_mask is None else logits.masked_fill(~action_mask, -1e8)
+
+
 def log_prob(model, params, obs, actions, action_mask=None):
-    logits = functional_call(model, params, (obs,))
-    if action_mask is not None:  # the policy is the softmax over the valid actions only
-        logits = logits.masked_fill(~action_mask, -1e8)
+    logits = masked_logits(functional_call(model, params, (obs,)), action_mask)
     return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
@@ -462,7 +466,7 @@ def rollout(envs, model, task_params, chemistries, args, device):
             logits = logits.reshape(tasks * episodes, -1)
             if action_masks is not None:
                 action_masks[t] = torch.as_tensor(alchemy_env.valid_action_mask(obs_np))
-                logits = logits.masked_fill(~action_masks[t].to(device), -1e8)
+                logits = masked_logits(logits, action_masks[t].to(device))
             actions[t] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).cpu()
             obs_np, reward, terminated, truncated, info = envs.step(actions[t].numpy())
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
