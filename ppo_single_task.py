@@ -62,8 +62,9 @@ class Args:
     cauldron, a drunk potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020)"""
 
     # Algorithm
-    total_timesteps: int = 4_000_000
-    """total env steps of the experiment"""
+    total_timesteps: int | None = None
+    """total env steps of the experiment; default 12M for nav (PPO + SIL needs them to get round the cross
+    and then sharpen) and 4M for alchemy"""
     learning_rate: float = 3e-4
     """the learning rate of the optimizer (Adam)"""
     num_envs: int = 64
@@ -104,6 +105,23 @@ class Args:
     vpg: bool = False
     """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping"""
 
+    # Self-imitation learning (Oh et al. 2018), an opt-in addition to PPO for nav
+    sil_coef: float | None = None
+    """nav: weight of the self-imitation loss; default 1.0 for nav, and 0 (off, plain PPO; the only choice
+    for alchemy). SIL keeps the best episodes seen so far and imitates their actions where their return
+    beats the critic. It gets PPO round the medium cross (README#single-task-ppo); PPO alone settles on
+    the start's side of it"""
+    sil_episodes: int = 16
+    """nav, SIL: how many of the best episodes so far (by return) are kept for imitation"""
+    sil_fraction: float = 0.25
+    """nav, SIL: SIL runs in this first fraction of the iterations; then PPO alone sharpens the policy"""
+    sil_updates: int = 8
+    """nav, SIL: gradient steps on the SIL loss per iteration"""
+    sil_batch_size: int = 512
+    """nav, SIL: transitions per SIL gradient step, drawn uniformly from the kept episodes"""
+    sil_value_coef: float = 0.01
+    """nav, SIL: weight of the SIL value loss (beta in Oh et al.)"""
+
     # Logging
     image_every: int = 20
     """nav: every this many iterations, log an image of a greedy (argmax) episode of the policy (0: never)"""
@@ -124,16 +142,21 @@ def fail(message: str) -> None:
 
 
 def validate(args: Args) -> None:
-    positive = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size"]
+    positive = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size",
+                "sil_episodes", "sil_updates", "sil_batch_size"]
     for name in positive:
-        if not getattr(args, name) > 0:
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
         if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm"):
+    for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "sil_coef", "sil_value_coef"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not 0 < args.sil_fraction <= 1:
+        fail(f"--sil-fraction must be in (0, 1], got {args.sil_fraction}")
+    if args.sil_coef and args.env != "nav":
+        fail(f"--sil-coef applies to --env nav only, got --env {args.env}")
     if args.reward_scale is not None and args.reward_scale <= 0:
         fail(f"--reward-scale must be > 0, got {args.reward_scale}")
     for name in ("mask_actions", "per_trial_returns"):
@@ -270,6 +293,49 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
 
 
+def sil_loss(logprob, value, returns, value_coef: float):
+    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R) samples.
+
+    Imitate a stored action only where its return R beats the critic, and pull V(s) up towards such R:
+    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2. Returns (loss, policy_loss, value_loss).
+    """
+    gap = (returns - value).clamp(min=0.0)
+    policy_loss = -(logprob * gap.detach()).mean()
+    value_loss = 0.5 * (gap**2).mean()
+    return policy_loss + value_coef * value_loss, policy_loss, value_loss
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """The return from every step of one finished episode: G_t = r_t + gamma * G_{t+1}."""
+    returns, running = np.zeros(len(rewards)), 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+class BestEpisodes:
+    """SIL's memory: the `capacity` finished episodes with the highest return so far (ties: the older stays)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.episodes = []  # (return, observations (T, d), actions (T,), returns from every step (T,)), best first
+
+    def add(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> None:
+        returns = discounted_returns(rewards, gamma)
+        self.episodes.append((returns[0], observations, actions, returns))
+        self.episodes.sort(key=lambda episode: -episode[0])
+        del self.episodes[self.capacity :]
+
+    def sample(self, batch_size: int, device):
+        """Transitions drawn uniformly (with replacement) from all kept episodes: (obs, actions, returns)."""
+        observations, actions, returns = (
+            torch.as_tensor(np.concatenate([episode[k] for episode in self.episodes])) for k in (1, 2, 3)
+        )
+        index = torch.randint(len(returns), (batch_size,))
+        return observations[index].to(device), actions[index].to(device), returns[index].float().to(device)
+
+
 def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, float, float]:
     """Run the argmax policy once on the task; return its positions (T, 2), return and final distance."""
     env = nav_env.NavigationEnv(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision)
@@ -298,6 +364,10 @@ if __name__ == "__main__":
         args.gamma = 1.0 if args.env == "nav" else 0.99
     if args.ent_coef is None:
         args.ent_coef = 0.0 if args.env == "nav" else 0.01
+    if args.total_timesteps is None:
+        args.total_timesteps = 12_000_000 if args.env == "nav" else 4_000_000
+    if args.sil_coef is None:
+        args.sil_coef = 1.0 if args.env == "nav" else 0.0
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
@@ -356,6 +426,12 @@ if __name__ == "__main__":
     episode_return = np.zeros(args.num_envs)
     episode_length = np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
+    memory = None  # with --sil-coef: the best episodes so far, and each env's episode in progress
+    if args.sil_coef > 0:
+        memory = BestEpisodes(args.sil_episodes)
+        episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + obs_space.shape, dtype=np.float32)
+        episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
+        episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
 
     for iteration in range(1, args.num_iterations + 1):
         if args.anneal_lr:
@@ -388,6 +464,11 @@ if __name__ == "__main__":
             next_start = torch.as_tensor(starts, dtype=torch.float32).to(device)
 
             stepped = valid[step].cpu().numpy() > 0
+            if memory is not None:
+                rows = np.flatnonzero(stepped)
+                episode_obs[rows, episode_length[rows]] = obs[step].cpu().numpy()[rows]
+                episode_actions[rows, episode_length[rows]] = actions[step].cpu().numpy()[rows]
+                episode_rewards[rows, episode_length[rows]] = reward[rows] * args.reward_scale
             episode_return += reward * stepped
             episode_length += stepped
             for i in np.flatnonzero(ended & stepped):
@@ -395,6 +476,10 @@ if __name__ == "__main__":
                 finished_lengths.append(episode_length[i])
                 if "distance" in infos:
                     finished_distances.append(float(infos["distance"][i]))
+                if memory is not None:
+                    length = episode_length[i]
+                    memory.add(episode_obs[i, :length].copy(), episode_actions[i, :length].copy(),
+                               episode_rewards[i, :length].copy(), args.gamma)
                 episode_return[i], episode_length[i] = 0.0, 0
         if finished_returns:
             writer.add_scalar("charts/episodic_return", np.mean(finished_returns[-args.num_envs :]), global_step)
@@ -443,6 +528,22 @@ if __name__ == "__main__":
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
+
+        # Self-imitation (Oh et al. 2018): in the first --sil-fraction of training, also imitate the best
+        # episodes so far. PPO's updates follow the reward's local slope, which on the medium cross leads
+        # into the corner on the start's side; the rare episodes that get round the cross are kept here.
+        if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
+            for _ in range(args.sil_updates):
+                sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
+                _, sil_logprob, _, sil_value = agent.get_action_and_value(sil_obs, sil_actions)
+                loss, sil_policy_loss, sil_value_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns, args.sil_value_coef)
+                optimizer.zero_grad()
+                (args.sil_coef * loss).backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+            writer.add_scalar("losses/sil_policy_loss", sil_policy_loss.item(), global_step)
+            writer.add_scalar("losses/sil_value_loss", sil_value_loss.item(), global_step)
+            writer.add_scalar("charts/sil_best_return", memory.episodes[0][0] / args.reward_scale, global_step)
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import alchemy_env
-from ppo_single_task import Agent, Args, compute_gae, ppo_loss
+from ppo_single_task import Agent, Args, BestEpisodes, compute_gae, ppo_loss, sil_loss
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "ppo_single_task.py"
 
@@ -85,6 +85,42 @@ def run_cli(tmp_path, *flags):
     return subprocess.run([sys.executable, str(SCRIPT), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
+def test_sil_loss_by_hand():
+    """Self-imitation: only samples whose return beats the critic are imitated, and only their values pulled up."""
+    logprob = torch.log(torch.tensor([0.5, 0.25, 0.8], dtype=torch.float64)).requires_grad_()
+    value = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    returns = torch.tensor([1.0, -1.0, 3.0], dtype=torch.float64)  # R - V = 1, -1.5 (not imitated), 1
+    loss, policy_loss, value_loss = sil_loss(logprob, value, returns, value_coef=0.1)
+    assert math.isclose(policy_loss.item(), -(math.log(0.5) + math.log(0.8)) / 3)
+    assert math.isclose(value_loss.item(), 0.5 * (1 + 1) / 3)
+    assert math.isclose(loss.item(), policy_loss.item() + 0.1 * value_loss.item())
+    loss.backward()
+    assert torch.allclose(logprob.grad, torch.tensor([-1 / 3, 0.0, -1 / 3], dtype=torch.float64))
+    assert torch.allclose(value.grad, torch.tensor([-0.1 / 3, 0.0, -0.1 / 3], dtype=torch.float64))
+
+
+def test_best_episodes_keeps_the_highest_returns_with_their_returns_to_go():
+    memory = BestEpisodes(capacity=2)
+
+    def add(first_obs, rewards):  # observations number the steps, so samples can be traced back
+        obs = np.arange(first_obs, first_obs + len(rewards), dtype=np.float32)[:, None]
+        memory.add(obs, np.arange(len(rewards)), np.array(rewards, dtype=np.float64), gamma=0.5)
+
+    add(0, [1.0, 2.0, 4.0])  # returns to go: 1 + 0.5 * 4 = 3, 2 + 0.5 * 4 = 4, 4
+    add(10, [-1.0, -1.0])  # -1.5, -1
+    add(20, [3.0])  # 3: ties with the first episode, which stays ahead
+    add(30, [0.0, 2.0])  # 1: not among the best two
+    assert [episode[0] for episode in memory.episodes] == [3.0, 3.0]
+    assert memory.episodes[0][1][0, 0] == 0 and memory.episodes[1][1][0, 0] == 20
+    np.testing.assert_allclose(memory.episodes[0][3], [3.0, 4.0, 4.0])
+    torch.manual_seed(0)
+    obs, actions, returns = memory.sample(200, torch.device("cpu"))
+    expected = {0.0: (0, 3.0), 1.0: (1, 4.0), 2.0: (2, 4.0), 20.0: (0, 3.0)}  # obs -> (action, return to go)
+    assert set(obs[:, 0].tolist()) == set(expected)
+    for o, a, g in zip(obs[:, 0].tolist(), actions.tolist(), returns.tolist()):
+        assert expected[o] == (a, g)
+
+
 def test_smoke_nav_through_the_cli(tmp_path):
     result = run_cli(tmp_path, "--total-timesteps", "2400", "--num-envs", "8", "--num-steps", "150", "--image-every", "1")
     assert result.returncode == 0, result.stderr
@@ -95,6 +131,15 @@ def test_smoke_nav_through_the_cli(tmp_path):
     assert summary["args"]["goal"] == [4.5, 1.0] and summary["sps"] > 0
     assert summary["greedy_final_distance"] > 0 and isinstance(summary["greedy_reached"], bool)
     assert list(summary_path.parent.glob("events.out.tfevents.*"))
+
+
+def test_smoke_nav_with_self_imitation_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--sil-coef", "1", "--sil-fraction", "1", "--total-timesteps", "4800", "--num-envs", "8",
+                     "--num-steps", "150", "--image-every", "0")
+    assert result.returncode == 0, result.stderr
+    (summary_path,) = tmp_path.glob("runs/nav-medium__ppo_single_task__1__*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["args"]["sil_coef"] == 1.0 and summary["env_steps"] == 4800 and summary["episodes"] >= 40
 
 
 def test_action_mask_gives_invalid_actions_probability_zero():
@@ -144,6 +189,10 @@ def test_smoke_alchemy_with_action_masking_and_per_trial_returns_through_the_cli
         (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
         (["--mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
         (["--per-trial-returns"], "--per-trial-returns applies to --env alchemy only, got --env nav"),
+        (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef applies to --env nav only, got --env alchemy"),
+        (["--sil-coef", "-1"], "--sil-coef must be >= 0, got -1.0"),
+        (["--sil-fraction", "0"], "--sil-fraction must be in (0, 1], got 0.0"),
+        (["--sil-episodes", "0"], "--sil-episodes must be > 0, got 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
