@@ -1,6 +1,7 @@
 """PPO on single navigation tasks against the exact optimum: prints a Markdown table.
 
-For each task it runs `ppo_single_task.py` with its defaults (plus the task's flags), reads the run's
+For each task it runs `ppo_single_task.py` with its defaults (for nav: PPO + self-imitation, 12M steps)
+plus the task's flags (the default task also as plain PPO, `--sil-coef 0`), reads the run's
 summary.json, and solves the task exactly with benchmark/nav_optimal.py's dynamic programming, both
 unrestricted and restricted to the start's side of the cross (the cross's arms extended to the map
 edges). The second number is the local optimum that a learner following the reward's slope can
@@ -22,11 +23,12 @@ sys.path.insert(0, str(ROOT / "benchmark"))
 import nav_env  # noqa: E402
 from nav_optimal import optimal_policy  # noqa: E402
 
-# (label, goal, obstacle level)
+# (label, goal, obstacle level, extra flags)
 TASKS = [
-    ("behind the cross (default)", (4.5, 1.0), "medium"),
-    ("same goal, no obstacles", (4.5, 1.0), "none"),
-    ("beside the cross", (8.0, 2.0), "medium"),
+    ("behind the cross (default)", (4.5, 1.0), "medium", []),
+    ("behind the cross, plain PPO (`--sil-coef 0`)", (4.5, 1.0), "medium", ["--sil-coef", "0"]),
+    ("same goal, no obstacles", (4.5, 1.0), "none", []),
+    ("beside the cross", (8.0, 2.0), "medium", []),
 ]
 
 
@@ -51,11 +53,11 @@ def main() -> None:
     out_dir = pathlib.Path(args.out_dir or tempfile.mkdtemp(prefix="ppo_nav_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for label, goal, obstacles in TASKS:
-        run_dir = out_dir / f"{obstacles}_{goal[0]}_{goal[1]}"
+    for label, goal, obstacles, flags in TASKS:
+        run_dir = out_dir / "_".join([obstacles, str(goal[0]), str(goal[1])] + [flag.strip("-") for flag in flags])
         run_dir.mkdir(exist_ok=True)
         command = [sys.executable, str(ROOT / "ppo_single_task.py"), "--seed", str(args.seed),
-                   "--goal", str(goal[0]), str(goal[1]), "--obstacles", obstacles]
+                   "--goal", str(goal[0]), str(goal[1]), "--obstacles", obstacles, *flags]
         print("+", " ".join(command[1:]), file=sys.stderr, flush=True)
         subprocess.run(command, cwd=run_dir, check=True, stdout=subprocess.DEVNULL)
         (summary_path,) = sorted(run_dir.glob("runs/*/summary.json"))[-1:]
