@@ -2,6 +2,9 @@
 # environment and the learner work before meta-learning. Docs and measured results: README.md#single-task-ppo
 """CleanRL's PPO in one file, on one navigation goal (--env nav) or one Alchemy chemistry (--env alchemy).
 
+For nav, PPO is joined by self-imitation learning (Oh et al. 2018) by default: plain PPO (--sil-coef 0)
+follows the reward's slope into the corner of the cross and never gets round to a goal behind it.
+
 Rollouts come from the numpy-batched vector envs (no Python loop over envs). The vector envs use
 gymnasium's NEXT_STEP autoreset: the step after an episode ends only resets that env, so that
 transition is not a decision of the policy and is masked out of every loss (`valid` below).
