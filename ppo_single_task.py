@@ -108,7 +108,7 @@ class Args:
     vpg: bool = False
     """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping"""
 
-    # Self-imitation learning (Oh et al. 2018), an opt-in addition to PPO for nav
+    # Self-imitation learning (Oh et al. 2018), joined to PPO for nav by default
     sil_coef: float | None = None
     """nav: weight of the self-imitation loss; default 1.0 for nav, and 0 (off, plain PPO; the only choice
     for alchemy). SIL keeps the best episodes seen so far and imitates their actions where their return
