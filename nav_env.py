@@ -13,6 +13,19 @@ lets collisions be a precomputed table: for each cell and action, is the move fr
 map's edge, or blocked by an obstacle? The table is built with an exact segment-intersection test
 (`segments_intersect`), which also works for arbitrary float segments.
 
+Three collision modes:
+- "block" (default): a move that would leave the map or cross or touch an obstacle is cancelled.
+- "stick": the same grid dynamics, but a move that would touch an obstacle freezes the agent where it
+  is for the rest of the episode (walls still block). A simplified, grid-exact reading of the papers'
+  "sticky" obstacles; it is not the papers' code.
+- "original": the papers' code itself (`NavigationPro` in duanwenbo/aaai22), step for step and in its
+  float64 arithmetic: no walls (-800 per step outside the map), 99 moves plus a 100th step that repeats
+  the last reward, the goal test on the float squared distance, and its contact rule (move onto the
+  obstacle, then back to the point before it for the rest of the episode, repeating the contact
+  reward). Positions are float sums of +-0.1 that drift off the grid, and the original's borderline
+  decisions (a diagonal neighbour of the goal, landing on a segment's end) depend on that drift, so this
+  mode keeps float positions and repeats the original's computations in the same order.
+
 `NavigationEnv` is a gymnasium.Env; `NavigationVectorEnv` steps any number of envs as numpy arrays
 with the same code (a batch of one is the single env), so the two agree exactly.
 """
@@ -61,7 +74,17 @@ _HARD = (
 )
 OBSTACLES: dict[str, tuple] = {"none": (), "easy": _EASY, "medium": _MEDIUM, "hard": _HARD}
 TARGETS = ("uniform", "random", "narrow")
-COLLISIONS = ("block", "stick")
+COLLISIONS = ("block", "stick", "original")
+
+# collision="original": the constants of the papers' code.
+ORIGINAL_OFF_MAP_REWARD = -800.0  # reward of every step that ends outside [0, 10]^2 (there are no walls)
+ORIGINAL_GOAL_DISTANCE_SQ = 0.02  # done when the float squared distance to the goal is <= this
+ORIGINAL_CONTACT_DISTANCE = 0.02  # contact: within this distance of a segment's line, between its ends
+# The 99 moves from (9.9, 9.9) stay within [0, 19.8] per axis; one move of slack covers the float drift.
+ORIGINAL_POSITION_BOUNDS = (-0.1, 19.9)
+_ORIGINAL_CELL_RANGE = (-1, 199)  # the cells of those bounds
+# Each action's (dx, dy) as the original adds them: 0 or +-0.1 in float64.
+_ORIGINAL_MOVES = ACTION_DELTAS / CELLS_PER_UNIT
 
 # Quadrants as (x_low, x_high, y_low, y_high), in the original sampler's order: Q1, Q2, Q3, Q4.
 QUADRANTS = ((5.0, 10.0, 5.0, 10.0), (0.0, 5.0, 5.0, 10.0), (0.0, 5.0, 0.0, 5.0), (5.0, 10.0, 0.0, 5.0))
@@ -216,7 +239,8 @@ def _goals_to_cells(goals, n: int, obstacles: str) -> np.ndarray:
 
 
 class _NavigationBatch:
-    """State and dynamics of a batch of navigation envs, as integer arrays. Used by both env classes."""
+    """State and dynamics of a batch of navigation envs on the grid, as integer arrays (collision "block"
+    and "stick"). Used by both env classes; `_OriginalNavigationBatch` replaces the dynamics."""
 
     def __init__(self, num_envs: int, obstacles: str, see_goal: bool, collision: str):
         _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
@@ -242,9 +266,14 @@ class _NavigationBatch:
         columns = (self.position, self.goal) if self.see_goal else (self.position,)
         return _CELL_COORD[np.concatenate(columns, axis=1)]
 
-    def distance_sq_cells(self) -> np.ndarray:
+    def positions(self) -> np.ndarray:
+        """Positions (num_envs, 2) in map units."""
+        return self.position / CELLS_PER_UNIT
+
+    def distances(self) -> np.ndarray:
+        """Euclidean distance of each env's position to its goal, in map units."""
         offset = self.position - self.goal
-        return (offset * offset).sum(1)
+        return np.sqrt((offset * offset).sum(1)) / CELLS_PER_UNIT
 
     def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
         """Move every env that has not ended; return the rewards. Ended envs stay put with reward 0,
@@ -254,19 +283,151 @@ class _NavigationBatch:
             running &= ~hold
         code = self.table[(self.position[:, 0] * (GRID_MAX + 1) + self.position[:, 1]) * 8 + actions]
         moves = running & (code == FREE) & ~self.frozen
-        if self.collision == "stick":  # the original code: frozen for the rest of the episode
+        if self.collision == "stick":  # frozen for the rest of the episode
             self.frozen |= running & (code == OBSTACLE)
         self.position += ACTION_DELTAS[actions] * moves[:, None]
         self.elapsed += running
-        distance_sq = self.distance_sq_cells()
+        offset = self.position - self.goal
+        distance_sq = (offset * offset).sum(1)
         reached = running & (distance_sq <= GOAL_RADIUS_SQ_CELLS)
         self.terminated |= reached
         self.truncated |= running & ~reached & (self.elapsed >= MAX_EPISODE_STEPS)
         return np.where(running & ~reached, -distance_sq / CELLS_PER_UNIT**2, 0.0)
 
 
-def _observation_space(see_goal: bool) -> spaces.Box:
-    return spaces.Box(0.0, MAP_SIZE, shape=(4 if see_goal else 2,), dtype=np.float32)
+class _OriginalNavigationBatch(_NavigationBatch):
+    """collision="original": the step of the papers' `NavigationPro`, batched, in its float64 arithmetic.
+
+    Per env the original keeps a float position, the position before the last move, a contact flag
+    ("adsorption"), and the last reward and squared distance, which it does not recompute after a
+    contact or on the 100th step. Every expression below is evaluated in the original's order, so the
+    float results, and with them the borderline decisions, are the same bit for bit.
+    """
+
+    def __init__(self, num_envs: int, obstacles: str, see_goal: bool, collision: str):
+        super().__init__(num_envs, obstacles, see_goal, collision)
+        self.point = np.zeros((num_envs, 2))
+        self.previous_point = np.zeros((num_envs, 2))
+        self.goal_point = np.zeros((num_envs, 2))
+        self.in_contact = np.zeros(num_envs, dtype=bool)
+        self.last_reward = np.zeros(num_envs)
+        self.last_distance_sq = np.zeros(num_envs)
+        segments = np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
+        self.segment_a, self.segment_b = segments[:, 0], segments[:, 1]
+        ab = self.segment_a - self.segment_b
+        self.segment_length = np.sqrt(ab[:, 0] * ab[:, 0] + ab[:, 1] * ab[:, 1])  # np.linalg.norm
+        self.contact_candidates = _contact_candidates(obstacles)
+        self.twos = np.full((num_envs, 2), 2.0)  # exponents for _pow2
+
+    def reset(self, mask: np.ndarray | slice = slice(None)) -> None:
+        super().reset(mask)
+        self.point[mask] = START
+        self.goal_point[mask] = self.goal[mask] / CELLS_PER_UNIT
+        self.in_contact[mask] = False
+        self.last_reward[mask] = 0.0
+        self.last_distance_sq[mask] = 0.0
+
+    def observation(self) -> np.ndarray:
+        return np.concatenate((self.point, self.goal_point), axis=1) if self.see_goal else self.point.copy()
+
+    def positions(self) -> np.ndarray:
+        return self.point.copy()
+
+    def distances(self) -> np.ndarray:
+        offset = self.point - self.goal_point
+        return np.sqrt((offset * offset).sum(1))
+
+    def touches_obstacle(self, points: np.ndarray) -> np.ndarray:
+        """The original's contact test for points (n, 2): within 0.02 of some segment's line and
+        strictly between its ends by the law of cosines (the product of the two cosines > 0; a point
+        exactly on an end gives 0/0 there, which is not > 0)."""
+        if len(self.segment_length) == 0:
+            return np.zeros(len(points), dtype=bool)
+        to_a = self.segment_a - points[:, None, :]  # (n, segments, 2)
+        to_b = self.segment_b - points[:, None, :]
+        cross = to_a[..., 0] * to_b[..., 1] - to_a[..., 1] * to_b[..., 0]  # np.cross of 2-vectors
+        line_distance = np.abs(cross) / self.segment_length
+        length_a = np.sqrt(to_a[..., 0] * to_a[..., 0] + to_a[..., 1] * to_a[..., 1])
+        length_b = np.sqrt(to_b[..., 0] * to_b[..., 0] + to_b[..., 1] * to_b[..., 1])
+        base_sq, a_sq, b_sq = _pow2(self.segment_length), _pow2(length_a), _pow2(length_b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos_a = (base_sq + a_sq - b_sq) / (2 * self.segment_length * length_a)
+            cos_b = (base_sq + b_sq - a_sq) / (2 * self.segment_length * length_b)
+        return ((line_distance <= ORIGINAL_CONTACT_DISTANCE) & (cos_a * cos_b > 0)).any(1)
+
+    def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
+        running = ~(self.terminated | self.truncated)
+        if hold is not None:
+            running &= ~hold
+        self.elapsed += running
+        last = running & (self.elapsed >= MAX_EPISODE_STEPS)  # the 100th step makes no move
+        acting = running & ~last
+        moving = acting & ~self.in_contact
+        returning = acting & self.in_contact  # after a contact: back to the point before it
+        np.copyto(self.point, self.previous_point, where=returning[:, None])
+        np.copyto(self.previous_point, self.point, where=moving[:, None])
+        self.point += _ORIGINAL_MOVES[actions] * moving[:, None]  # + 0.0 leaves the others exactly as they are
+        offset_sq = _pow2(self.point - self.goal_point, self.twos)
+        distance_sq = offset_sq[:, 0] + offset_sq[:, 1]
+        np.copyto(self.last_distance_sq, distance_sq, where=moving)
+        np.copyto(self.last_reward, -distance_sq, where=moving)
+        # The float contact test runs only where the nearest cell is near a segment (a cheap exact filter).
+        cell = np.rint(self.point * CELLS_PER_UNIT).astype(np.int64)
+        np.clip(cell, *_ORIGINAL_CELL_RANGE, out=cell)
+        near = self.contact_candidates[cell[:, 0] - _ORIGINAL_CELL_RANGE[0], cell[:, 1] - _ORIGINAL_CELL_RANGE[0]]
+        candidates = np.flatnonzero(moving & near)
+        if len(candidates):
+            self.in_contact[candidates] = self.touches_obstacle(self.point[candidates])
+        reached = running & (self.last_distance_sq <= ORIGINAL_GOAL_DISTANCE_SQ)
+        self.last_reward[reached] = 0.0
+        off_map = running & ((self.point < 0) | (self.point > MAP_SIZE)).any(1)
+        self.last_reward[off_map] = ORIGINAL_OFF_MAP_REWARD  # kept, so a later repeat repeats it
+        self.terminated |= reached
+        self.truncated |= last & ~reached
+        return np.where(running, self.last_reward, 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _contact_candidates(obstacles: str) -> np.ndarray:
+    """bool table over the cells of _ORIGINAL_CELL_RANGE (both axes): is the cell's point within the
+    contact distance of some segment of the level, plus a margin far above the float drift of the
+    positions (~1e-13)? Only a point whose nearest cell is marked can pass the original's contact test."""
+    cells = np.arange(_ORIGINAL_CELL_RANGE[0], _ORIGINAL_CELL_RANGE[1] + 1) / CELLS_PER_UNIT
+    points = np.stack(np.meshgrid(cells, cells, indexing="ij"), -1)[:, :, None, :]  # (n, n, 1, 2)
+    segments = np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
+    if len(segments) == 0:
+        return np.zeros(points.shape[:2], dtype=bool)
+    a, direction = segments[:, 0], segments[:, 1] - segments[:, 0]
+    along = ((points - a) * direction).sum(-1) / (direction * direction).sum(-1)
+    nearest = a + np.clip(along, 0.0, 1.0)[..., None] * direction  # closest point of each closed segment
+    distance = np.sqrt(((points - nearest) ** 2).sum(-1)).min(-1)
+    table = distance <= ORIGINAL_CONTACT_DISTANCE + 1e-6
+    table.flags.writeable = False
+    return table
+
+
+def _pow2(values: np.ndarray, twos: np.ndarray | None = None) -> np.ndarray:
+    """values ** 2 as the original computes it on Python floats: C's pow(x, 2.0). numpy turns `x ** 2`
+    and `np.power(x, 2.0)` into x * x, which differs from pow in the last bit for about 1 value in
+    1,000; an exponent array of full shape (`twos`, or made here) keeps numpy on the pow loop."""
+    return np.power(values, np.full(np.shape(values), 2.0) if twos is None else twos)
+
+
+def _make_batch(num_envs: int, obstacles: str, see_goal: bool, collision: str) -> _NavigationBatch:
+    _check_choice("collision mode", collision, COLLISIONS)
+    batch_class = _OriginalNavigationBatch if collision == "original" else _NavigationBatch
+    return batch_class(num_envs, obstacles, see_goal, collision)
+
+
+def _observation_space(see_goal: bool, collision: str) -> spaces.Box:
+    """Box of the observation (x, y[, gx, gy]): float32 on the map, or in collision="original" the
+    original's float64 values, whose positions can leave the map."""
+    if collision != "original":
+        return spaces.Box(0.0, MAP_SIZE, shape=(4 if see_goal else 2,), dtype=np.float32)
+    low, high = [ORIGINAL_POSITION_BOUNDS[0]] * 2, [ORIGINAL_POSITION_BOUNDS[1]] * 2
+    if see_goal:
+        low, high = low + [0.0, 0.0], high + [MAP_SIZE, MAP_SIZE]
+    return spaces.Box(np.array(low), np.array(high), dtype=np.float64)
 
 
 def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
@@ -308,8 +469,8 @@ class NavigationEnv(gymnasium.Env):
             _check_choice("render mode", render_mode, self.metadata["render_modes"])
         self.obstacles, self.targets, self.see_goal, self.collision = obstacles, targets, see_goal, collision
         self.render_mode = render_mode
-        self._batch = _NavigationBatch(1, obstacles, see_goal, collision)
-        self.observation_space = _observation_space(see_goal)
+        self._batch = _make_batch(1, obstacles, see_goal, collision)
+        self.observation_space = _observation_space(see_goal, collision)
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
         self._tasks_drawn = 0  # position in the target distribution's quadrant cycle
         self._trajectory: list[np.ndarray] = []
@@ -320,7 +481,7 @@ class NavigationEnv(gymnasium.Env):
 
     @property
     def position(self) -> np.ndarray:
-        return self._batch.position[0] / CELLS_PER_UNIT
+        return self._batch.positions()[0]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -345,7 +506,7 @@ class NavigationEnv(gymnasium.Env):
         return self._batch.observation()[0], float(reward), terminated, truncated, {"distance": self._distance()}
 
     def _distance(self) -> float:
-        return float(np.sqrt(self._batch.distance_sq_cells()[0]) / CELLS_PER_UNIT)
+        return float(self._batch.distances()[0])
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -383,8 +544,8 @@ class NavigationVectorEnv(gymnasium.vector.VectorEnv):
         self.num_envs, self.obstacles, self.targets = int(num_envs), obstacles, targets
         self.see_goal, self.collision = see_goal, collision
         self.metadata = {"autoreset_mode": autoreset_mode}
-        self._batch = _NavigationBatch(self.num_envs, obstacles, see_goal, collision)
-        self.single_observation_space = _observation_space(see_goal)
+        self._batch = _make_batch(self.num_envs, obstacles, see_goal, collision)
+        self.single_observation_space = _observation_space(see_goal, collision)
         self.single_action_space = spaces.Discrete(len(ACTION_NAMES))
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -395,7 +556,7 @@ class NavigationVectorEnv(gymnasium.vector.VectorEnv):
 
     @property
     def positions(self) -> np.ndarray:
-        return self._batch.position / CELLS_PER_UNIT
+        return self._batch.positions()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -429,7 +590,7 @@ class NavigationVectorEnv(gymnasium.vector.VectorEnv):
         )
 
     def _distance(self) -> np.ndarray:
-        return np.sqrt(self._batch.distance_sq_cells()) / CELLS_PER_UNIT
+        return self._batch.distances()
 
 
 # --- rendering -------------------------------------------------------------------------------------

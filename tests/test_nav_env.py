@@ -1,7 +1,10 @@
 """Tests of nav_env: gymnasium conformance, exact geometry, hand-computed dynamics, single vs vector
 agreement, seeding and bad input. The geometry oracle below is an independent exact implementation
-(parametric intersection in rational arithmetic), not the env's orientation test."""
+(parametric intersection in rational arithmetic), not the env's orientation test. collision="original"
+is checked against episodes recorded from the papers' own environment (../shared/nav/)."""
 
+import math
+import pathlib
 from fractions import Fraction
 
 import gymnasium
@@ -69,6 +72,12 @@ def cell_to_map(cell):
 @pytest.mark.parametrize("targets", nav_env.TARGETS)
 def test_check_env_passes(obstacles, targets):
     env = gymnasium.make("nav_env:Navigation-v0", obstacles=obstacles, targets=targets, render_mode="rgb_array")
+    check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize("see_goal", [True, False])
+def test_check_env_passes_in_original_mode(see_goal):
+    env = gymnasium.make("nav_env:Navigation-v0", collision="original", see_goal=see_goal, render_mode="rgb_array")
     check_env(env.unwrapped)
 
 
@@ -266,11 +275,122 @@ def test_vector_autoreset_disabled_holds_ended_envs_and_reset_mask():
     assert np.allclose(envs.positions[1], [9.5, 9.9]) and np.allclose(envs.goals[1], [0.0, 0.0])  # 4 moves W
 
 
+# --- collision="original": the papers' own environment ---------------------------------------------------
+
+
+def test_original_mode_leaves_the_map_for_minus_800_and_comes_back():
+    env = NavigationEnv(obstacles="none", collision="original")
+    obs, _ = env.reset(options={"goal": (5.0, 5.0)})
+    assert obs.dtype == np.float64 and obs.tolist() == [9.9, 9.9, 5.0, 5.0]
+    obs, reward, *_ = env.step(E)  # (10.0, 9.9): on the edge, still on the map
+    assert obs[0] == 9.9 + 0.1 and reward == -((9.9 + 0.1 - 5.0) ** 2 + (9.9 - 5.0) ** 2)
+    obs, reward, terminated, truncated, _ = env.step(NE)  # off the map: no wall
+    assert obs[:2].tolist() == [9.9 + 0.1 + 0.1, 9.9 + 0.1] and reward == -800.0
+    assert not terminated and not truncated and env.observation_space.contains(obs)
+    obs, reward, *_ = env.step(SW)  # back on the edge: the distance reward again
+    assert reward == -((obs[0] - 5.0) ** 2 + (obs[1] - 5.0) ** 2)
+
+
+def test_original_mode_makes_99_moves_and_its_100th_step_repeats_the_reward():
+    env = NavigationEnv(obstacles="none", collision="original")
+    env.reset(options={"goal": (0.0, 0.0)})
+    x = 9.9
+    for t in range(1, 100):
+        obs, reward, terminated, truncated, _ = env.step(W)  # 99 moves W: (9.9, 9.9) to (0.0, 9.9) and drift
+        x = x + -0.1
+        assert obs[0] == x and reward == -(x**2 + 9.9**2) and not terminated and not truncated
+    assert abs(x) < 1e-12  # float drift off the grid, kept as the original keeps it
+    obs, last_reward, terminated, truncated, _ = env.step(E)  # the 100th step does not move
+    assert obs[0] == x and last_reward == reward and truncated and not terminated
+
+
+def test_original_mode_goal_test_on_the_float_squared_distance():
+    # From (9.9, 9.9) one SW move lands on (9.8, 9.8) + drift: a diagonal neighbour of the goal (9.7, 9.7)
+    # has squared distance 0.02 only up to rounding, and the original compares that float with 0.02.
+    for goal in [(9.7, 9.7), (9.8, 9.7), (9.6, 9.8)]:
+        env = NavigationEnv(obstacles="none", collision="original")
+        env.reset(options={"goal": goal})
+        obs, reward, terminated, truncated, _ = env.step(SW)
+        distance_sq = math.pow(9.9 - 0.1 - goal[0], 2.0) + math.pow(9.9 - 0.1 - goal[1], 2.0)
+        assert terminated == (distance_sq <= 0.02) and not truncated
+        assert reward == (0.0 if distance_sq <= 0.02 else -distance_sq)
+
+
+def test_original_mode_contact_moves_onto_the_obstacle_then_back_and_repeats_the_reward():
+    # Easy level: the wall is x = 5 for y in [3, 7]. 44 moves SW and 4 W reach (5.1, 5.5) up to drift;
+    # the 49th move, W, lands on the wall's middle.
+    env = NavigationEnv(obstacles="easy", collision="original")
+    env.reset(options={"goal": (1.0, 1.0)})
+    walk(env, [SW] * 44 + [W] * 4)
+    before = env.position.copy()
+    assert np.allclose(before, [5.1, 5.5]) and before[0] != 5.1  # drifted off the grid
+    obs, contact_reward, terminated, truncated, _ = env.step(W)  # onto the wall: the move is taken
+    assert np.allclose(obs[:2], [5.0, 5.5])
+    assert contact_reward == -(math.pow(obs[0] - 1.0, 2.0) + math.pow(obs[1] - 1.0, 2.0))
+    assert not terminated and not truncated
+    for t in range(50, 101):  # from now on: back to the point before the contact, its reward repeated
+        obs, reward, terminated, truncated, _ = env.step([E, N, SW][t % 3])
+        assert obs[:2].tolist() == before.tolist() and reward == contact_reward
+        assert not terminated and truncated == (t == 100)
+
+
+def test_original_mode_squares_with_c_pow_like_python_floats():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-20, 20, 20_000)
+    expected = np.array([v**2 for v in values.tolist()])  # Python float ** 2: C's pow
+    assert np.array_equal(nav_env._pow2(values), expected)
+    assert not np.array_equal(values * values, expected)  # so the check can tell the two apart
+
+
+NAV_EPISODES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "nav" / "nav_original_episodes.npz"
+ORIGINAL_LEVELS = {"None": "none", "Easy": "easy", "Medium": "medium", "Hard": "hard"}
+
+
+@pytest.fixture(scope="module")
+def recorded_episodes():
+    if not NAV_EPISODES.is_file():
+        pytest.skip(f"{NAV_EPISODES} is absent: the episodes recorded from the papers' environment ship in ../shared/nav/")
+    with np.load(NAV_EPISODES) as data:
+        return {name: data[name] for name in data.files}
+
+
+def test_original_mode_replays_every_recorded_episode_through_the_single_env(recorded_episodes):
+    d = recorded_episodes
+    for e in range(len(d["level"])):
+        env = NavigationEnv(obstacles=ORIGINAL_LEVELS[d["level"][e]], collision="original")
+        obs, _ = env.reset(options={"goal": d["goal"][e]})
+        assert np.array_equal(obs, d["observations"][e, 0]), e
+        for t in range(d["steps"][e]):
+            obs, reward, terminated, truncated, _ = env.step(int(d["actions"][e, t]))
+            assert np.array_equal(obs, d["observations"][e, t + 1]), (e, t)
+            assert reward == d["rewards"][e, t], (e, t)
+            assert (terminated or truncated) == d["dones"][e, t], (e, t)
+        assert terminated or truncated, e  # the recording stops where the original said done
+
+
+@pytest.mark.parametrize("level", list(ORIGINAL_LEVELS))
+def test_original_mode_replays_every_recorded_episode_through_the_vector_env(recorded_episodes, level):
+    d = recorded_episodes
+    episodes = np.flatnonzero(d["level"] == level)
+    envs = NavigationVectorEnv(len(episodes), obstacles=ORIGINAL_LEVELS[level], collision="original",
+                               autoreset_mode=AutoresetMode.DISABLED)
+    obs, _ = envs.reset(options={"goals": d["goal"][episodes]})
+    assert np.array_equal(obs, d["observations"][episodes, 0])
+    for t in range(nav_env.MAX_EPISODE_STEPS):
+        actions = d["actions"][episodes, t].astype(np.int64)
+        live = actions >= 0
+        obs, rewards, terminated, truncated, _ = envs.step(np.where(live, actions, 0))
+        assert np.array_equal(obs[live], d["observations"][episodes[live], t + 1]), t
+        assert np.array_equal(rewards[live], d["rewards"][episodes[live], t]), t
+        assert np.array_equal((terminated | truncated)[live], d["dones"][episodes[live], t]), t
+    assert (terminated | truncated).all()
+
+
 # --- single vs vector -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("obstacles", ["none", "medium", "hard"])
-@pytest.mark.parametrize("collision", ["block", "stick"])
+@pytest.mark.parametrize("collision", nav_env.COLLISIONS)
 def test_single_and_vector_env_agree_exactly(obstacles, collision):
     rng = np.random.default_rng(2)
     num_envs = 12
@@ -367,7 +487,7 @@ def test_render_draws_map_goal_and_trajectory():
     [
         (lambda: NavigationEnv(obstacles="extreme"), r"obstacle level 'extreme'.*'none', 'easy', 'medium', 'hard'"),
         (lambda: NavigationEnv(targets="wide"), r"target distribution 'wide'.*'uniform', 'random', 'narrow'"),
-        (lambda: NavigationEnv(collision="bounce"), r"collision mode 'bounce'.*'block', 'stick'"),
+        (lambda: NavigationEnv(collision="bounce"), r"collision mode 'bounce'.*'block', 'stick', 'original'"),
         (lambda: NavigationEnv().reset(options={"goal": (11.0, 2.0)}), r"goal \(11, 2\) is outside the map; allowed: x, y in \[0, 10\]"),
         (lambda: NavigationEnv().reset(options={"goal": (5.0, 5.0)}), r"goal \(5, 5\) lies on an obstacle of level 'medium'"),
         (lambda: NavigationEnv().reset(options={"goal": (1.0, float("nan"))}), r"finite"),
