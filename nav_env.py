@@ -15,7 +15,7 @@ map's edge, or blocked by an obstacle? The table is built with an exact segment-
 
 Three collision modes:
 - "block" (default): a move that would leave the map or cross or touch an obstacle is cancelled.
-- "stick": the same grid dynamics, but a move that would touch an obstacle freezes the agent where it
+- "stick": the same grid dynamics, but a move that would cross or touch an obstacle freezes the agent where it
   is for the rest of the episode (walls still block). A simplified, grid-exact reading of the papers'
   "sticky" obstacles; it is not the papers' code.
 - "original": the papers' code itself (`NavigationPro` in duanwenbo/aaai22), step for step and in its
@@ -446,12 +446,41 @@ def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
 class NavigationEnv(gymnasium.Env):
     """One navigation task at a time: `reset(options={"goal": (x, y)})` sets it, else it is drawn.
 
-    Observation: float32 (x, y, gx, gy) with see_goal=True (default, the papers' baseline), (x, y)
-    otherwise; Box [0, 10]. Action: Discrete(8), N, NE, E, SE, S, SW, W, NW. Reward: -((x-gx)^2 +
-    (y-gy)^2) after each move, 0 on the move that reaches the goal (which terminates). Truncated after
-    100 moves. `info["distance"]`: Euclidean distance to the goal. collision="block" cancels a move
-    that would cross or touch an obstacle or leave the map; collision="stick" reproduces the original
-    code, where touching an obstacle freezes the agent for the rest of the episode.
+    ## Action Space
+    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the named axes.
+
+    ## Observation Space
+    | index | observation | min | max |
+    |---|---|---|---|
+    | 0, 1 | position x, y | 0 | 10 |
+    | 2, 3 | goal gx, gy (only with `see_goal=True`) | 0 | 10 |
+
+    float32. With `collision="original"` the values are the original's float64 and positions can
+    leave the map: x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
+
+    ## Rewards
+    -((x - gx)^2 + (y - gy)^2) after each move; 0 on the move that reaches the goal. With
+    `collision="original"`: -800 for every step that ends outside the map.
+
+    ## Starting State
+    (9.9, 9.9), the upper right corner. The goal is given in `options` or drawn from `targets`.
+
+    ## Episode End
+    Terminated when the agent comes within sqrt(0.02) of the goal (on the grid: a cell at squared
+    distance <= 2 cells^2; `collision="original"`: the float squared distance <= 0.02). Truncated after
+    100 steps (`collision="original"`: 99 moves, and a 100th step that does not move and repeats the
+    last reward).
+
+    ## Arguments
+    - `obstacles`: "none", "easy", "medium" (default) or "hard", the levels of the papers.
+    - `targets`: "uniform" (default), "random" or "narrow" (see `sample_goals`).
+    - `see_goal`: include the goal in the observation (default True, the papers' baseline).
+    - `collision`: "block" (default; a move that would leave the map or cross or touch an obstacle is
+      cancelled), "stick" (the same grid, but touching an obstacle freezes the agent where it is for
+      the rest of the episode) or "original" (the papers' code: see the module docstring).
+    - `render_mode`: None or "rgb_array".
+
+    `info["distance"]` is the Euclidean distance from the position to the goal.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}

@@ -50,8 +50,9 @@ class Args:
     """nav: obstacle level"""
     see_goal: bool = True
     """nav: if toggled, the observation includes the goal (x, y, gx, gy); else (x, y)"""
-    collision: Literal["block", "stick"] = "block"
-    """nav: `block` cancels a move into an obstacle; `stick` freezes the agent after contact (original code)"""
+    collision: Literal["block", "stick", "original"] = "block"
+    """nav: `block` cancels a move into an obstacle or off the map; `stick` freezes the agent on the grid
+    after a contact; `original` is the papers' own environment (no walls, -800 off the map, sticky obstacles)"""
     chemistry_seed: int = 0
     """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
     level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"

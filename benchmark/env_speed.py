@@ -1,5 +1,6 @@
-"""Steps per second of the numpy-batched vector envs: the navigation env at 1, 64 and 1,024 envs and,
-when alchemy_env.py is present, the symbolic Alchemy env at 1, 64, 1,024 and 4,096 envs.
+"""Steps per second of the numpy-batched vector envs: the navigation env at 1, 64 and 1,024 envs in its
+default collision mode ("block") and in the papers' float dynamics ("original"), with the ratio of the
+two, and, when alchemy_env.py is present, the symbolic Alchemy env at 1, 64, 1,024 and 4,096 envs.
 
 Random actions are drawn before the clock starts; each figure is the median of --repeats timed runs
 after one warm-up run. The warm-up also calibrates the run length: each timed run has at least --steps
@@ -24,9 +25,9 @@ sys.path.insert(0, str(ROOT / "benchmark"))
 import nav_env  # noqa: E402
 
 
-def nav_speed(num_envs: int, steps: int, seed: int) -> float:
+def nav_speed(num_envs: int, steps: int, seed: int, collision: str = "block") -> float:
     """Env steps per second of NavigationVectorEnv(num_envs) on medium obstacles, random actions."""
-    envs = nav_env.NavigationVectorEnv(num_envs, obstacles="medium")
+    envs = nav_env.NavigationVectorEnv(num_envs, obstacles="medium", collision=collision)
     envs.reset(seed=seed)
     actions = np.random.default_rng(seed).integers(0, 8, (steps, num_envs))
     start = time.perf_counter()
@@ -74,6 +75,9 @@ def main() -> None:
     for num_envs in (1, 64, 1024):
         speed = median_speed(lambda steps: nav_speed(num_envs, steps, args.seed), num_envs=num_envs, **timing)
         print(row.format("NavigationVectorEnv", num_envs, speed))
+        original = median_speed(lambda steps: nav_speed(num_envs, steps, args.seed, "original"), num_envs=num_envs,
+                                **timing)
+        print(row.format('  collision="original"', num_envs, original) + f"   block / original: {speed / original:.2f}")
     if importlib.util.find_spec("alchemy_speed") and importlib.util.find_spec("alchemy_env"):
         from alchemy_speed import alchemy_speed
 
