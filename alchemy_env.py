@@ -482,9 +482,14 @@ def _draw_items(rng: Rng, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarra
     return stones, _draw_integers(rng, NUM_LATENT_POTIONS, shape + (NUM_POTIONS,))
 
 
-def _unbatch(chemistry: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The first chemistry of a batch, without the batch axis (rotation as a Python int)."""
-    return {key: int(value[0]) if key == "rotation" else value[0] for key, value in chemistry.items()}
+def _unbatch(chemistry: Mapping[str, np.ndarray], row: int = 0) -> dict[str, Any]:
+    """One chemistry of a batch (the first by default), without the batch axis (rotation as a Python int)."""
+    return {key: int(value[row]) if key == "rotation" else value[row] for key, value in chemistry.items()}
+
+
+def _chemistry_tasks(chemistries: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """A batch of chemistries as tasks, one {"chemistry": canonical dict} per row."""
+    return [{"chemistry": _unbatch(chemistries, row)} for row in range(len(chemistries["rotation"]))]
 
 
 def sample_chemistries(level: str, n: int, rng: Rng) -> dict[str, np.ndarray]:
@@ -727,10 +732,37 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
         self.metadata = {"autoreset_mode": AutoresetMode(autoreset_mode)}
         self._batch = _AlchemyBatch(self.num_envs, self.see_chemistry)
         self._has_chemistries = False
+        self._task_chemistries: dict[str, np.ndarray] | None = None  # set by set_task
         self.single_observation_space = _observation_space(self.see_chemistry)
         self.single_action_space = spaces.Discrete(NUM_ACTIONS)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    # The meta-RL task convention of learn2learn's MetaEnv, garage, ProMP and RLlib's TaskSettableEnv.
+    # A task is a chemistry, {"chemistry": canonical dict (unbatched)}.
+
+    def sample_tasks(self, num_tasks: int) -> list[dict[str, Any]]:
+        """Draw num_tasks chemistries of the level with this env's generator (`np_random`)."""
+        return _chemistry_tasks(sample_chemistries(self.level, num_tasks, self.np_random))
+
+    def set_task(self, task: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """One task per env (a sequence of num_envs tasks), or one task for every env. Every following
+        reset uses them (a seed draws new items, not new chemistries) until set_task is called again."""
+        if self.new_chemistry_each_episode:
+            raise ValueError("set_task: with new_chemistry_each_episode=True every episode draws its own chemistry, "
+                             "so a task cannot stay set; allowed: new_chemistry_each_episode=False")
+        tasks = [task] * self.num_envs if isinstance(task, Mapping) else list(task)
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"set_task takes one task or {self.num_envs} tasks (one per env), got {len(tasks)}")
+        for task in tasks:
+            if not isinstance(task, Mapping) or "chemistry" not in task:
+                raise ValueError(f"an Alchemy task is a dict {{'chemistry': canonical chemistry}}, got {task!r}")
+        indices = [chemistry_indices(task["chemistry"])[0] for task in tasks]  # validates each
+        self._task_chemistries = _indices_to_chemistry(ChemistryIndices(*map(np.concatenate, zip(*indices))))
+
+    def get_task(self) -> list[dict[str, Any]]:
+        """The set tasks, one per env, or each env's current chemistry while none is set."""
+        return _chemistry_tasks(self.chemistries if self._task_chemistries is None else self._task_chemistries)
 
     @property
     def chemistries(self) -> dict[str, np.ndarray]:
@@ -757,8 +789,11 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
                 raise ValueError(
                     f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}"
                 )
-        if options.get("chemistries") is not None:
-            indices, _ = chemistry_indices(options["chemistries"], self.num_envs)
+        chemistries = options.get("chemistries")
+        if chemistries is None:
+            chemistries = self._task_chemistries
+        if chemistries is not None:
+            indices, _ = chemistry_indices(chemistries, self.num_envs)
             self._batch.set_chemistries(mask, ChemistryIndices(*(a[mask] for a in indices)))
             self._has_chemistries = True
         elif not self._has_chemistries:  # the very first reset draws every env's chemistry
@@ -818,6 +853,8 @@ class SymbolicAlchemyEnv(gymnasium.Env):
     Spaces, rewards, termination and info as in SymbolicAlchemyVectorEnv, unbatched. Reset options:
     "chemistry" (canonical dict, SPEC 7), "new_chemistry" (bool), "items" (canonical dict, SPEC 8). The
     chemistry is kept across resets unless one of these or a seed is given (or new_chemistry_each_episode).
+    Tasks: a task is a chemistry, {"chemistry": canonical dict}; `sample_tasks(n)`, `set_task(task)` (kept
+    across every later reset, seeded or not, until set again) and `get_task()`, as learn2learn's MetaEnv.
     Stepping after termination does nothing (reward 0) until reset.
     """
 
@@ -832,6 +869,18 @@ class SymbolicAlchemyEnv(gymnasium.Env):
         self.level, self.see_chemistry = level, see_chemistry
         self.observation_space = self._vector.single_observation_space
         self.action_space = self._vector.single_action_space
+
+    def sample_tasks(self, num_tasks: int) -> list[dict[str, Any]]:
+        """Draw num_tasks chemistries of the level (tasks {"chemistry": ...}) with this env's generator."""
+        return _chemistry_tasks(sample_chemistries(self.level, num_tasks, self.np_random))
+
+    def set_task(self, task: Mapping[str, Any]) -> None:
+        """Use this chemistry from the next reset on, until set_task is called again."""
+        self._vector.set_task(task)
+
+    def get_task(self) -> dict[str, Any]:
+        """The set task, or the current chemistry while none is set."""
+        return self._vector.get_task()[0]
 
     @property
     def chemistry(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ with the same code (a batch of one is the single env), so the two agree exactly.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import gymnasium
 import numpy as np
@@ -443,7 +443,38 @@ def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
 # --- the environments ------------------------------------------------------------------------------
 
 
-class NavigationEnv(gymnasium.Env):
+def _goal_of_task(task: Any) -> Any:
+    if not isinstance(task, Mapping) or "goal" not in task:
+        raise ValueError(f"a navigation task is a dict {{'goal': (x, y)}}, got {task!r}")
+    return task["goal"]
+
+
+class _NavigationTasks:
+    """The meta-RL task convention of learn2learn's MetaEnv, garage, ProMP and RLlib's TaskSettableEnv:
+    `sample_tasks(n)`, `set_task(task)`, `get_task()`. A task is a dict {"goal": np.ndarray (2,)} in map
+    units (on the 0.1 grid). A set task stays set across resets and autoresets until it is set again;
+    `reset(options=...)` with a goal still overrides it for that reset's episode."""
+
+    _tasks_drawn = 0  # position in the target distribution's quadrant cycle
+    _task_goal_cells: np.ndarray | None = None  # (num_envs, 2): the set tasks' goals, or None
+
+    def sample_tasks(self, num_tasks: int) -> list[dict[str, np.ndarray]]:
+        """Draw num_tasks tasks from the target distribution with this env's generator (`np_random`)."""
+        goals = sample_goals(self.targets, num_tasks, self.np_random, first_task=self._tasks_drawn)
+        self._tasks_drawn += num_tasks
+        return [{"goal": goal} for goal in goals]
+
+    def _set_tasks(self, tasks: Sequence[Any]) -> None:
+        self._task_goal_cells = _goals_to_cells([_goal_of_task(task) for task in tasks], len(tasks), self.obstacles)
+
+    def _get_tasks(self) -> list[dict[str, np.ndarray]]:
+        cells = self._batch.goal if self._task_goal_cells is None else self._task_goal_cells
+        return [{"goal": goal / CELLS_PER_UNIT} for goal in cells]
+
+
+
+
+class NavigationEnv(_NavigationTasks, gymnasium.Env):
     """One navigation task at a time: `reset(options={"goal": (x, y)})` sets it, else it is drawn.
 
     ## Action Space
@@ -479,6 +510,12 @@ class NavigationEnv(gymnasium.Env):
       cancelled), "stick" (the same grid, but touching an obstacle freezes the agent where it is for
       the rest of the episode) or "original" (the papers' code: see the module docstring).
     - `render_mode`: None or "rgb_array".
+
+    ## Tasks
+    A task is a goal, {"goal": np.ndarray (2,)}. `sample_tasks(n)` draws n from `targets`; after
+    `set_task(task)` every reset uses its goal until the next `set_task`; `get_task()` returns the set
+    task, or the current episode's goal while none is set. Without a set task, a reset draws the next
+    goal of `targets`, and `reset(options={"goal": (x, y)})` sets the goal of that episode.
 
     `info["distance"]` is the Euclidean distance from the position to the goal.
     """
@@ -519,6 +556,8 @@ class NavigationEnv(gymnasium.Env):
         options = options or {}
         if options.get("goal") is not None:
             self._batch.goal[:] = _goals_to_cells([options["goal"]], 1, self.obstacles)
+        elif self._task_goal_cells is not None:
+            self._batch.goal[:] = self._task_goal_cells
         else:
             self._batch.goal[:] = np.rint(
                 sample_goals(self.targets, 1, self.np_random, first_task=self._tasks_drawn) * CELLS_PER_UNIT
@@ -527,6 +566,13 @@ class NavigationEnv(gymnasium.Env):
         self._batch.reset()
         self._trajectory = [self.position]
         return self._batch.observation()[0], {"distance": self._distance()}
+
+    def set_task(self, task: Mapping[str, Any]) -> None:
+        """Use this task's goal from the next reset on (the current episode goes on unchanged)."""
+        self._set_tasks([task])
+
+    def get_task(self) -> dict[str, np.ndarray]:
+        return self._get_tasks()[0]
 
     def step(self, action):
         reward = self._batch.step(_check_actions(np.asarray([action]), 1))[0]
@@ -543,12 +589,13 @@ class NavigationEnv(gymnasium.Env):
         return render_trajectories([np.array(self._trajectory)], [self.goal], obstacles=self.obstacles)
 
 
-class NavigationVectorEnv(gymnasium.vector.VectorEnv):
+class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
     """num_envs navigation envs stepped together as numpy arrays (no Python loop over envs).
 
     Each env keeps its goal (task) across its episodes until `reset` is called again:
     `reset(options={"goals": array (num_envs, 2)})` sets one goal per env, a plain `reset()` draws
-    them from the target distribution (env i gets task i of the quadrant cycle). Autoreset modes:
+    them from the target distribution (env i gets task i of the quadrant cycle), or uses the tasks of
+    `set_task` (one per env, or one for all; see NavigationEnv's Tasks). Autoreset modes:
     NEXT_STEP (gymnasium's default: the step after an episode ends resets that env, same goal) or
     DISABLED (an ended env stays put with reward 0 and its done flags set until `reset`, which
     accepts `options={"reset_mask": bool array}`; handy for fixed-horizon batched rollouts).
@@ -589,6 +636,8 @@ class NavigationVectorEnv(gymnasium.vector.VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self._tasks_drawn = 0  # the same seed gives the same sequence of sampled tasks
         options = options or {}
         mask = np.ones(self.num_envs, dtype=bool)
         if options.get("reset_mask") is not None:
@@ -597,11 +646,25 @@ class NavigationVectorEnv(gymnasium.vector.VectorEnv):
                 raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.shape}")
         if options.get("goals") is not None:
             goal_cells = _goals_to_cells(options["goals"], self.num_envs, self.obstacles)
+        elif self._task_goal_cells is not None:
+            goal_cells = self._task_goal_cells
         else:
             goal_cells = np.rint(sample_goals(self.targets, self.num_envs, self.np_random) * CELLS_PER_UNIT)
         self._batch.goal[mask] = goal_cells[mask]
         self._batch.reset(mask)
         return self._batch.observation(), {"distance": self._distance()}
+
+    def set_task(self, task: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """One task per env (a sequence of num_envs tasks), or one task for every env; used from the next
+        reset on (episodes in progress go on unchanged; autoresets keep each env's goal anyway)."""
+        tasks = [task] * self.num_envs if isinstance(task, Mapping) else list(task)
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"set_task takes one task or {self.num_envs} tasks (one per env), got {len(tasks)}")
+        self._set_tasks(tasks)
+
+    def get_task(self) -> list[dict[str, np.ndarray]]:
+        """The set tasks, one per env, or each env's current goal while none is set."""
+        return self._get_tasks()
 
     def step(self, actions):
         actions = _check_actions(actions, self.num_envs)
