@@ -21,6 +21,16 @@ A run whose summary.json exists is skipped, so rerunning the same command resume
 adding seeds or grid values extends it. Changing the script or the --set flags of an existing sweep
 directory is refused: its finished runs would silently mix two settings.
 
+Launchers (`--launcher`): every run is the same child process with the same logs, so results.csv is the
+same whichever runs it.
+  local (default)  a pool of --workers threads on this machine, each waiting on one child process.
+  ray              one Ray task per run (1 CPU each) on the cluster at --ray-address, or on a local Ray
+                   instance of --workers CPUs; needs `pip install -r benchmark/requirements-launchers.txt`.
+  slurm            one Slurm job array through submitit (--slurm-partition, --slurm-time-min,
+                   --slurm-array-parallelism); --submitit-cluster local runs the same array on this machine
+                   with submitit's local executor. The sweep directory must be on a file system the nodes share.
+Resuming, results.csv, failure.txt and the progress lines work the same way with every launcher.
+
 Flag values: `--grid KEY=V1,V2` and `--set KEY=VALUE` pass `--KEY V`; a value with spaces passes
 several tokens (`--set "goal=4.5 1.0"`); `true`/`false` pass tyro's `--KEY`/`--no-KEY`; a bare
 `--set KEY` passes `--KEY`. Each child gets OMP_NUM_THREADS=1, MKL_NUM_THREADS=1 and
@@ -34,6 +44,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import importlib.util
 import itertools
 import json
 import os
@@ -265,86 +276,156 @@ def check_dir_names_unique(sweep: Sweep) -> None:
 # Running
 
 
-class Runner:
-    """Runs the pending runs on `workers` threads, each waiting on one child process."""
-
-    def __init__(self, sweep: Sweep, workers: int):
-        self.sweep, self.workers = sweep, workers
-        self.children: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
-        self.stopping = False
-
-    def run_one(self, run: Run) -> tuple[Run, int, float, str]:
-        """Returns (run, exit code, seconds, failure reason or '')."""
-        # A crashed earlier attempt left a runs/ folder without summary.json; drop it so that its
-        # event files are never read as a second copy of this seed.
-        shutil.rmtree(run.run_dir / "runs", ignore_errors=True)
-        (run.run_dir / "failure.txt").unlink(missing_ok=True)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "command.txt").write_text(self.sweep.shell_line(run) + "\n")
-        start = time.monotonic()
-        with open(run.run_dir / "stdout.log", "w") as stdout, open(run.run_dir / "stderr.log", "w") as stderr:
-            with self.lock:
-                if self.stopping:
-                    return run, -1, 0.0, "not started (interrupted)"
-                try:
-                    child = subprocess.Popen(
-                        self.sweep.argv(run), cwd=run.run_dir, stdout=stdout, stderr=stderr,
-                        env={**os.environ, **SINGLE_THREAD_ENV},
-                    )
-                except OSError as error:  # e.g. a --python that does not exist: a failed run, not a crash
-                    print(f"run.py could not start the run: {error}", file=stderr, flush=True)
-                    child = None
-                else:
-                    self.children.add(child)
-            code = child.wait() if child else 127
-            with self.lock:
-                self.children.discard(child)
-        seconds = time.monotonic() - start
-        reason = ""
-        if code < 0:
-            reason = f"killed by signal {-code}"
-        elif code != 0:
-            reason = f"exit code {code}"
-        elif run.summary_path() is None:
-            reason = "exit code 0 but no runs/*/summary.json was written"
-        if reason:
-            tail = (run.run_dir / "stderr.log").read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:]
-            (run.run_dir / "failure.txt").write_text(
-                f"{reason}\ncommand: {self.sweep.shell_line(run)}\n"
-                f"--- last {STDERR_TAIL_LINES} lines of stderr.log ---\n" + "\n".join(tail) + "\n"
-            )
-        return run, code, seconds, reason
-
-    def run_all(self, pending: list[Run], skipped: int) -> list[Run]:
-        """Run everything pending, printing progress on stderr; returns the failed runs."""
-        total = len(pending) + skipped
-        failed: list[Run] = []
-        start, run_seconds = time.monotonic(), 0.0
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
-        futures = [executor.submit(self.run_one, run) for run in pending]
+def execute_run(argv: list[str], run_dir: str, shell_line: str) -> tuple[int, float, str]:
+    """Run one training command in its directory (logs beside it); returns (exit code, seconds, failure
+    reason or ''). A plain function of plain data, so a Ray task or a Slurm job can run it too."""
+    run_dir = pathlib.Path(run_dir)
+    # A crashed earlier attempt left a runs/ folder without summary.json; drop it so that its
+    # event files are never read as a second copy of this seed.
+    shutil.rmtree(run_dir / "runs", ignore_errors=True)
+    (run_dir / "failure.txt").unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "command.txt").write_text(shell_line + "\n")
+    start = time.monotonic()
+    with open(run_dir / "stdout.log", "w") as stdout, open(run_dir / "stderr.log", "w") as stderr:
         try:
-            for finished, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-                run, code, seconds, reason = future.result()
-                if reason:
-                    failed.append(run)
-                elapsed, run_seconds = time.monotonic() - start, run_seconds + seconds
-                # the mean run so far, for each remaining run, `workers` at a time
-                eta = run_seconds / finished * (len(pending) - finished) / self.workers
-                status = f"FAILED ({reason}; see {run.run_dir / 'failure.txt'})" if reason else "ok"
-                log(
-                    f"[{skipped + finished}/{total}] {run.label} {status} in {seconds:.1f}s | "
-                    f"failed {len(failed)}, elapsed {clock(elapsed)}, ETA {clock(eta)}"
-                )
-        except KeyboardInterrupt:
-            with self.lock:
-                self.stopping = True
-                for child in self.children:
-                    child.terminate()
-            executor.shutdown(wait=True, cancel_futures=True)
-            raise
-        executor.shutdown()
-        return failed
+            child = subprocess.Popen(argv, cwd=run_dir, stdout=stdout, stderr=stderr,
+                                     env={**os.environ, **SINGLE_THREAD_ENV})
+        except OSError as error:  # e.g. a --python that does not exist: a failed run, not a crash
+            print(f"run.py could not start the run: {error}", file=stderr, flush=True)
+            code = 127
+        else:
+            ACTIVE_CHILDREN.add(child)
+            try:
+                code = child.wait()
+            finally:
+                ACTIVE_CHILDREN.discard(child)
+    seconds = time.monotonic() - start
+    reason = ""
+    if code < 0:
+        reason = f"killed by signal {-code}"
+    elif code != 0:
+        reason = f"exit code {code}"
+    elif newest_summary(run_dir) is None:
+        reason = "exit code 0 but no runs/*/summary.json was written"
+    if reason:
+        tail = (run_dir / "stderr.log").read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:]
+        (run_dir / "failure.txt").write_text(
+            f"{reason}\ncommand: {shell_line}\n"
+            f"--- last {STDERR_TAIL_LINES} lines of stderr.log ---\n" + "\n".join(tail) + "\n"
+        )
+    return code, seconds, reason
+
+
+ACTIVE_CHILDREN: set[subprocess.Popen] = set()  # the local launcher's children, stopped on Ctrl-C
+
+
+def launch_local(sweep: Sweep, pending: list[Run], options: argparse.Namespace):
+    """Yield (run, code, seconds, reason) as runs finish on a pool of --workers threads."""
+    stopping = threading.Event()
+
+    def run_one(run: Run):
+        if stopping.is_set():
+            return run, -1, 0.0, "not started (interrupted)"
+        return (run, *execute_run(sweep.argv(run), str(run.run_dir), sweep.shell_line(run)))
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=options.workers)
+    futures = [executor.submit(run_one, run) for run in pending]
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+    except (KeyboardInterrupt, GeneratorExit):
+        stopping.set()
+        for child in list(ACTIVE_CHILDREN):
+            child.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown()
+
+
+def launch_ray(sweep: Sweep, pending: list[Run], options: argparse.Namespace):
+    """One Ray task (1 CPU) per run, on the cluster at --ray-address or a local instance of --workers CPUs."""
+    import ray
+
+    if options.ray_address:
+        ray.init(address=options.ray_address, log_to_driver=False)
+    else:
+        # Ray starts its workers at nice 15: beside any other busy process their runs would get a few percent
+        # of a core. The runs are the work here, so the local instance runs them at normal priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(num_cpus=options.workers, include_dashboard=False, log_to_driver=False)
+    remote_run = ray.remote(num_cpus=1, max_retries=0)(execute_run)
+    refs = {remote_run.remote(sweep.argv(run), str(run.run_dir), sweep.shell_line(run)): run for run in pending}
+    try:
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            yield (refs[done[0]], *ray.get(done[0]))
+    except (KeyboardInterrupt, GeneratorExit):
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
+
+
+def launch_slurm(sweep: Sweep, pending: list[Run], options: argparse.Namespace):
+    """One Slurm job array through submitit (or the same array on this machine with --submitit-cluster local)."""
+    import submitit
+
+    folder = sweep.sweep_dir / "submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=options.submitit_cluster)
+    parameters = {"timeout_min": options.slurm_time_min, "cpus_per_task": 1,
+                  "slurm_array_parallelism": options.slurm_array_parallelism}
+    if options.slurm_partition:
+        parameters["slurm_partition"] = options.slurm_partition
+    if options.submitit_cluster != "slurm":  # the local executor knows only the generic parameters
+        parameters = {"timeout_min": options.slurm_time_min}
+    executor.update_parameters(name=f"sweep_{sweep.sweep_dir.name}", **parameters)
+    jobs = executor.map_array(execute_run, [sweep.argv(run) for run in pending],
+                              [str(run.run_dir) for run in pending], [sweep.shell_line(run) for run in pending])
+    log(f"submitted {len(jobs)} jobs (array {jobs[0].job_id.split('_')[0] if jobs else '-'}); logs in {folder.parent}")
+    try:
+        remaining = dict(zip(jobs, pending))
+        while remaining:
+            finished = [job for job in remaining if job.done()]
+            if not finished:
+                time.sleep(0.5)
+                continue
+            for job in finished:
+                run = remaining.pop(job)
+                try:
+                    yield (run, *job.result())
+                except Exception as error:  # the job itself failed (e.g. cancelled or out of time)
+                    (run.run_dir / "failure.txt").write_text(f"submitit job {job.job_id} failed: {error}\n")
+                    yield run, -1, 0.0, f"submitit job {job.job_id} failed"
+    except (KeyboardInterrupt, GeneratorExit):
+        for job in remaining:
+            job.cancel(check=False)
+        raise
+
+
+LAUNCHERS = {"local": launch_local, "ray": launch_ray, "slurm": launch_slurm}
+
+
+def run_all(sweep: Sweep, pending: list[Run], skipped: int, options: argparse.Namespace) -> list[Run]:
+    """Run everything pending with the chosen launcher, printing progress on stderr; returns the failed runs."""
+    total, workers = len(pending) + skipped, options.workers
+    failed: list[Run] = []
+    start, run_seconds = time.monotonic(), 0.0
+    finished_runs = LAUNCHERS[options.launcher](sweep, pending, options)
+    for finished, (run, code, seconds, reason) in enumerate(finished_runs, start=1):
+        if reason:
+            failed.append(run)
+        elapsed, run_seconds = time.monotonic() - start, run_seconds + seconds
+        # the mean run so far, for each remaining run, `workers` at a time
+        eta = run_seconds / finished * (len(pending) - finished) / workers
+        status = f"FAILED ({reason}; see {run.run_dir / 'failure.txt'})" if reason else "ok"
+        log(
+            f"[{skipped + finished}/{total}] {run.label} {status} in {seconds:.1f}s | "
+            f"failed {len(failed)}, elapsed {clock(elapsed)}, ETA {clock(eta)}"
+        )
+    return failed
 
 
 def clock(seconds: float) -> str:
@@ -442,6 +523,20 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--collect-only", action="store_true",
                       help="run nothing; record sweep.json and (re)write results.csv from the summaries found, "
                            "e.g. after running --print-only's lines on a cluster")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local",
+                        help="what runs the runs: local (a worker pool here), ray (Ray tasks) or slurm (a submitit "
+                             "job array); default: local")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="ray: the cluster to submit to (e.g. auto, or ray://host:10001); default: start a local "
+                             "Ray instance with --workers CPUs")
+    parser.add_argument("--submitit-cluster", choices=["slurm", "local"], default="slurm",
+                        help="slurm: submit to Slurm (default), or run the array on this machine with submitit's "
+                             "local executor")
+    parser.add_argument("--slurm-partition", metavar="NAME", help="slurm: the partition (default: the cluster's)")
+    parser.add_argument("--slurm-time-min", type=positive_int, default=240, metavar="MIN",
+                        help="slurm: the time limit of each run in minutes (default: 240)")
+    parser.add_argument("--slurm-array-parallelism", type=positive_int, default=64, metavar="N",
+                        help="slurm: how many runs of the array run at once (default: 64)")
     parser.add_argument("--no-check-flags", action="store_true",
                         help="skip checking the flags against the script's --help (that check costs one import of the script)")
     return parser
@@ -457,6 +552,18 @@ def make_sweep(args: argparse.Namespace) -> Sweep:
     if not SWEEP_NAME.fullmatch(name):
         raise BadInput(f"--name {name!r}: expected letters, digits, '.', '_' or '-', e.g. --name inner_steps")
     sweep_dir = pathlib.Path(args.out).resolve() if args.out else SWEEPS_DIR / name
+    if args.launcher != "ray" and args.ray_address:
+        raise BadInput(f"--ray-address {args.ray_address!r} is for --launcher ray, not {args.launcher}")
+    slurm_flags = {"--submitit-cluster": args.submitit_cluster != "slurm", "--slurm-partition": bool(args.slurm_partition),
+                   "--slurm-time-min": args.slurm_time_min != 240, "--slurm-array-parallelism": args.slurm_array_parallelism != 64}
+    given = [flag for flag, is_given in slurm_flags.items() if is_given]
+    if args.launcher != "slurm" and given:
+        raise BadInput(f"{given[0]} is for --launcher slurm, not {args.launcher}")
+    if args.launcher != "local" and not (args.print_only or args.collect_only):
+        module = {"ray": "ray", "slurm": "submitit"}[args.launcher]
+        if importlib.util.find_spec(module) is None:
+            raise BadInput(f"--launcher {args.launcher} needs the {module} package: "
+                           f"pip install -r benchmark/requirements-launchers.txt")
     sweep = Sweep(sweep_dir, script, args.python, fixed, grid, seeds)
     check_dir_names_unique(sweep)
     return sweep
@@ -489,11 +596,15 @@ def main(argv: list[str] | None = None) -> int:
     (sweep.sweep_dir / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
     failed: list[Run] = []
     if not args.collect_only:
+        where = {"local": f"{args.workers} worker{'s' * (args.workers > 1)}", "slurm": "Slurm",
+                 "ray": f"Ray ({args.ray_address or f'a local instance of {args.workers} CPUs'})"}[args.launcher]
+        if args.launcher == "slurm" and args.submitit_cluster == "local":
+            where = "submitit's local executor"
         log(f"sweep {sweep.sweep_dir}: {len(runs)} runs, {len(runs) - len(pending)} already finished, "
-            f"{len(pending)} to run on {args.workers} worker{'s' * (args.workers > 1)}")
+            f"{len(pending)} to run on {where}")
         signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
-            failed = Runner(sweep, args.workers).run_all(pending, len(runs) - len(pending))
+            failed = run_all(sweep, pending, len(runs) - len(pending), args)
         except KeyboardInterrupt:
             log("interrupted: rerun the same command to resume (finished runs are kept)")
             return 130

@@ -155,6 +155,9 @@ def test_a_failing_run_is_logged_the_others_finish_and_the_exit_code_is_1(fake_s
         (["FAKE", "--seeds", "0"], "'0'"),
         (["FAKE", "--grid", "sclae=1,2"], "--sclae"),  # a flag the script does not have
         (["FAKE", "--set", "seed=3"], "seed=3"),
+        (["FAKE", "--ray-address", "auto"], "--ray-address 'auto' is for --launcher ray"),
+        (["FAKE", "--launcher", "ray", "--slurm-partition", "gpu"], "--slurm-partition is for --launcher slurm"),
+        (["FAKE", "--launcher", "kubernetes"], "'kubernetes'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_script, tmp_path, args, named):
@@ -271,6 +274,32 @@ def test_real_ppo_sweep_end_to_end(tmp_path):
     [[(mean, std)]] = mean_std_cells((tmp_path / "t.md").read_text())
     distances = [float(row["final_distance"]) for row in rows]
     assert mean == pytest.approx(statistics.mean(distances), abs=6e-3) and std == pytest.approx(statistics.stdev(distances), abs=6e-3)
+
+
+TIME_COLUMNS = re.compile(r"(^|\.)(wall_time_s|train_time_s|sps|median_sps|median_iteration_time_s)$")
+
+
+def results_without_times(path: pathlib.Path) -> list[dict[str, str]]:
+    return [{key: value for key, value in row.items() if not TIME_COLUMNS.search(key)} for row in read_csv(path)]
+
+
+@pytest.mark.parametrize("launcher", [
+    ["--launcher", "ray", "--workers", "2"],
+    ["--launcher", "slurm", "--submitit-cluster", "local"],
+])
+def test_ray_and_submitit_launchers_give_the_local_results_csv(tmp_path, launcher):
+    pytest.importorskip({"ray": "ray", "slurm": "submitit"}[launcher[1]],
+                        reason="the launcher's package is not installed (pip install -r benchmark/requirements-launchers.txt)")
+    tiny = ["fomaml_vpg.py", "--grid", "inner-steps=1,2", "--set", "num-iterations=2", "--set", "meta-batch-size=2",
+            "--set", "episodes-per-task=2", "--set", "num-test-tasks=2", "--set", "eval-every=0"]
+    run_sweep(*tiny, "--workers", 2, "--out", tmp_path / "local")
+    result = run_sweep(*tiny, *launcher, "--out", tmp_path / "other")
+    assert "[2/2]" in result.stderr
+    expected = results_without_times(tmp_path / "local" / "results.csv")
+    assert len(expected) == 2 and "post_adaptation_return" in expected[0]
+    assert results_without_times(tmp_path / "other" / "results.csv") == expected
+    again = run_sweep(*tiny, *launcher, "--out", tmp_path / "other")  # resuming skips the finished runs
+    assert "2 already finished, 0 to run" in again.stderr
 
 
 CURVES = ROOT / "benchmark" / "adaptation_curves.py"
