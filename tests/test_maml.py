@@ -44,7 +44,7 @@ def test_fomaml_estimates_the_gradient_at_the_adapted_parameters_on_a_bandit():
 
 
 def nav_policy(hidden=16, see_goal=True):
-    space = nav_env._observation_space(see_goal)
+    space = nav_env._observation_space(see_goal, "block")
     torch.manual_seed(0)
     return maml_vpg.Policy(space.shape[0], 8, hidden, space.low, space.high)
 
