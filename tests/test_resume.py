@@ -1,0 +1,174 @@
+"""Runs that survive: a run killed at any moment and resumed ends with the summary.json of the same run left
+alone (time fields aside); Ctrl-C / SIGTERM stop cleanly; divergence and collapse are caught; the checkpoint
+helpers carry every random generator. Every training script is run through its CLI on tiny settings."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TIME_FIELDS = {"wall_time_s", "train_time_s", "sps", "median_iteration_time_s", "median_sps", "episodes_per_s"}
+MAML_TINY = ["--num-iterations", "8", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
+             "--hidden-size", "16", "--eval-every", "3", "--checkpoint-every", "1"]
+TINY = {
+    "maml_vpg.py": MAML_TINY,
+    "fomaml_vpg.py": MAML_TINY + ["--inner-steps", "2", "--save-model"],
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+HOOK = "META_RL_TEST_KILL_IN_CHECKPOINT"
+
+
+def run(script, flags, cwd, env=None):
+    return subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env or ENV)
+
+
+def start(script, flags, cwd):
+    return subprocess.Popen([sys.executable, str(ROOT / script), *flags], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def the_run(cwd) -> Path:
+    (run_dir,) = list(Path(cwd).glob("runs/*"))
+    return run_dir
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def without_time(summary: dict, cwd: Path) -> dict:
+    """The summary less its time fields; a saved model's path (its run name holds the start time) becomes the
+    saved parameters themselves."""
+    kept = {k: v for k, v in summary.items() if k not in TIME_FIELDS}
+    if "model_path" in kept:
+        state = torch.load(cwd / kept.pop("model_path"), weights_only=True)
+        kept["model"] = {name: tensor.tolist() for name, tensor in state.items()}
+    return kept
+
+
+def wait_for_new_checkpoint(process, checkpoint: Path, timeout: float = 120):
+    """Block until the process replaces its checkpoint (or ends)."""
+    before = checkpoint.stat().st_mtime_ns
+    deadline = time.time() + timeout
+    while process.poll() is None and checkpoint.stat().st_mtime_ns == before:
+        assert time.time() < deadline, "no new checkpoint"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("script", list(TINY))
+def test_killed_at_any_moment_and_resumed_ends_like_the_run_left_alone(script, tmp_path):
+    flags = TINY[script]
+    alone, killed = tmp_path / "alone", tmp_path / "killed"
+    alone.mkdir(), killed.mkdir()
+    left_alone = start(script, flags, alone)  # side by side with the killed one
+
+    # 1. SIGKILL halfway through writing iteration 3's checkpoint: the one of iteration 2 must stay whole
+    result = run(script, flags, killed, env={**ENV, HOOK: "3"})
+    assert result.returncode == -signal.SIGKILL
+    run_dir = the_run(killed)
+    checkpoint = run_dir / "checkpoint.pt"
+    assert (run_dir / "checkpoint.pt.tmp").exists() and not (run_dir / "summary.json").exists()
+    resume = ["--resume", str(run_dir.relative_to(killed))]
+
+    # 2. resumed, then interrupted as a user would (Ctrl-C / SIGTERM) after its next checkpoint
+    signum = signal.SIGINT if script in ("maml_vpg.py", "alchemy_maml.py") else signal.SIGTERM
+    process = start(script, resume, killed)
+    wait_for_new_checkpoint(process, checkpoint)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("interrupted at iteration ")
+    assert last_line.endswith(f"resume with: python {script} --resume {resume[1]}")
+    interrupted = summary_of(run_dir)
+    assert interrupted["interrupted"] is True and 3 <= interrupted["iterations"] < 8
+
+    # 3. resumed, then SIGKILLed at a random moment after its next checkpoint (maybe during the final evaluation)
+    process = start(script, resume, killed)
+    wait_for_new_checkpoint(process, checkpoint)
+    time.sleep(random.uniform(0.0, 0.5))
+    process.kill()
+    process.communicate(timeout=120)
+
+    # 4. resumed to the end
+    result = run(script, resume, killed)
+    assert result.returncode == 0, result.stderr
+    _, stderr = left_alone.communicate(timeout=300)
+    assert left_alone.returncode == 0, stderr
+    assert without_time(summary_of(run_dir), killed) == without_time(summary_of(the_run(alone)), alone)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 2  # TensorBoard continued in the run's folder
+
+
+@pytest.mark.parametrize("script", ["maml_vpg.py"])
+def test_collapse_is_flagged_and_divergence_stops_with_exit_3_keeping_the_last_good_checkpoint(script, tmp_path):
+    flags = ["--num-iterations", "5", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
+             "--hidden-size", "16", "--eval-every", "0", "--checkpoint-every", "1", "--collapse-patience", "3"]
+    # an outer step of 1e3 saturates the tanh layers: the meta-gradient is 0 from the second iteration on
+    (tmp_path / "collapse").mkdir()
+    result = run(script, flags + ["--outer-lr", "1e3"], tmp_path / "collapse")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the policy has collapsed" in result.stderr
+    summary = summary_of(the_run(tmp_path / "collapse"))
+    assert summary["collapsed"] is True and summary["collapsed_at_iteration"] <= 5
+    (tmp_path / "healthy").mkdir()
+    result = run(script, flags, tmp_path / "healthy")
+    assert result.returncode == 0 and summary_of(the_run(tmp_path / "healthy"))["collapsed"] is False
+
+    # an outer step of 1e37 makes the parameters overflow float32 in the policy's logits a few iterations on
+    (tmp_path / "diverge").mkdir()
+    result = run(script, flags + ["--outer-lr", "1e37"], tmp_path / "diverge")
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("diverged at iteration ") and "non-finite" in line and "--outer-lr" in line
+    run_dir = the_run(tmp_path / "diverge")
+    summary = summary_of(run_dir)
+    assert summary["diverged"] is True and 1 <= summary["diverged_at_iteration"] <= 5
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["iteration"] == summary["diverged_at_iteration"] - 1  # the last good one
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    # 1e38 / (1 - beta1) is beyond float32: Adam's step itself fails
+    (tmp_path / "overflow").mkdir()
+    result = run(script, flags + ["--outer-lr", "1e38"], tmp_path / "overflow")
+    assert result.returncode == 3 and "diverged at iteration 1/5: non-finite optimizer step" in result.stderr
+
+
+@pytest.mark.parametrize("module_name", ["maml_vpg", "fomaml_vpg"])
+def test_rng_state_round_trip_restores_every_generator(module_name):
+    """What rng_state captures, set_rng_state restores: python's, numpy's global, torch's and the Generators."""
+    module = __import__(module_name)
+    generators = {"a": np.random.default_rng(1), "b": np.random.default_rng(2)}
+    state = module.rng_state(generators)
+
+    def draws():
+        return (random.random(), np.random.random(), torch.rand(1).item(),
+                *(g.random() for g in generators.values()))
+
+    first = draws()
+    module.set_rng_state(state, generators)
+    assert draws() == first
+
+
+@pytest.mark.parametrize("script", list(TINY))
+def test_resume_rejects_other_flags_a_missing_checkpoint_and_a_foreign_file(script, tmp_path):
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    result = run(script, ["--resume", "runs/empty", "--seed", "3"], tmp_path)
+    assert result.returncode == 2 and "--seed cannot be given with it" in result.stderr
+    result = run(script, ["--resume", "runs/empty"], tmp_path)
+    assert result.returncode == 2 and "no checkpoint.pt" in result.stderr
+    (tmp_path / "runs" / "empty" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = run(script, ["--resume", "runs/empty"], tmp_path)
+    assert result.returncode == 2 and "is not a readable checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+    assert os.listdir(tmp_path / "runs" / "empty") == ["checkpoint.pt"]
