@@ -22,6 +22,8 @@ MAML_TINY = ["--num-iterations", "8", "--meta-batch-size", "2", "--episodes-per-
 TINY = {
     "maml_vpg.py": MAML_TINY,
     "fomaml_vpg.py": MAML_TINY + ["--inner-steps", "2", "--save-model"],
+    # held-out evaluations at iterations 3 and 6 draw items from the test envs' generator
+    "alchemy_maml.py": MAML_TINY,
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 HOOK = "META_RL_TEST_KILL_IN_CHECKPOINT"
@@ -144,11 +146,13 @@ def test_collapse_is_flagged_and_divergence_stops_with_exit_3_keeping_the_last_g
     assert result.returncode == 3 and "diverged at iteration 1/5: non-finite optimizer step" in result.stderr
 
 
-@pytest.mark.parametrize("module_name", ["maml_vpg", "fomaml_vpg"])
+@pytest.mark.parametrize("module_name", ["maml_vpg", "fomaml_vpg", "alchemy_maml"])
 def test_rng_state_round_trip_restores_every_generator(module_name):
     """What rng_state captures, set_rng_state restores: python's, numpy's global, torch's and the Generators."""
     module = __import__(module_name)
     generators = {"a": np.random.default_rng(1), "b": np.random.default_rng(2)}
+    if module_name == "alchemy_maml":  # the dm_alchemy adapter draws items from a RandomState
+        generators["c"] = np.random.RandomState(3)
     state = module.rng_state(generators)
 
     def draws():
