@@ -24,6 +24,9 @@ TINY = {
     "fomaml_vpg.py": MAML_TINY + ["--inner-steps", "2", "--save-model"],
     # held-out evaluations at iterations 3 and 6 draw items from the test envs' generator
     "alchemy_maml.py": MAML_TINY,
+    # 50-step rollouts of 100-step episodes: episodes (and SIL's episodes in progress) span iterations
+    "ppo_single_task.py": ["--num-iterations", "8", "--num-envs", "8", "--num-steps", "50", "--sil-fraction", "1",
+                           "--hidden-size", "16", "--image-every", "3", "--checkpoint-every", "1"],
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 HOOK = "META_RL_TEST_KILL_IN_CHECKPOINT"
@@ -146,7 +149,46 @@ def test_collapse_is_flagged_and_divergence_stops_with_exit_3_keeping_the_last_g
     assert result.returncode == 3 and "diverged at iteration 1/5: non-finite optimizer step" in result.stderr
 
 
-@pytest.mark.parametrize("module_name", ["maml_vpg", "fomaml_vpg", "alchemy_maml"])
+def test_ppo_divergence_stops_with_exit_3_keeping_the_last_good_checkpoint(tmp_path):
+    result = run("ppo_single_task.py", ["--num-iterations", "4", "--num-envs", "8", "--num-steps", "50",
+                                        "--hidden-size", "16", "--checkpoint-every", "1", "--learning-rate", "1e37"],
+                 tmp_path)
+    assert result.returncode == 3, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("diverged at iteration ") and "non-finite" in line and "--learning-rate" in line
+    run_dir = the_run(tmp_path)
+    summary = summary_of(run_dir)
+    assert summary["diverged"] is True
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["iteration"] == summary["diverged_at_iteration"] - 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["agent"].values())
+
+
+@pytest.mark.parametrize("env", ["nav", "alchemy"])
+def test_ppo_env_state_round_trip_continues_the_same_episodes(env):
+    """env_state / set_env_state restore a vector env in place (alchemy's batch holds views of its arrays):
+    after a restore, the same actions give the same observations and rewards."""
+    import ppo_single_task
+
+    args = ppo_single_task.Args(env=env, num_envs=4)
+    envs, options, _ = ppo_single_task.make_envs(args)
+    envs.reset(seed=0, options=options)
+    rng = np.random.default_rng(0)
+    for _ in range(130):  # past an episode's end: autoresets, new trials
+        envs.step(rng.integers(0, envs.single_action_space.n, 4))
+    state, generator = ppo_single_task.env_state(envs), envs.np_random.bit_generator.state
+    actions = rng.integers(0, envs.single_action_space.n, (150, 4))
+
+    def play():
+        return [np.concatenate([np.ravel(x) for x in envs.step(a)[:3]]) for a in actions]
+
+    first = play()
+    ppo_single_task.set_env_state(envs, state)
+    envs.np_random.bit_generator.state = generator
+    np.testing.assert_array_equal(np.array(play()), np.array(first))
+
+
+@pytest.mark.parametrize("module_name", ["maml_vpg", "fomaml_vpg", "alchemy_maml", "ppo_single_task"])
 def test_rng_state_round_trip_restores_every_generator(module_name):
     """What rng_state captures, set_rng_state restores: python's, numpy's global, torch's and the Generators."""
     module = __import__(module_name)
