@@ -162,13 +162,14 @@ def test_ppo_divergence_stops_with_exit_3_keeping_the_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(v).all() for v in checkpoint["agent"].values())
 
 
-@pytest.mark.parametrize("env", ["nav", "alchemy"])
-def test_ppo_env_state_round_trip_continues_the_same_episodes(env):
-    """env_state / set_env_state restore a vector env in place (alchemy's batch holds views of its arrays):
-    after a restore, the same actions give the same observations and rewards."""
+@pytest.mark.parametrize("env, collision", [("nav", "block"), ("nav", "original"), ("alchemy", "block")])
+def test_ppo_env_state_round_trip_continues_the_same_episodes(env, collision):
+    """env_state / set_env_state restore a vector env in place (alchemy's batch holds views of its arrays;
+    collision="original" keeps float positions and contact flags): after a restore, the same actions give
+    the same observations and rewards."""
     import ppo_single_task
 
-    args = ppo_single_task.Args(env=env, num_envs=4)
+    args = ppo_single_task.Args(env=env, num_envs=4, collision=collision)
     envs, options, _ = ppo_single_task.make_envs(args)
     envs.reset(seed=0, options=options)
     rng = np.random.default_rng(0)
