@@ -264,8 +264,6 @@ def resolve(args: Args, given: set[str] = frozenset()) -> Args:
     return args
 
 
-
-
 # --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
 CHECKPOINT = "checkpoint.pt"
 EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
