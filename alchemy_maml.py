@@ -711,6 +711,7 @@ def mean_and_sem(task_means: np.ndarray) -> tuple[float, float | None]:
 
 if __name__ == "__main__":
     cli = tyro.cli(Args)
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
     if cli.resume is not None:  # the run's own flags, and everything its loop carried
         args, checkpoint, run_dir = resume_args(cli)
     else:
@@ -718,7 +719,6 @@ if __name__ == "__main__":
         algorithm = "fomaml" if args.first_order else "maml"
         run_dir = f"runs/alchemy-{algorithm}__{args.exp_name}__{args.seed}__{int(time.time())}"
     torch.set_num_threads(args.torch_threads)
-    stop = StopRequest()
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)

@@ -514,13 +514,13 @@ def trajectory_image(stats, goals, args) -> np.ndarray:
 
 if __name__ == "__main__":
     cli = tyro.cli(Args)
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
     if cli.resume is not None:  # the run's own flags, and everything its loop carried
         args, checkpoint, run_dir = resume_args(cli)
     else:
         args, checkpoint = resolve(cli), None
         run_dir = f"runs/nav-{args.obstacles}-{args.targets}__{args.exp_name}__{args.seed}__{int(time.time())}"
     torch.set_num_threads(args.torch_threads)
-    stop = StopRequest()
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)

@@ -603,6 +603,7 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
 
 if __name__ == "__main__":
     cli = tyro.cli(Args)
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
     if cli.resume is not None:  # the run's own flags, and everything its loop carried
         args, checkpoint, run_dir = resume_args(cli)
     else:
@@ -614,7 +615,6 @@ if __name__ == "__main__":
     if checkpoint is None:
         env_id = f"nav-{args.obstacles}" if args.env == "nav" else "alchemy"
         run_dir = f"runs/{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    stop = StopRequest()
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
