@@ -25,10 +25,13 @@ each step is one forward pass of every task's own (adapted) policy via torch.fun
 matrix product, and the meta-gradient is torch.func.grad of a vmap over tasks.
 """
 
+import copy
+import io
 import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +43,7 @@ import torch.nn as nn
 import tyro
 from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 import alchemy_env
 
@@ -75,11 +79,13 @@ class Args:
     # 4 minutes on one CPU core (390 episodes/s in benchmark/exp5_alchemy.sh). Outer lr 1e-2 scored higher
     # than 3e-3 in a one-seed tuning run at this budget; hidden 128 and inner lr 1.0 (maml_vpg.py's finding on
     # nav: 0.1 barely adapts) were not tuned here. Measured scores: README.md#maml-on-symbolic-alchemy.
-    num_iterations: int = 250
-    """the number of meta-iterations (0: only evaluate the initial parameters)"""
+    num_iterations: int | None = None
+    """the number of meta-iterations (0: only evaluate the initial parameters); default 250, or what
+    --total-episodes gives"""
     total_episodes: int | None = None
-    """if given, train for this many episodes instead (num_iterations = ceil(total_episodes / episodes per
-    iteration), where an iteration samples meta_batch_size * episodes_per_task * (inner_steps + 1) episodes)"""
+    """if given, train for this many episodes instead of giving --num-iterations (num_iterations =
+    ceil(total_episodes / episodes per iteration), where an iteration samples meta_batch_size *
+    episodes_per_task * (inner_steps + 1) episodes)"""
     meta_batch_size: int = 20
     """the number of chemistries (tasks) per meta-iteration"""
     episodes_per_task: int = 10
@@ -127,11 +133,19 @@ class Args:
     load_model: str | None = None
     """path of saved meta-parameters to start from; with --num-iterations 0 this evaluates them"""
 
-    # to be filled in runtime
-    num_envs: int = 0
-    """envs of one rollout: meta_batch_size * episodes_per_task (computed in runtime)"""
-    episodes_per_iteration: int = 0
-    """meta_batch_size * episodes_per_task * (inner_steps + 1) (computed in runtime)"""
+    # Runs that survive (README#runs-that-survive)
+    checkpoint_every: int = 10
+    """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
+    always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
+    resume: str | None = None
+    """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started
+    with; only --torch-threads may be given with it"""
+    torch_threads: int = 1
+    """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
+    with torch's default of one thread per core (README#threads)"""
+    collapse_patience: int = 20
+    """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero
+    meta-gradient norm or a mean policy entropy below 1e-3 nats (0: never)"""
 
 
 def fail(message: str) -> None:
@@ -144,29 +158,40 @@ def resolve(args: Args) -> Args:
     """Check every value and fill the computed fields; exit 2 on bad input."""
     if args.level not in alchemy_env.LEVELS:
         fail(f"--level {args.level} is not a symbolic Alchemy level; allowed: {', '.join(alchemy_env.LEVELS)}")
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    for name in ("seed", "test_seed"):
+        if not 0 <= getattr(args, name) < 2**32:
+            fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
+    if "/" in args.exp_name or not args.exp_name:
+        fail(f"--exp-name must be a non-empty name without '/', got {args.exp_name!r}")
+    if args.total_episodes is not None and args.num_iterations is not None:
+        fail(f"--num-iterations {args.num_iterations} and --total-episodes {args.total_episodes} both set the "
+             f"length of the run; give one of them")
+    if args.num_iterations is None and args.total_episodes is None:
+        args.num_iterations = 250
     positive = ["meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr", "hidden_size",
-                "num_test_tasks"]
+                "num_test_tasks", "torch_threads"]
     for name in positive:
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    for name in ("num_iterations", "eval_every", "max_grad_norm"):
-        if getattr(args, name) < 0:
+    for name in ("num_iterations", "eval_every", "max_grad_norm", "checkpoint_every", "collapse_patience"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
         if not 0 <= getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if args.eval_inner_steps is None:
         args.eval_inner_steps = args.inner_steps
-    if args.eval_inner_steps < 0:
-        fail(f"--eval-inner-steps must be >= 0, got {args.eval_inner_steps}")
+    if args.eval_inner_steps < args.inner_steps:
+        fail(f"--eval-inner-steps must be >= --inner-steps ({args.inner_steps}), got {args.eval_inner_steps}")
     if args.load_model is not None and not os.path.isfile(args.load_model):
         fail(f"--load-model {args.load_model}: no such file")
-    args.num_envs = args.meta_batch_size * args.episodes_per_task
-    args.episodes_per_iteration = args.num_envs * (args.inner_steps + 1)
     if args.total_episodes is not None:
         if args.total_episodes < 0:
             fail(f"--total-episodes must be >= 0, got {args.total_episodes}")
-        args.num_iterations = math.ceil(args.total_episodes / args.episodes_per_iteration)
+        args.num_iterations = math.ceil(args.total_episodes / episodes_per_iteration(args))
     if args.backend == "dm_alchemy":
         try:
             import dm_alchemy.symbolic_alchemy  # noqa: F401
@@ -174,6 +199,151 @@ def resolve(args: Args) -> Args:
             fail(f"--backend dm_alchemy needs DeepMind's dm_alchemy package ({error}); install it with "
                  f"`{DM_ALCHEMY_INSTALL}`, or use --backend fast")
     return args
+
+
+def episodes_per_iteration(args: Args) -> int:
+    """meta_batch_size * episodes_per_task * (inner_steps + 1): the episodes one meta-iteration samples."""
+    return args.meta_batch_size * args.episodes_per_task * (args.inner_steps + 1)
+
+
+# --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
+CHECKPOINT = "checkpoint.pt"
+EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
+COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores
+# Test hook (tests/test_resume.py): with this set to an iteration, the process kills itself with SIGKILL
+# halfway through writing that iteration's checkpoint, the moment a kill can do the most harm.
+KILL_IN_CHECKPOINT = os.environ.get("META_RL_TEST_KILL_IN_CHECKPOINT")
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient, parameter or logit: the run stops and keeps its last good checkpoint."""
+
+
+def check_finite(**values) -> None:
+    for what, value in values.items():
+        if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+            raise Diverged(f"non-finite {what.replace('_', ' ')}")
+
+
+def optimizer_step(optimizer) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as error:  # Adam's lr / (1 - beta1^t) beyond float32
+        if "overflow" not in str(error):
+            raise
+        raise Diverged("non-finite optimizer step (its step size overflows float32)") from None
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write path.tmp in the same folder, then rename it over path: path is never half-written."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, content: dict) -> None:
+    atomic_write(path, json.dumps(content, indent=2, default=str).encode())
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    if KILL_IN_CHECKPOINT == str(state["iteration"]):
+        with open(path + ".tmp", "wb") as f:
+            f.write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    atomic_write(path, data)
+
+
+def rng_state(generators: dict) -> dict:
+    """Every random generator the loop draws from: python's, numpy's global one, torch's (CPU and CUDA),
+    and the numpy Generators (or, in the dm_alchemy adapter, RandomState) given (task sampler, envs)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "generators": {name: copy.deepcopy(g.bit_generator.state) if hasattr(g, "bit_generator")
+                            else g.get_state() for name, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+    for name, g in generators.items():
+        if hasattr(g, "bit_generator"):
+            g.bit_generator.state = state["generators"][name]
+        else:
+            g.set_state(state["generators"][name])
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """This script's checkpoint at path, or exit 2 in one line."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG states
+    except Exception as error:  # a truncated or foreign file: UnpicklingError, EOFError, RuntimeError, ...
+        fail(f"{flag}: {path} is not a readable checkpoint ({type(error).__name__})")
+    if not isinstance(checkpoint, dict) or checkpoint.get("script") != os.path.basename(__file__):
+        fail(f"{flag}: {path} is not a checkpoint of {os.path.basename(__file__)}")
+    return checkpoint
+
+
+def resume_args(cli: Args) -> tuple[Args, dict, str]:
+    """--resume runs/<run>: the run's own flags, its last checkpoint and its folder; exit 2 if it cannot go on."""
+    given = sorted({token.split("=")[0] for token in sys.argv[1:] if token.startswith("--")}
+                   - {"--resume", "--torch-threads"})
+    if given:
+        fail(f"--resume continues a run with the flags it was started with; {given[0]} cannot be given with it "
+             f"(only --torch-threads can)")
+    run_dir = os.path.normpath(cli.resume)
+    if not os.path.isdir(run_dir):
+        fail(f"--resume {cli.resume}: no such run folder")
+    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        fail(f"--resume {cli.resume}: no {CHECKPOINT} in it (the run stopped before its first checkpoint)")
+    checkpoint = load_checkpoint(os.path.join(run_dir, CHECKPOINT), f"--resume {cli.resume}")
+    args = Args(**checkpoint["args"])
+    args.torch_threads = cli.torch_threads
+    if not args.torch_threads > 0:
+        fail(f"--torch-threads must be > 0, got {args.torch_threads}")
+    return args, checkpoint, run_dir
+
+
+def make_run_dir(run_dir: str) -> None:
+    """Create the run's folder, or exit 2 in one line (a file named runs, a read-only working directory)."""
+    try:
+        os.makedirs(run_dir)
+    except OSError as error:
+        fail(f"cannot create the run folder {run_dir} ({error.strerror}); runs/ must be a folder this process "
+             f"can write in the working directory")
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set `signum`; the loop stops between iterations. A second one exits at once
+    (the last checkpoint is whole: every write is atomic)."""
+
+    def __init__(self):
+        self.signum = None
+        signal.signal(signal.SIGINT, self.request)
+        signal.signal(signal.SIGTERM, self.request)
+
+    def request(self, signum, frame):
+        if self.signum is not None:
+            print(f"\n{signal.Signals(signum).name} again: stopping now, without a checkpoint", file=sys.stderr)
+            os._exit(128 + signum)
+        self.signum = signum
+
+
+def format_progress(progress: tqdm) -> str:
+    """Elapsed time and ETA of a tqdm bar, for the log lines."""
+    d = progress.format_dict
+    done = d["n"] - d.get("initial", 0)  # iterations run by this process (a resumed run starts further on)
+    eta = d["elapsed"] / done * (d["total"] - d["n"]) if done and d["total"] else None
+    return f"elapsed={tqdm.format_interval(d['elapsed'])} eta={'?' if eta is None else tqdm.format_interval(eta)}"
 
 
 # --- tasks and environments ------------------------------------------------------------------------
@@ -456,6 +626,7 @@ def rollout(envs, model, task_params, chemistries, args, device):
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = torch.zeros((horizon, tasks * episodes))
+    entropies = torch.zeros((horizon, tasks * episodes))
     action_masks = (torch.ones((horizon, tasks * episodes, envs.single_action_space.n), dtype=torch.bool)
                     if args.mask_actions else None)
     policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
@@ -467,7 +638,10 @@ def rollout(envs, model, task_params, chemistries, args, device):
             if action_masks is not None:
                 action_masks[t] = torch.as_tensor(alchemy_env.valid_action_mask(obs_np))
                 logits = masked_logits(logits, action_masks[t].to(device))
-            actions[t] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).cpu()
+            check_finite(action_logits=logits)
+            probs = torch.softmax(logits, -1)
+            entropies[t] = torch.special.entr(probs).sum(-1).cpu()
+            actions[t] = torch.multinomial(probs, 1).squeeze(-1).cpu()
             obs_np, reward, terminated, truncated, info = envs.step(actions[t].numpy())
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
     assert terminated.all(), "an Alchemy episode is 200 steps"
@@ -489,7 +663,8 @@ def rollout(envs, model, task_params, chemistries, args, device):
     }
     if action_masks is not None:
         batch["action_mask"] = by_task(action_masks).reshape(tasks, episodes * horizon, -1)
-    stats = {"scores": rewards.sum(-1).numpy(), "env_steps": tasks * episodes * horizon}  # scores (tasks, episodes)
+    stats = {"scores": rewards.sum(-1).numpy(), "env_steps": tasks * episodes * horizon,  # scores (tasks, episodes)
+             "entropy": float(entropies.mean())}  # the policy's mean entropy
     return {k: v.to(device) for k, v in batch.items()}, stats
 
 
@@ -535,9 +710,15 @@ def mean_and_sem(task_means: np.ndarray) -> tuple[float, float | None]:
 
 
 if __name__ == "__main__":
-    args = resolve(tyro.cli(Args))
-    algorithm = "fomaml" if args.first_order else "maml"
-    run_name = f"alchemy-{algorithm}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    cli = tyro.cli(Args)
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
+    if cli.resume is not None:  # the run's own flags, and everything its loop carried
+        args, checkpoint, run_dir = resume_args(cli)
+    else:
+        args, checkpoint = resolve(cli), None
+        algorithm = "fomaml" if args.first_order else "maml"
+        run_dir = f"runs/alchemy-{algorithm}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    torch.set_num_threads(args.torch_threads)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -552,31 +733,89 @@ if __name__ == "__main__":
         0, 2**31 - 1, size=args.num_test_tasks))
     held_out = set(chemistry_keys(test_chemistries))
 
-    envs = make_envs(args, args.num_envs, args.seed)
+    envs = make_envs(args, args.meta_batch_size * args.episodes_per_task, args.seed)
     test_envs = make_envs(args, args.num_test_tasks * args.episodes_per_task, args.test_seed)
     obs_space = envs.single_observation_space
     model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
-    if args.load_model is not None:
+    if args.load_model is not None and checkpoint is None:
         try:
             model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
-        except (RuntimeError, KeyError, ValueError, OSError) as error:
-            fail(f"--load-model {args.load_model} does not fit this policy (--hidden-size, --see-chemistry?): "
-                 f"{str(error).splitlines()[0]}")
+        except Exception as error:  # not a state dict (UnpicklingError, EOFError, ...) or another shape
+            fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
+                 f"with the same --hidden-size and --see-chemistry): "
+                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
     model = model.to(device)
     params = dict(model.named_parameters())
     if args.outer_optimizer == "adam":
         optimizer = torch.optim.Adam(params.values(), lr=args.outer_lr)
     else:
         optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
+    # the envs draw every trial's items from their own generator
+    env_generator = (lambda e: e._items_random_state) if args.backend == "dm_alchemy" else (lambda e: e.np_random)
+    generators = {"task_rng": task_rng, "envs": env_generator(envs), "test_envs": env_generator(test_envs)}
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
 
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    global_step, train_episodes, start_iteration, elapsed_before = 0, 0, 0, 0.0
+    iteration_times, iteration_sps = [], []
+    collapse_count, collapsed_at = 0, None  # iterations in a row with a zero meta-gradient or entropy; when
+    if checkpoint is not None:  # continue where the checkpoint left off, in the run's own folder
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        train_episodes = checkpoint["train_episodes"]
+        iteration_times, iteration_sps = checkpoint["iteration_times"], checkpoint["iteration_sps"]
+        collapse_count, collapsed_at = checkpoint["collapse_count"], checkpoint["collapsed_at"]
+        elapsed_before = checkpoint["elapsed_s"]
+        set_rng_state(checkpoint["rng"], generators)
+        if os.path.isfile(os.path.join(run_dir, "summary.json")) and start_iteration == args.num_iterations:
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                if not json.load(f).get("interrupted", True):
+                    print(f"{run_dir} has finished (summary.json): nothing to resume")
+                    sys.exit(0)
+    else:
+        make_run_dir(run_dir)
+    start_time = time.time() - elapsed_before
+
+    def checkpoint_state(iteration: int) -> dict:
+        """Everything the loop carries from one iteration to the next."""
+        return {"script": os.path.basename(__file__), "args": asdict(args), "iteration": iteration,
+                "global_step": global_step, "train_episodes": train_episodes, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "rng": rng_state(generators), "iteration_times": iteration_times,
+                "iteration_sps": iteration_sps, "collapse_count": collapse_count, "collapsed_at": collapsed_at,
+                "elapsed_s": time.time() - start_time}
+
+    if checkpoint is None:
+        save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
+    # TensorBoard continues at the checkpoint's step: events a killed run wrote after it are dropped
+    writer = SummaryWriter(run_dir, purge_step=start_iteration + 1 if checkpoint is not None else None)
+    if checkpoint is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+
+    def base_summary(iteration: int) -> dict:
+        return {"args": asdict(args), "interrupted": False, "diverged": False, "collapsed": collapsed_at is not None,
+                "collapsed_at_iteration": collapsed_at, "iterations": iteration, "env_steps": global_step,
+                "train_episodes": train_episodes}
+
+    def stop_diverged(iteration: int, error: Diverged):
+        """A non-finite value: summary.json says so, the last good checkpoint stays, exit EXIT_DIVERGED."""
+        last_good = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["iteration"]
+        write_json(os.path.join(run_dir, "summary.json"), {**base_summary(iteration - 1), "diverged": True,
+                                                           "diverged_at_iteration": iteration, "diverged_because": str(error)})
+        progress.close()
+        print(f"diverged at iteration {iteration}/{args.num_iterations}: {error}; usually --outer-lr or --inner-lr "
+              f"is too large or --max-grad-norm 0. Last good checkpoint: {checkpoint_path} (iteration {last_good})",
+              file=sys.stderr)
+        writer.close()
+        sys.exit(EXIT_DIVERGED)
 
     def log_evaluation(iteration: int, num_steps: int):
-        task_means = evaluate(test_envs, model, params, test_chemistries, num_steps, args, device)
+        try:
+            task_means = evaluate(test_envs, model, params, test_chemistries, num_steps, args, device)
+        except Diverged as error:
+            stop_diverged(iteration, error)
         scores, errors = zip(*(mean_and_sem(m) for m in task_means))
         writer.add_scalar("eval/pre_adaptation_score", scores[0], iteration)
         writer.add_scalar("eval/post_adaptation_score", scores[args.inner_steps], iteration)
@@ -584,35 +823,50 @@ if __name__ == "__main__":
             writer.add_scalar(f"eval/score_after_{k}_steps", score, iteration)
         return list(scores), list(errors), task_means
 
-    global_step, train_episodes = 0, 0
-    iteration_times, iteration_sps = [], []
-    start_time = time.time()
-    for iteration in range(1, args.num_iterations + 1):
+    # elapsed time and ETA on stderr (every 30 s when it is not a terminal), and in the log lines
+    progress = tqdm(total=args.num_iterations, initial=start_iteration, unit="it", file=sys.stderr, dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 30, disable=args.num_iterations == 0)
+    completed = start_iteration
+    for iteration in range(start_iteration + 1, args.num_iterations + 1):
+        if stop.signum is not None:
+            break
         iteration_start = time.time()
         chemistries = sample_tasks(args.level, args.meta_batch_size, task_rng, held_out)
 
-        # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all chemistries at once
-        batches, stats, adapted_params = sample_and_adapt(envs, model, params, chemistries, args.inner_steps, args,
-                                                          device)
-        inner_batches, validation_batch = batches[:-1], batches[-1]
+        try:
+            # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all chemistries at once
+            batches, stats, adapted_params = sample_and_adapt(envs, model, params, chemistries, args.inner_steps,
+                                                              args, device)
+            inner_batches, validation_batch = batches[:-1], batches[-1]
 
-        # ALGO LOGIC: the meta-update (MAML through the inner steps, or FOMAML at the adapted parameters)
-        grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch, args.inner_lr,
-                                    first_order=args.first_order)
-        for name, p in params.items():
-            p.grad = grads[name]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))
-        optimizer.step()
+            # ALGO LOGIC: the meta-update (MAML through the inner steps, or FOMAML at the adapted parameters)
+            grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch,
+                                        args.inner_lr, first_order=args.first_order)
+            for name, p in params.items():
+                p.grad = grads[name]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))
+            check_finite(outer_loss=loss, meta_gradient=grad_norm)
+            optimizer_step(optimizer)
+            check_finite(parameters=torch.cat([p.detach().reshape(-1) for p in params.values()]))
+        except Diverged as error:
+            stop_diverged(iteration, error)
 
         iteration_steps = sum(s["env_steps"] for s in stats)
         global_step += iteration_steps
-        train_episodes += args.episodes_per_iteration
+        train_episodes += episodes_per_iteration(args)
         iteration_times.append(time.time() - iteration_start)
         iteration_sps.append(iteration_steps / iteration_times[-1])
+        collapse_count = collapse_count + 1 if grad_norm.item() == 0 or stats[0]["entropy"] < COLLAPSE_ENTROPY else 0
+        if args.collapse_patience and collapse_count >= args.collapse_patience and collapsed_at is None:
+            collapsed_at = iteration
+            tqdm.write(f"warning: the policy has collapsed: a zero meta-gradient norm or an entropy below "
+                       f"{COLLAPSE_ENTROPY} for {collapse_count} iterations in a row (iteration {iteration}); "
+                       f"usually --outer-lr is too large", file=sys.stderr)
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes (x axis: the meta-iteration, as in maml_vpg.py)
         writer.add_scalar("charts/pre_adaptation_score", stats[0]["scores"].mean(), iteration)
         writer.add_scalar("charts/post_adaptation_score", stats[-1]["scores"].mean(), iteration)
+        writer.add_scalar("charts/policy_entropy", stats[0]["entropy"], iteration)
         writer.add_scalar("charts/env_steps", global_step, iteration)
         writer.add_scalar("charts/train_episodes", train_episodes, iteration)
         writer.add_scalar("charts/iteration_time", iteration_times[-1], iteration)
@@ -621,13 +875,29 @@ if __name__ == "__main__":
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
             scores, _, _ = log_evaluation(iteration, args.inner_steps)
-            print(f"iteration {iteration}: held-out score before adaptation {scores[0]:.1f}, "
-                  f"after {args.inner_steps} step(s) {scores[args.inner_steps]:.1f}", flush=True)
+            tqdm.write(f"iteration {iteration}: held-out score before adaptation {scores[0]:.1f}, "
+                       f"after {args.inner_steps} step(s) {scores[args.inner_steps]:.1f}", file=sys.stdout)
+        progress.update(1)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
-            print(f"iteration {iteration}/{args.num_iterations} episodes={train_episodes} "
-                  f"pre_adaptation_score={stats[0]['scores'].mean():.1f} "
-                  f"post_adaptation_score={stats[-1]['scores'].mean():.1f} SPS={int(iteration_sps[-1])} "
-                  f"episodes/s={args.episodes_per_iteration / iteration_times[-1]:.0f}", flush=True)
+            tqdm.write(f"iteration {iteration}/{args.num_iterations} episodes={train_episodes} "
+                       f"pre_adaptation_score={stats[0]['scores'].mean():.1f} "
+                       f"post_adaptation_score={stats[-1]['scores'].mean():.1f} SPS={int(iteration_sps[-1])} "
+                       f"episodes/s={episodes_per_iteration(args) / iteration_times[-1]:.0f} "
+                       f"{format_progress(progress)}", file=sys.stdout)
+            sys.stdout.flush()
+        completed = iteration
+        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
+            save_checkpoint(checkpoint_path, checkpoint_state(iteration))
+    progress.close()
+
+    if stop.signum is not None:  # Ctrl-C or SIGTERM: checkpoint, a summary that says so, one line, 130 / 143
+        save_checkpoint(checkpoint_path, checkpoint_state(completed))
+        write_json(os.path.join(run_dir, "summary.json"), {**base_summary(completed), "interrupted": True,
+                                                           "wall_time_s": time.time() - start_time})
+        writer.close()
+        print(f"interrupted at iteration {completed}/{args.num_iterations}; resume with: python "
+              f"{os.path.basename(__file__)} --resume {run_dir}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
     # Final evaluation on the held-out test chemistries, after 0..K inner steps
     train_time = time.time() - start_time
@@ -637,7 +907,7 @@ if __name__ == "__main__":
     # paired by chemistry: the chemistries' differences in difficulty cancel out of the error
     margin, margin_sem = mean_and_sem(task_means[args.inner_steps] - heuristic)
     summary = {
-        "args": asdict(args),
+        **base_summary(args.num_iterations),
         "pre_adaptation_score": scores[0],
         "post_adaptation_score": scores[args.inner_steps],
         "adaptation_gain": scores[args.inner_steps] - scores[0],
@@ -650,9 +920,6 @@ if __name__ == "__main__":
         "test_chemistry_seeds": test_chemistries["seed"].tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
-        "iterations": args.num_iterations,
-        "env_steps": global_step,
-        "train_episodes": train_episodes,
         "sps": global_step / train_time if global_step else None,
         "episodes_per_s": train_episodes / train_time if train_episodes else None,
         "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
@@ -664,13 +931,14 @@ if __name__ == "__main__":
     print(f"random-heuristic bot on the same chemistries: {heuristic_score:.1f}; after {args.inner_steps} step(s) "
           f"minus the bot: {margin:+.1f} +- {margin_sem if margin_sem is None else round(margin_sem, 1)} (paired)")
     if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        torch.save(model.state_dict(), model_path)
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        atomic_write(model_path, buffer.getvalue())
         summary["model_path"] = model_path
         print(f"model saved to {model_path}")
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"summary: runs/{run_name}/summary.json")
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    print(f"summary: {run_dir}/summary.json")
     envs.close()
     test_envs.close()
     writer.close()

@@ -19,9 +19,13 @@ is one batched forward pass of all tasks' (possibly adapted) policies via torch.
 are one matrix product, and the meta-gradient is torch.func.grad in a vmap over tasks.
 """
 
+import copy
+import io
 import json
+import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +37,7 @@ import torch.nn as nn
 import tyro
 from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 import nav_env
 
@@ -118,9 +123,19 @@ class Args:
     load_model: str | None = None
     """path of saved meta-parameters to start from; with --num-iterations 0 this evaluates them"""
 
-    # to be filled in runtime
-    num_envs: int = 0
-    """envs of one rollout: meta_batch_size * episodes_per_task (computed in runtime)"""
+    # Runs that survive (README#runs-that-survive)
+    checkpoint_every: int = 10
+    """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
+    always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
+    resume: str | None = None
+    """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started
+    with; only --torch-threads may be given with it"""
+    torch_threads: int = 1
+    """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
+    with torch's default of one thread per core (README#threads)"""
+    collapse_patience: int = 20
+    """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero
+    meta-gradient norm or a mean policy entropy below 1e-3 nats (0: never)"""
 
 
 def fail(message: str) -> None:
@@ -131,17 +146,25 @@ def fail(message: str) -> None:
 
 def resolve(args: Args) -> Args:
     """Fill the preset's values into unset fields, then check every value; exit 2 on bad input."""
+    if args.preset == "paper" and ALGORITHM == "fomaml" and args.outer_optimizer is None:
+        args.outer_optimizer = "adam"  # the papers trained FOMAML with Adam
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.preset == "paper" and ALGORITHM == "fomaml" and args.outer_optimizer == "sgd":
-        args.outer_optimizer = "adam"  # the papers trained FOMAML with Adam
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    for name in ("seed", "test_seed"):
+        if not 0 <= getattr(args, name) < 2**32:
+            fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
+    if "/" in args.exp_name or not args.exp_name:
+        fail(f"--exp-name must be a non-empty name without '/', got {args.exp_name!r}")
     positive = ["meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr", "hidden_size",
-                "num_test_tasks"]
+                "num_test_tasks", "torch_threads"]
     for name in positive:
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    for name in ("num_iterations", "eval_every", "max_grad_norm"):
+    for name in ("num_iterations", "eval_every", "max_grad_norm", "checkpoint_every", "collapse_patience"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
@@ -149,12 +172,147 @@ def resolve(args: Args) -> Args:
             fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if args.eval_inner_steps is None:
         args.eval_inner_steps = args.inner_steps
-    if args.eval_inner_steps < 0:
-        fail(f"--eval-inner-steps must be >= 0, got {args.eval_inner_steps}")
+    if args.eval_inner_steps < args.inner_steps:
+        fail(f"--eval-inner-steps must be >= --inner-steps ({args.inner_steps}), got {args.eval_inner_steps}")
     if args.load_model is not None and not os.path.isfile(args.load_model):
         fail(f"--load-model {args.load_model}: no such file")
-    args.num_envs = args.meta_batch_size * args.episodes_per_task
     return args
+
+
+# --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
+CHECKPOINT = "checkpoint.pt"
+EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
+COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores
+# Test hook (tests/test_resume.py): with this set to an iteration, the process kills itself with SIGKILL
+# halfway through writing that iteration's checkpoint, the moment a kill can do the most harm.
+KILL_IN_CHECKPOINT = os.environ.get("META_RL_TEST_KILL_IN_CHECKPOINT")
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient, parameter or logit: the run stops and keeps its last good checkpoint."""
+
+
+def check_finite(**values) -> None:
+    for what, value in values.items():
+        if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+            raise Diverged(f"non-finite {what.replace('_', ' ')}")
+
+
+def optimizer_step(optimizer) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as error:  # Adam's lr / (1 - beta1^t) beyond float32
+        if "overflow" not in str(error):
+            raise
+        raise Diverged("non-finite optimizer step (its step size overflows float32)") from None
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write path.tmp in the same folder, then rename it over path: path is never half-written."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, content: dict) -> None:
+    atomic_write(path, json.dumps(content, indent=2, default=str).encode())
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    if KILL_IN_CHECKPOINT == str(state["iteration"]):
+        with open(path + ".tmp", "wb") as f:
+            f.write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    atomic_write(path, data)
+
+
+def rng_state(generators: dict) -> dict:
+    """Every random generator the loop draws from: python's, numpy's global one, torch's (CPU and CUDA),
+    and the numpy Generators given (task sampler, envs)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "generators": {name: copy.deepcopy(g.bit_generator.state) for name, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+    for name, g in generators.items():
+        g.bit_generator.state = state["generators"][name]
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """This script's checkpoint at path, or exit 2 in one line."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG states
+    except Exception as error:  # a truncated or foreign file: UnpicklingError, EOFError, RuntimeError, ...
+        fail(f"{flag}: {path} is not a readable checkpoint ({type(error).__name__})")
+    if not isinstance(checkpoint, dict) or checkpoint.get("script") != os.path.basename(__file__):
+        fail(f"{flag}: {path} is not a checkpoint of {os.path.basename(__file__)}")
+    return checkpoint
+
+
+def resume_args(cli: Args) -> tuple[Args, dict, str]:
+    """--resume runs/<run>: the run's own flags, its last checkpoint and its folder; exit 2 if it cannot go on."""
+    given = sorted({token.split("=")[0] for token in sys.argv[1:] if token.startswith("--")}
+                   - {"--resume", "--torch-threads"})
+    if given:
+        fail(f"--resume continues a run with the flags it was started with; {given[0]} cannot be given with it "
+             f"(only --torch-threads can)")
+    run_dir = os.path.normpath(cli.resume)
+    if not os.path.isdir(run_dir):
+        fail(f"--resume {cli.resume}: no such run folder")
+    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        fail(f"--resume {cli.resume}: no {CHECKPOINT} in it (the run stopped before its first checkpoint)")
+    checkpoint = load_checkpoint(os.path.join(run_dir, CHECKPOINT), f"--resume {cli.resume}")
+    args = Args(**checkpoint["args"])
+    args.torch_threads = cli.torch_threads
+    if not args.torch_threads > 0:
+        fail(f"--torch-threads must be > 0, got {args.torch_threads}")
+    return args, checkpoint, run_dir
+
+
+def make_run_dir(run_dir: str) -> None:
+    """Create the run's folder, or exit 2 in one line (a file named runs, a read-only working directory)."""
+    try:
+        os.makedirs(run_dir)
+    except OSError as error:
+        fail(f"cannot create the run folder {run_dir} ({error.strerror}); runs/ must be a folder this process "
+             f"can write in the working directory")
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set `signum`; the loop stops between iterations. A second one exits at once
+    (the last checkpoint is whole: every write is atomic)."""
+
+    def __init__(self):
+        self.signum = None
+        signal.signal(signal.SIGINT, self.request)
+        signal.signal(signal.SIGTERM, self.request)
+
+    def request(self, signum, frame):
+        if self.signum is not None:
+            print(f"\n{signal.Signals(signum).name} again: stopping now, without a checkpoint", file=sys.stderr)
+            os._exit(128 + signum)
+        self.signum = signum
+
+
+def format_progress(progress: tqdm) -> str:
+    """Elapsed time and ETA of a tqdm bar, for the log lines."""
+    d = progress.format_dict
+    done = d["n"] - d.get("initial", 0)  # iterations run by this process (a resumed run starts further on)
+    eta = d["elapsed"] / done * (d["total"] - d["n"]) if done and d["total"] else None
+    return f"elapsed={tqdm.format_interval(d['elapsed'])} eta={'?' if eta is None else tqdm.format_interval(eta)}"
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -277,6 +435,7 @@ def rollout(envs, model, task_params, goals, args, device):
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = torch.zeros((horizon, tasks * episodes))
     mask = torch.zeros((horizon, tasks * episodes))
+    entropies = torch.zeros((horizon, tasks * episodes))
     positions = np.zeros((horizon + 1, tasks * episodes, 2))
     positions[0] = envs.positions
     alive = np.ones(tasks * episodes, dtype=bool)
@@ -286,12 +445,16 @@ def rollout(envs, model, task_params, goals, args, device):
             obs[t] = torch.as_tensor(obs_np)
             mask[t] = torch.as_tensor(alive, dtype=torch.float32)
             logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
-            actions[t] = torch.multinomial(torch.softmax(logits.reshape(tasks * episodes, -1), -1), 1).squeeze(-1).cpu()
+            check_finite(action_logits=logits)
+            probs = torch.softmax(logits.reshape(tasks * episodes, -1), -1)
+            entropies[t] = torch.special.entr(probs).sum(-1).cpu()
+            actions[t] = torch.multinomial(probs, 1).squeeze(-1).cpu()
             obs_np, reward, terminated, truncated, info = envs.step(actions[t].numpy())
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
             positions[t + 1] = envs.positions
             alive = ~(terminated | truncated)
     distances = info["distance"].reshape(tasks, episodes)  # an ended env stays where it ended
+    entropy = float((entropies * mask).sum() / mask.sum())
 
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
@@ -310,6 +473,7 @@ def rollout(envs, model, task_params, goals, args, device):
         "distances": distances,
         "env_steps": int(mask.sum()),
         "positions": positions,
+        "entropy": entropy,  # the policy's mean entropy over the steps taken
     }
     return {k: v.to(device) for k, v in batch.items()}, stats
 
@@ -349,8 +513,14 @@ def trajectory_image(stats, goals, args) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    args = resolve(tyro.cli(Args))
-    run_name = f"nav-{args.obstacles}-{args.targets}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    cli = tyro.cli(Args)
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
+    if cli.resume is not None:  # the run's own flags, and everything its loop carried
+        args, checkpoint, run_dir = resume_args(cli)
+    else:
+        args, checkpoint = resolve(cli), None
+        run_dir = f"runs/nav-{args.obstacles}-{args.targets}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    torch.set_num_threads(args.torch_threads)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -365,33 +535,85 @@ if __name__ == "__main__":
 
     env_kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision,
                       autoreset_mode="Disabled")  # fixed-horizon rollouts: an ended episode waits, masked out
-    envs = nav_env.NavigationVectorEnv(args.num_envs, **env_kwargs)
+    envs = nav_env.NavigationVectorEnv(args.meta_batch_size * args.episodes_per_task, **env_kwargs)
     test_envs = nav_env.NavigationVectorEnv(args.num_test_tasks * args.episodes_per_task, **env_kwargs)
     envs.reset(seed=args.seed)
     test_envs.reset(seed=args.test_seed)
     obs_space = envs.single_observation_space
     model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
-    if args.load_model is not None:
+    if args.load_model is not None and checkpoint is None:
         try:
             model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
-        except (RuntimeError, KeyError, ValueError, OSError) as error:
-            fail(f"--load-model {args.load_model} does not fit this policy (--hidden-size, --see-goal?): "
-                 f"{str(error).splitlines()[0]}")
+        except Exception as error:  # not a state dict (UnpicklingError, EOFError, ...) or another shape
+            fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
+                 f"with the same --hidden-size and --see-goal): {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     model = model.to(device)
     params = dict(model.named_parameters())
     if args.outer_optimizer == "adam":
         optimizer = torch.optim.Adam(params.values(), lr=args.outer_lr)
     else:
         optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
+    generators = {"task_rng": task_rng, "envs": envs.np_random, "test_envs": test_envs.np_random}
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
 
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    global_step, start_iteration, elapsed_before = 0, 0, 0.0
+    iteration_times, iteration_sps = [], []
+    collapse_count, collapsed_at = 0, None  # iterations in a row with a zero meta-gradient or entropy; when
+    if checkpoint is not None:  # continue where the checkpoint left off, in the run's own folder
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        iteration_times, iteration_sps = checkpoint["iteration_times"], checkpoint["iteration_sps"]
+        collapse_count, collapsed_at = checkpoint["collapse_count"], checkpoint["collapsed_at"]
+        elapsed_before = checkpoint["elapsed_s"]
+        set_rng_state(checkpoint["rng"], generators)
+        if os.path.isfile(os.path.join(run_dir, "summary.json")) and start_iteration == args.num_iterations:
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                if not json.load(f).get("interrupted", True):
+                    print(f"{run_dir} has finished (summary.json): nothing to resume")
+                    sys.exit(0)
+    else:
+        make_run_dir(run_dir)
+    start_time = time.time() - elapsed_before
+
+    def checkpoint_state(iteration: int) -> dict:
+        """Everything the loop carries from one iteration to the next."""
+        return {"script": os.path.basename(__file__), "args": asdict(args), "iteration": iteration,
+                "global_step": global_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": rng_state(generators), "iteration_times": iteration_times, "iteration_sps": iteration_sps,
+                "collapse_count": collapse_count, "collapsed_at": collapsed_at, "elapsed_s": time.time() - start_time}
+
+    if checkpoint is None:
+        save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
+    # TensorBoard continues at the checkpoint's step: events a killed run wrote after it are dropped
+    writer = SummaryWriter(run_dir, purge_step=start_iteration + 1 if checkpoint is not None else None)
+    if checkpoint is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+
+    def base_summary(iteration: int) -> dict:
+        return {"args": asdict(args), "interrupted": False, "diverged": False, "collapsed": collapsed_at is not None,
+                "collapsed_at_iteration": collapsed_at, "iterations": iteration, "env_steps": global_step}
+
+    def stop_diverged(iteration: int, error: Diverged):
+        """A non-finite value: summary.json says so, the last good checkpoint stays, exit EXIT_DIVERGED."""
+        last_good = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["iteration"]
+        write_json(os.path.join(run_dir, "summary.json"), {**base_summary(iteration - 1), "diverged": True,
+                                                           "diverged_at_iteration": iteration, "diverged_because": str(error)})
+        progress.close()
+        print(f"diverged at iteration {iteration}/{args.num_iterations}: {error}; usually --outer-lr or --inner-lr "
+              f"is too large or --max-grad-norm 0. Last good checkpoint: {checkpoint_path} (iteration {last_good})",
+              file=sys.stderr)
+        writer.close()
+        sys.exit(EXIT_DIVERGED)
 
     def log_evaluation(iteration: int, num_steps: int):
-        returns, distances, stats = evaluate(test_envs, model, params, test_goals, num_steps, args, device)
+        try:
+            returns, distances, stats = evaluate(test_envs, model, params, test_goals, num_steps, args, device)
+        except Diverged as error:
+            stop_diverged(iteration, error)
         writer.add_scalar("eval/pre_adaptation_return", returns[0], iteration)
         writer.add_scalar("eval/post_adaptation_return", returns[args.inner_steps], iteration)
         writer.add_scalar("eval/pre_adaptation_distance", distances[0], iteration)
@@ -400,28 +622,43 @@ if __name__ == "__main__":
                          iteration, dataformats="HWC")
         return returns, distances
 
-    global_step = 0
-    iteration_times, iteration_sps = [], []
-    start_time = time.time()
-    for iteration in range(1, args.num_iterations + 1):
+    # elapsed time and ETA on stderr (every 30 s when it is not a terminal), and in the log lines
+    progress = tqdm(total=args.num_iterations, initial=start_iteration, unit="it", file=sys.stderr, dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 30, disable=args.num_iterations == 0)
+    completed = start_iteration
+    for iteration in range(start_iteration + 1, args.num_iterations + 1):
+        if stop.signum is not None:
+            break
         iteration_start = time.time()
         goals = nav_env.sample_goals(args.targets, args.meta_batch_size, task_rng)
 
-        # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
-        batches, stats, adapted_params = sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
-        inner_batches, validation_batch = batches[:-1], batches[-1]
+        try:
+            # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
+            batches, stats, adapted_params = sample_and_adapt(envs, model, params, goals, args.inner_steps, args,
+                                                              device)
+            inner_batches, validation_batch = batches[:-1], batches[-1]
 
-        # ALGO LOGIC: the meta-update
-        grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch, args.inner_lr)
-        for name, p in params.items():
-            p.grad = grads[name]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))
-        optimizer.step()
+            # ALGO LOGIC: the meta-update
+            grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch, args.inner_lr)
+            for name, p in params.items():
+                p.grad = grads[name]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))
+            check_finite(outer_loss=loss, meta_gradient=grad_norm)
+            optimizer_step(optimizer)
+            check_finite(parameters=torch.cat([p.detach().reshape(-1) for p in params.values()]))
+        except Diverged as error:
+            stop_diverged(iteration, error)
 
         iteration_steps = sum(s["env_steps"] for s in stats)
         global_step += iteration_steps
         iteration_times.append(time.time() - iteration_start)
         iteration_sps.append(iteration_steps / iteration_times[-1])
+        collapse_count = collapse_count + 1 if grad_norm.item() == 0 or stats[0]["entropy"] < COLLAPSE_ENTROPY else 0
+        if args.collapse_patience and collapse_count >= args.collapse_patience and collapsed_at is None:
+            collapsed_at = iteration
+            tqdm.write(f"warning: the policy has collapsed: a zero meta-gradient norm or an entropy below "
+                       f"{COLLAPSE_ENTROPY} for {collapse_count} iterations in a row (iteration {iteration}); "
+                       f"usually --outer-lr is too large", file=sys.stderr)
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes. The x axis is the meta-iteration, as in
         # the papers' figures (charts/env_steps maps it to env steps).
@@ -429,6 +666,7 @@ if __name__ == "__main__":
         writer.add_scalar("charts/post_adaptation_return", stats[-1]["returns"].mean(), iteration)
         writer.add_scalar("charts/pre_adaptation_distance", stats[0]["distances"].mean(), iteration)
         writer.add_scalar("charts/post_adaptation_distance", stats[-1]["distances"].mean(), iteration)
+        writer.add_scalar("charts/policy_entropy", stats[0]["entropy"], iteration)
         writer.add_scalar("charts/env_steps", global_step, iteration)
         writer.add_scalar("charts/iteration_time", iteration_times[-1], iteration)
         writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
@@ -436,18 +674,33 @@ if __name__ == "__main__":
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
             log_evaluation(iteration, args.inner_steps)
+        progress.update(1)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
-            print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
-                  f"pre_adaptation_return={stats[0]['returns'].mean():.1f} "
-                  f"post_adaptation_return={stats[-1]['returns'].mean():.1f} "
-                  f"post_adaptation_distance={stats[-1]['distances'].mean():.2f} SPS={int(iteration_sps[-1])}",
-                  flush=True)
+            tqdm.write(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
+                       f"pre_adaptation_return={stats[0]['returns'].mean():.1f} "
+                       f"post_adaptation_return={stats[-1]['returns'].mean():.1f} "
+                       f"post_adaptation_distance={stats[-1]['distances'].mean():.2f} SPS={int(iteration_sps[-1])} "
+                       f"{format_progress(progress)}", file=sys.stdout)
+            sys.stdout.flush()
+        completed = iteration
+        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
+            save_checkpoint(checkpoint_path, checkpoint_state(iteration))
+    progress.close()
+
+    if stop.signum is not None:  # Ctrl-C or SIGTERM: checkpoint, a summary that says so, one line, 130 / 143
+        save_checkpoint(checkpoint_path, checkpoint_state(completed))
+        write_json(os.path.join(run_dir, "summary.json"), {**base_summary(completed), "interrupted": True,
+                                                           "wall_time_s": time.time() - start_time})
+        writer.close()
+        print(f"interrupted at iteration {completed}/{args.num_iterations}; resume with: python "
+              f"{os.path.basename(__file__)} --resume {run_dir}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
     # Final evaluation on the held-out test tasks, after 0..K inner steps
     train_time = time.time() - start_time
     returns, distances = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
     summary = {
-        "args": asdict(args),
+        **base_summary(args.num_iterations),
         "pre_adaptation_return": returns[0],
         "post_adaptation_return": returns[args.inner_steps],
         "pre_adaptation_distance": distances[0],
@@ -458,8 +711,6 @@ if __name__ == "__main__":
         "test_goals": test_goals.tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
-        "iterations": args.num_iterations,
-        "env_steps": global_step,
         "sps": global_step / train_time if global_step else None,
         "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
         "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
@@ -467,13 +718,14 @@ if __name__ == "__main__":
     print("held-out test tasks: " + ", ".join(
         f"after {k} step(s): return {r:.1f} distance {d:.2f}" for k, (r, d) in enumerate(zip(returns, distances))))
     if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        torch.save(model.state_dict(), model_path)
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        atomic_write(model_path, buffer.getvalue())
         summary["model_path"] = model_path
         print(f"model saved to {model_path}")
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"summary: runs/{run_name}/summary.json")
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    print(f"summary: {run_dir}/summary.json")
     envs.close()
     test_envs.close()
     writer.close()

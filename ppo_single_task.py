@@ -10,9 +10,13 @@ gymnasium's NEXT_STEP autoreset: the step after an episode ends only resets that
 transition is not a decision of the policy and is masked out of every loss (`valid` below).
 """
 
+import copy
+import io
 import json
+import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +29,7 @@ import torch.optim as optim
 import tyro
 from torch.distributions.categorical import Categorical
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 import nav_env
 
@@ -67,8 +72,11 @@ class Args:
 
     # Algorithm
     total_timesteps: int | None = None
-    """total env steps of the experiment; default 12M for nav (PPO + SIL needs them to get round the cross
-    and then sharpen) and 4M for alchemy"""
+    """total env steps of the experiment, run as total_timesteps // (num_envs * num_steps) full rollouts;
+    default 12M for nav (PPO + SIL needs them to get round the cross and then sharpen) and 4M for alchemy"""
+    num_iterations: int | None = None
+    """the number of iterations (rollouts of --num-envs x --num-steps steps), instead of --total-timesteps;
+    default total_timesteps // (num_envs * num_steps)"""
     learning_rate: float = 3e-4
     """the learning rate of the optimizer (Adam)"""
     num_envs: int = 64
@@ -83,22 +91,22 @@ class Args:
     gae_lambda: float = 0.95
     """the lambda of generalised advantage estimation"""
     num_minibatches: int = 8
-    """the number of mini-batches per epoch"""
+    """the number of mini-batches per epoch (--vpg: 1)"""
     update_epochs: int = 4
-    """the K epochs to update the policy per rollout"""
+    """the K epochs to update the policy per rollout (--vpg: 1)"""
     norm_adv: bool = True
     """toggles advantage normalisation (per mini-batch)"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
-    """toggles whether or not to use a clipped loss for the value function, as per the paper"""
+    """toggles whether or not to use a clipped loss for the value function, as per the paper (--vpg: off)"""
     ent_coef: float | None = None
     """coefficient of the entropy bonus; default 0.0 for nav (the goal needs ~88 precise moves of the
     100) and 0.01 for alchemy"""
     vf_coef: float = 0.5
     """coefficient of the value function loss"""
     max_grad_norm: float = 0.5
-    """the maximum norm for the gradient clipping"""
+    """the maximum norm for the gradient clipping (> 0)"""
     target_kl: float | None = None
     """the target KL divergence threshold (stop the epochs early when exceeded)"""
     reward_scale: float | None = None
@@ -107,7 +115,8 @@ class Args:
     hidden_size: int = 64
     """width of the two tanh hidden layers of the actor and of the critic"""
     vpg: bool = False
-    """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping"""
+    """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping (so it cannot
+    be given with --update-epochs, --num-minibatches, --clip-vloss or --target-kl)"""
 
     # Self-imitation learning (Oh et al. 2018), joined to PPO for nav by default
     sil_coef: float | None = None
@@ -130,13 +139,21 @@ class Args:
     image_every: int = 20
     """nav: every this many iterations, log an image of a greedy (argmax) episode of the policy (0: never)"""
 
-    # to be filled in runtime
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
+
+    # Runs that survive (README#runs-that-survive)
+    checkpoint_every: int = 10
+    """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
+    always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
+    resume: str | None = None
+    """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started
+    with; only --torch-threads may be given with it"""
+    torch_threads: int = 1
+    """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
+    with torch's default of one thread per core (README#threads)"""
+    collapse_patience: int = 20
+    """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero gradient
+    norm or a mean policy entropy below 1e-3 nats (0: never). A policy that has converged to one action per
+    state also has near-zero entropy"""
 
 
 def fail(message: str) -> None:
@@ -145,16 +162,62 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def validate(args: Args) -> None:
-    positive = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size",
-                "sil_episodes", "sil_updates", "sil_batch_size"]
+NAV_ONLY = ("goal", "obstacles", "see_goal", "collision", "image_every", "sil_fraction", "sil_episodes", "sil_updates",
+            "sil_batch_size", "sil_value_coef")
+ALCHEMY_ONLY = ("chemistry_seed", "level")
+SIL_ONLY = ("sil_fraction", "sil_episodes", "sil_updates", "sil_batch_size", "sil_value_coef")
+NOT_WITH_VPG = ("update_epochs", "num_minibatches", "clip_vloss", "target_kl")
+
+
+def flags_given(argv: list[str]) -> set[str]:
+    """The fields named on the command line (--x, --x=v and --no-x all name x)."""
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    return names | {name[3:] for name in names if name.startswith("no_")}
+
+
+def validate(args: Args, given: set[str] = frozenset()) -> None:
+    """Check every value; `given` (flags_given) tells which fields the command line set. Exit 2 on bad input."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            fail(f"--{name.replace('_', '-')} must be finite, got {value}")
+    for name in ("seed", "chemistry_seed"):
+        if not 0 <= getattr(args, name) < 2**32:
+            fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
+    if "/" in args.exp_name or not args.exp_name:
+        fail(f"--exp-name must be a non-empty name without '/', got {args.exp_name!r}")
+    for name in NAV_ONLY if args.env == "alchemy" else ALCHEMY_ONLY:
+        if name in given:
+            fail(f"--{name.replace('_', '-')} applies to --env {'nav' if args.env == 'alchemy' else 'alchemy'} "
+                 f"only, got --env {args.env}")
+    if args.sil_coef == 0:
+        for name in SIL_ONLY:
+            if name in given:
+                fail(f"--{name.replace('_', '-')} applies with self-imitation only, got --sil-coef 0")
+    if args.vpg:
+        for name in NOT_WITH_VPG:
+            if name in given:
+                fail(f"--{name.replace('_', '-')} cannot be given with --vpg (one epoch of one mini-batch, no clipping)")
+    if args.total_timesteps is not None and args.num_iterations is not None:
+        fail(f"--total-timesteps {args.total_timesteps} and --num-iterations {args.num_iterations} both set the "
+             f"length of the run; give one of them")
+    if args.image_every < 0:
+        fail(f"--image-every must be >= 0 (0: never), got {args.image_every}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        fail(f"--target-kl must be > 0, got {args.target_kl}")
+    for name in ("checkpoint_every", "collapse_patience"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    positive = ["total_timesteps", "num_iterations", "learning_rate", "num_envs", "num_steps", "num_minibatches",
+                "update_epochs", "hidden_size", "sil_episodes", "sil_updates", "sil_batch_size", "torch_threads",
+                "max_grad_norm"]
     for name in positive:
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
         if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "sil_coef", "sil_value_coef"):
+    for name in ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "sil_value_coef"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not 0 < args.sil_fraction <= 1:
@@ -171,6 +234,187 @@ def validate(args: Args) -> None:
             nav_env._goals_to_cells([args.goal], 1, args.obstacles)
         except ValueError as error:
             fail(str(error))
+
+
+def resolve(args: Args, given: set[str] = frozenset()) -> Args:
+    """Check every value (validate), then fill the env-specific defaults and the run length; exit 2 on bad input."""
+    validate(args, given)
+    if args.vpg:  # vanilla policy gradient: one gradient step on the whole batch, no clipping
+        args.update_epochs, args.num_minibatches, args.clip_vloss = 1, 1, False
+    # env-specific defaults (see the Args docstrings)
+    if args.reward_scale is None:
+        args.reward_scale = 0.01 if args.env == "nav" else 0.1
+    if args.gamma is None:
+        args.gamma = 1.0 if args.env == "nav" else 0.99
+    if args.ent_coef is None:
+        args.ent_coef = 0.0 if args.env == "nav" else 0.01
+    if args.sil_coef is None:
+        args.sil_coef = 1.0 if args.env == "nav" else 0.0
+    batch_size = args.num_envs * args.num_steps
+    if args.num_iterations is not None:
+        args.total_timesteps = args.num_iterations * batch_size
+    if args.total_timesteps is None:
+        args.total_timesteps = 12_000_000 if args.env == "nav" else 4_000_000
+    if args.total_timesteps < batch_size:
+        fail(f"--total-timesteps must be at least one rollout, --num-envs x --num-steps = {batch_size}, got "
+             f"{args.total_timesteps}")
+    args.num_iterations = args.total_timesteps // batch_size
+    if batch_size // args.num_minibatches < 1:
+        fail(f"--num-minibatches {args.num_minibatches} exceeds the batch size {batch_size}")
+    return args
+
+
+# --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
+CHECKPOINT = "checkpoint.pt"
+EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
+COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores
+# Test hook (tests/test_resume.py): with this set to an iteration, the process kills itself with SIGKILL
+# halfway through writing that iteration's checkpoint, the moment a kill can do the most harm.
+KILL_IN_CHECKPOINT = os.environ.get("META_RL_TEST_KILL_IN_CHECKPOINT")
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient, parameter or logit: the run stops and keeps its last good checkpoint."""
+
+
+def check_finite(**values) -> None:
+    for what, value in values.items():
+        if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+            raise Diverged(f"non-finite {what.replace('_', ' ')}")
+
+
+def optimizer_step(optimizer) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as error:  # Adam's lr / (1 - beta1^t) beyond float32
+        if "overflow" not in str(error):
+            raise
+        raise Diverged("non-finite optimizer step (its step size overflows float32)") from None
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write path.tmp in the same folder, then rename it over path: path is never half-written."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, content: dict) -> None:
+    atomic_write(path, json.dumps(content, indent=2, default=str).encode())
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    if KILL_IN_CHECKPOINT == str(state["iteration"]):
+        with open(path + ".tmp", "wb") as f:
+            f.write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    atomic_write(path, data)
+
+
+def rng_state(generators: dict) -> dict:
+    """Every random generator the loop draws from: python's, numpy's global one, torch's (CPU and CUDA),
+    and the numpy Generators given (task sampler, envs)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "generators": {name: copy.deepcopy(g.bit_generator.state) for name, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+    for name, g in generators.items():
+        g.bit_generator.state = state["generators"][name]
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """This script's checkpoint at path, or exit 2 in one line."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG states
+    except Exception as error:  # a truncated or foreign file: UnpicklingError, EOFError, RuntimeError, ...
+        fail(f"{flag}: {path} is not a readable checkpoint ({type(error).__name__})")
+    if not isinstance(checkpoint, dict) or checkpoint.get("script") != os.path.basename(__file__):
+        fail(f"{flag}: {path} is not a checkpoint of {os.path.basename(__file__)}")
+    return checkpoint
+
+
+def resume_args(cli: Args) -> tuple[Args, dict, str]:
+    """--resume runs/<run>: the run's own flags, its last checkpoint and its folder; exit 2 if it cannot go on."""
+    given = sorted({token.split("=")[0] for token in sys.argv[1:] if token.startswith("--")}
+                   - {"--resume", "--torch-threads"})
+    if given:
+        fail(f"--resume continues a run with the flags it was started with; {given[0]} cannot be given with it "
+             f"(only --torch-threads can)")
+    run_dir = os.path.normpath(cli.resume)
+    if not os.path.isdir(run_dir):
+        fail(f"--resume {cli.resume}: no such run folder")
+    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        fail(f"--resume {cli.resume}: no {CHECKPOINT} in it (the run stopped before its first checkpoint)")
+    checkpoint = load_checkpoint(os.path.join(run_dir, CHECKPOINT), f"--resume {cli.resume}")
+    args = Args(**checkpoint["args"])
+    args.torch_threads = cli.torch_threads
+    if not args.torch_threads > 0:
+        fail(f"--torch-threads must be > 0, got {args.torch_threads}")
+    return args, checkpoint, run_dir
+
+
+def make_run_dir(run_dir: str) -> None:
+    """Create the run's folder, or exit 2 in one line (a file named runs, a read-only working directory)."""
+    try:
+        os.makedirs(run_dir)
+    except OSError as error:
+        fail(f"cannot create the run folder {run_dir} ({error.strerror}); runs/ must be a folder this process "
+             f"can write in the working directory")
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set `signum`; the loop stops between iterations. A second one exits at once
+    (the last checkpoint is whole: every write is atomic)."""
+
+    def __init__(self):
+        self.signum = None
+        signal.signal(signal.SIGINT, self.request)
+        signal.signal(signal.SIGTERM, self.request)
+
+    def request(self, signum, frame):
+        if self.signum is not None:
+            print(f"\n{signal.Signals(signum).name} again: stopping now, without a checkpoint", file=sys.stderr)
+            os._exit(128 + signum)
+        self.signum = signum
+
+
+def format_progress(progress: tqdm) -> str:
+    """Elapsed time and ETA of a tqdm bar, for the log lines."""
+    d = progress.format_dict
+    done = d["n"] - d.get("initial", 0)  # iterations run by this process (a resumed run starts further on)
+    eta = d["elapsed"] / done * (d["total"] - d["n"]) if done and d["total"] else None
+    return f"elapsed={tqdm.format_interval(d['elapsed'])} eta={'?' if eta is None else tqdm.format_interval(eta)}"
+
+
+def env_state(envs) -> dict:
+    """What a vector env carries from one step to the next besides its generator: its batch's writable arrays
+    (every one, so that an array an env adds is saved too; read-only ones are constant tables)."""
+    def writable(value):
+        return isinstance(value, np.ndarray) and value.flags.writeable
+
+    return {name: copy.deepcopy(value) for name, value in vars(envs._batch).items()
+            if writable(value) or (isinstance(value, tuple) and value and all(writable(v) for v in value))}
+
+
+def set_env_state(envs, state: dict) -> None:
+    for name, value in state.items():  # in place: a batch keeps views of its arrays
+        target = getattr(envs._batch, name)
+        for mine, saved in (zip(target, value) if isinstance(target, tuple) else [(target, value)]):
+            mine[...] = saved
 
 
 def make_envs(args: Args):
@@ -225,6 +469,7 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None, action_mask=None):
         x = self.normalise(x)
         logits = self.actor(x)
+        check_finite(action_logits=logits)
         if action_mask is not None:  # masked actions get probability 0 (and no gradient)
             logits = logits.masked_fill(~action_mask, -1e8)
         probs = Categorical(logits=logits)
@@ -357,35 +602,19 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    validate(args)
-    if args.vpg:  # vanilla policy gradient: one gradient step on the whole batch, no clipping
-        args.update_epochs, args.num_minibatches, args.clip_vloss = 1, 1, False
-    # env-specific defaults (see the Args docstrings)
-    if args.reward_scale is None:
-        args.reward_scale = 0.01 if args.env == "nav" else 0.1
-    if args.gamma is None:
-        args.gamma = 1.0 if args.env == "nav" else 0.99
-    if args.ent_coef is None:
-        args.ent_coef = 0.0 if args.env == "nav" else 0.01
-    if args.total_timesteps is None:
-        args.total_timesteps = 12_000_000 if args.env == "nav" else 4_000_000
-    if args.sil_coef is None:
-        args.sil_coef = 1.0 if args.env == "nav" else 0.0
-    args.batch_size = int(args.num_envs * args.num_steps)
-    args.minibatch_size = int(args.batch_size // args.num_minibatches)
-    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
-    if args.minibatch_size < 1:
-        fail(f"--num-minibatches {args.num_minibatches} exceeds the batch size {args.batch_size}")
+    cli = tyro.cli(Args)
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
+    if cli.resume is not None:  # the run's own flags, and everything its loop carried
+        args, checkpoint, run_dir = resume_args(cli)
+    else:
+        args, checkpoint = resolve(cli, flags_given(sys.argv[1:])), None
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    torch.set_num_threads(args.torch_threads)
     envs, task_options, action_mask_fn = make_envs(args)
-    env_id = f"nav-{args.obstacles}" if args.env == "nav" else "alchemy"
-    run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    if checkpoint is None:
+        env_id = f"nav-{args.obstacles}" if args.env == "nav" else "alchemy"
+        run_dir = f"runs/{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -420,8 +649,7 @@ if __name__ == "__main__":
         return None if action_mask_fn is None else torch.as_tensor(action_mask_fn(observations)).to(device)
 
     # TRY NOT TO MODIFY: start the game
-    global_step = 0
-    start_time = time.time()
+    global_step, start_iteration, elapsed_before = 0, 0, 0.0
     next_obs, _ = envs.reset(seed=args.seed, options=task_options)
     next_mask = valid_actions(next_obs)
     next_obs = torch.as_tensor(next_obs).to(device)
@@ -431,13 +659,95 @@ if __name__ == "__main__":
     episode_length = np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
     memory = None  # with --sil-coef: the best episodes so far, and each env's episode in progress
+    episode_obs = episode_actions = episode_rewards = None
     if args.sil_coef > 0:
         memory = BestEpisodes(args.sil_episodes)
         episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + obs_space.shape, dtype=np.float32)
         episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
         episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
+    collapse_count, collapsed_at = 0, None  # iterations in a row with a zero gradient or entropy; when
+    generators = {"envs": envs.np_random}
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
+    if checkpoint is not None:  # continue where the checkpoint left off, in the run's own folder
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        set_env_state(envs, checkpoint["env_state"])
+        loop = checkpoint["loop"]
+        next_obs, next_done, next_start = loop["next_obs"], loop["next_done"], loop["next_start"]
+        next_obs, next_done, next_start = next_obs.to(device), next_done.to(device), next_start.to(device)
+        next_mask = None if loop["next_mask"] is None else loop["next_mask"].to(device)
+        episode_return, episode_length = loop["episode_return"], loop["episode_length"]
+        finished_returns, finished_lengths = loop["finished_returns"], loop["finished_lengths"]
+        finished_distances = loop["finished_distances"]
+        if memory is not None:
+            memory.episodes = loop["sil_memory"]
+            episode_obs, episode_actions, episode_rewards = loop["sil_episode_in_progress"]
+        collapse_count, collapsed_at = checkpoint["collapse_count"], checkpoint["collapsed_at"]
+        elapsed_before = checkpoint["elapsed_s"]
+        set_rng_state(checkpoint["rng"], generators)
+        if os.path.isfile(os.path.join(run_dir, "summary.json")) and start_iteration == args.num_iterations:
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                if not json.load(f).get("interrupted", True):
+                    print(f"{run_dir} has finished (summary.json): nothing to resume")
+                    sys.exit(0)
+    else:
+        make_run_dir(run_dir)
+    start_time = time.time() - elapsed_before
 
-    for iteration in range(1, args.num_iterations + 1):
+    def checkpoint_state(iteration: int) -> dict:
+        """Everything the loop carries from one iteration to the next."""
+        loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu(), "next_start": next_start.cpu(),
+                "next_mask": None if next_mask is None else next_mask.cpu(), "episode_return": episode_return,
+                "episode_length": episode_length, "finished_returns": finished_returns,
+                "finished_lengths": finished_lengths, "finished_distances": finished_distances,
+                "sil_memory": None if memory is None else memory.episodes,
+                "sil_episode_in_progress": (episode_obs, episode_actions, episode_rewards)}
+        return {"script": os.path.basename(__file__), "args": asdict(args), "iteration": iteration,
+                "global_step": global_step, "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": rng_state(generators), "env_state": env_state(envs), "loop": loop,
+                "collapse_count": collapse_count, "collapsed_at": collapsed_at, "elapsed_s": time.time() - start_time}
+
+    if checkpoint is None:
+        save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
+    # TensorBoard continues at the checkpoint's step: events a killed run wrote after it are dropped
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
+    if checkpoint is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+
+    def base_summary(iteration: int) -> dict:
+        return {"args": asdict(args), "interrupted": False, "diverged": False, "collapsed": collapsed_at is not None,
+                "collapsed_at_iteration": collapsed_at, "iterations": iteration, "env_steps": global_step}
+
+    def stop_diverged(iteration: int, error: Diverged):
+        """A non-finite value: summary.json says so, the last good checkpoint stays, exit EXIT_DIVERGED."""
+        last_good = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["iteration"]
+        write_json(os.path.join(run_dir, "summary.json"), {**base_summary(iteration - 1), "diverged": True,
+                                                           "diverged_at_iteration": iteration, "diverged_because": str(error)})
+        progress.close()
+        print(f"diverged at iteration {iteration}/{args.num_iterations}: {error}; usually --learning-rate, "
+              f"--reward-scale or --max-grad-norm is too large. Last good checkpoint: {checkpoint_path} "
+              f"(iteration {last_good})", file=sys.stderr)
+        writer.close()
+        sys.exit(EXIT_DIVERGED)
+
+    def guard(iteration: int, function, *args, **kwargs):
+        """function(*args, **kwargs), stopping the run if it meets a non-finite value."""
+        try:
+            return function(*args, **kwargs)
+        except Diverged as error:
+            stop_diverged(iteration, error)
+
+    # elapsed time and ETA on stderr (every 30 s when it is not a terminal), and in the log lines
+    progress = tqdm(total=args.num_iterations, initial=start_iteration, unit="it", file=sys.stderr, dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 30)
+    completed = start_iteration
+    for iteration in range(start_iteration + 1, args.num_iterations + 1):
+        if stop.signum is not None:
+            break
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -452,7 +762,7 @@ if __name__ == "__main__":
             if action_masks is not None:
                 action_masks[step] = next_mask
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs, action_mask=next_mask)
+                action, logprob, _, value = guard(iteration, agent.get_action_and_value, next_obs, action_mask=next_mask)
                 values[step] = value.flatten()
             actions[step] = action
             logprobs[step] = logprob
@@ -508,15 +818,15 @@ if __name__ == "__main__":
         b_action_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
 
         # Optimizing the policy and value network
-        b_inds = np.arange(args.batch_size)
-        clipfracs = []
+        b_inds = np.arange(batch_size)
+        clipfracs, grad_norms = [], []
         for epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
-            for start in range(0, args.batch_size, args.minibatch_size):
-                end = start + args.minibatch_size
+            for start in range(0, batch_size, minibatch_size):
+                end = start + minibatch_size
                 mb_inds = b_inds[start:end]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(
-                    b_obs[mb_inds], b_actions[mb_inds],
+                _, newlogprob, entropy, newvalue = guard(
+                    iteration, agent.get_action_and_value, b_obs[mb_inds], b_actions[mb_inds],
                     action_mask=None if b_action_masks is None else b_action_masks[mb_inds],
                 )
                 loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_loss(
@@ -527,8 +837,9 @@ if __name__ == "__main__":
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
+                grad_norms.append(nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm))
+                guard(iteration, check_finite, loss=loss, gradient=grad_norms[-1])
+                guard(iteration, optimizer_step, optimizer)
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
@@ -539,15 +850,26 @@ if __name__ == "__main__":
         if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
             for _ in range(args.sil_updates):
                 sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
-                _, sil_logprob, _, sil_value = agent.get_action_and_value(sil_obs, sil_actions)
+                _, sil_logprob, _, sil_value = guard(iteration, agent.get_action_and_value, sil_obs, sil_actions)
                 loss, sil_policy_loss, sil_value_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns, args.sil_value_coef)
                 optimizer.zero_grad()
                 (args.sil_coef * loss).backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
+                sil_grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                guard(iteration, check_finite, sil_loss=loss, sil_gradient=sil_grad_norm)
+                guard(iteration, optimizer_step, optimizer)
             writer.add_scalar("losses/sil_policy_loss", sil_policy_loss.item(), global_step)
             writer.add_scalar("losses/sil_value_loss", sil_value_loss.item(), global_step)
             writer.add_scalar("charts/sil_best_return", memory.episodes[0][0] / args.reward_scale, global_step)
+
+        guard(iteration, check_finite, parameters=torch.cat([p.detach().reshape(-1) for p in agent.parameters()]))
+        zero_gradient = max(float(g) for g in grad_norms) == 0 if grad_norms else False
+        collapse_count = collapse_count + 1 if zero_gradient or entropy_loss.item() < COLLAPSE_ENTROPY else 0
+        if args.collapse_patience and collapse_count >= args.collapse_patience and collapsed_at is None:
+            collapsed_at = iteration
+            tqdm.write(f"warning: the policy has collapsed: a zero gradient norm or an entropy below "
+                       f"{COLLAPSE_ENTROPY} for {collapse_count} iterations in a row (iteration {iteration}); "
+                       f"usually --learning-rate is too large (or the policy has converged to one action per state)",
+                       file=sys.stderr)
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
@@ -571,16 +893,30 @@ if __name__ == "__main__":
             writer.add_scalar("charts/greedy_final_distance", greedy_distance, global_step)
         recent = np.mean(finished_returns[-100:]) if finished_returns else float("nan")
         distance_text = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
-        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
-              f"episodic_return={recent:.1f}{distance_text} SPS={sps}", flush=True)
+        progress.update(1)
+        tqdm.write(f"iteration {iteration}/{args.num_iterations} global_step={global_step} "
+                   f"episodic_return={recent:.1f}{distance_text} SPS={sps} {format_progress(progress)}", file=sys.stdout)
+        sys.stdout.flush()
+        completed = iteration
+        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
+            save_checkpoint(checkpoint_path, checkpoint_state(iteration))
+    progress.close()
+
+    if stop.signum is not None:  # Ctrl-C or SIGTERM: checkpoint, a summary that says so, one line, 130 / 143
+        save_checkpoint(checkpoint_path, checkpoint_state(completed))
+        write_json(os.path.join(run_dir, "summary.json"), {**base_summary(completed), "interrupted": True,
+                                                           "wall_time_s": time.time() - start_time})
+        writer.close()
+        print(f"interrupted at iteration {completed}/{args.num_iterations}; resume with: python "
+              f"{os.path.basename(__file__)} --resume {run_dir}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
     wall_time = time.time() - start_time
     summary = {
-        "args": asdict(args),
+        **base_summary(args.num_iterations),
         "final_episodic_return": float(np.mean(finished_returns[-100:])) if finished_returns else None,
         "episodes": len(finished_returns),
         "wall_time_s": wall_time,
-        "env_steps": global_step,
         "sps": global_step / wall_time,
     }
     if args.env == "nav":
@@ -590,8 +926,7 @@ if __name__ == "__main__":
         _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
         summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
                        greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-    print(f"summary: runs/{run_name}/summary.json")
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    print(f"summary: {run_dir}/summary.json")
     envs.close()
     writer.close()

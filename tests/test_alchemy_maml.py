@@ -354,15 +354,53 @@ def test_dm_alchemy_backend_without_the_package_exits_2_in_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("values, message", [
+    (dict(seed=-1), "--seed must be in [0, 2**32 - 1], got -1"),
+    (dict(test_seed=-1), "--test-seed must be in [0, 2**32 - 1], got -1"),
+    (dict(outer_lr=float("inf")), "--outer-lr must be a finite number, got inf"),
+    (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number, got nan"),
+    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps (2), got 1"),
+    (dict(num_iterations=5, total_episodes=100), "--num-iterations 5 and --total-episodes 100 both set the length"),
+    (dict(checkpoint_every=-1), "--checkpoint-every must be >= 0, got -1"),
+    (dict(torch_threads=0), "--torch-threads must be > 0, got 0"),
+])
+def test_bad_values_exit_2_with_one_line(values, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        alchemy_maml.resolve(alchemy_maml.Args(**values))
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_run_length_defaults_to_250_iterations_or_follows_total_episodes():
+    assert alchemy_maml.resolve(alchemy_maml.Args()).num_iterations == 250
+    # 20 chemistries x 10 episodes x 2 batches = 400 episodes an iteration
+    assert alchemy_maml.resolve(alchemy_maml.Args(total_episodes=1000)).num_iterations == 3
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--inner-lr", "-0.1"], "--inner-lr must be > 0, got -0.1"),
     (["--episodes-per-task", "0"], "--episodes-per-task must be > 0, got 0"),
     (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1], got 1.5"),
     (["--total-episodes", "-5"], "--total-episodes must be >= 0, got -5"),
     (["--level", "alchemy/nope"], "--level alchemy/nope is not a symbolic Alchemy level; allowed: "),
+    (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
     result = run_script(flags, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--num-envs", "--episodes-per-iteration"])
+def test_computed_fields_cannot_be_given(tmp_path, flag):
+    result = run_script([flag, "7"], tmp_path)
+    assert result.returncode == 2 and flag in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_file_that_is_not_a_policy_exits_2_in_one_line(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
+    result = run_script(["--load-model", "garbage.pt", "--num-iterations", "0"], tmp_path)
+    assert result.returncode == 2 and "--load-model garbage.pt does not fit this policy" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()

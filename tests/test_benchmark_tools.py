@@ -113,6 +113,18 @@ def test_rerun_resumes_only_the_runs_without_summary(fake_script, tmp_path):
     assert [row["seed"] for row in read_csv(sweep / "results.csv")] == ["1", "2", "3", "4"]
 
 
+def test_a_run_whose_summary_says_interrupted_or_diverged_is_run_again(fake_script, tmp_path):
+    sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
+    common = [fake_script, "--set", f"count-file={count}", "--seeds", 3, "--out", sweep]
+    run_sweep(*common)
+    for seed, mark in ((1, "interrupted"), (3, "diverged")):
+        [summary] = (sweep / f"seed={seed}").glob("runs/*/summary.json")
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), mark: True}))
+    result = run_sweep(*common)
+    assert sorted(invocations(count)[3:]) == [str(sweep / "seed=1"), str(sweep / "seed=3")]
+    assert "3 runs, 1 already finished, 2 to run" in result.stderr
+
+
 def test_print_only_prints_self_contained_commands_and_runs_nothing(fake_script, tmp_path):
     sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
     common = [fake_script, "--grid", "scale=1,3", "--set", f"count-file={count}", "--seeds", 2, "--out", sweep]

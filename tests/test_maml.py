@@ -1,6 +1,7 @@
 """maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations."""
 
 import json
+import os
 import subprocess
 import sys
 from copy import deepcopy
@@ -278,18 +279,75 @@ def test_same_seed_same_run(tmp_path):
     assert results[0] == results[1]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--inner-lr", "-0.1"], "--inner-lr must be > 0, got -0.1"),
-    (["--meta-batch-size", "0"], "--meta-batch-size must be > 0, got 0"),
-    (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
-    (["--eval-inner-steps", "-1"], "--eval-inner-steps must be >= 0, got -1"),
-    (["--load-model", "no/such/file.pt"], "--load-model no/such/file.pt: no such file"),
+@pytest.mark.parametrize("values, message", [
+    (dict(inner_lr=-0.1), "--inner-lr must be > 0, got -0.1"),
+    (dict(meta_batch_size=0), "--meta-batch-size must be > 0, got 0"),
+    (dict(gamma=1.5), "--gamma must be in [0, 1], got 1.5"),
+    (dict(eval_inner_steps=-1), "--eval-inner-steps must be >= --inner-steps (1), got -1"),
+    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps (2), got 1"),
+    (dict(load_model="no/such/file.pt"), "--load-model no/such/file.pt: no such file"),
+    (dict(seed=-1), "--seed must be in [0, 2**32 - 1], got -1"),
+    (dict(test_seed=-1), "--test-seed must be in [0, 2**32 - 1], got -1"),
+    (dict(outer_lr=float("inf")), "--outer-lr must be a finite number, got inf"),
+    (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number, got nan"),
+    (dict(checkpoint_every=-1), "--checkpoint-every must be >= 0, got -1"),
+    (dict(torch_threads=0), "--torch-threads must be > 0, got 0"),
+    (dict(collapse_patience=-1), "--collapse-patience must be >= 0, got -1"),
+    (dict(exp_name="a/b"), "--exp-name must be a non-empty name without '/', got 'a/b'"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
-    result = run_script("maml_vpg.py", flags, tmp_path)
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_bad_values_exit_2_with_one_line(module, values, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        module.resolve(module.Args(**values))
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("maml_vpg.py", ["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
+    ("fomaml_vpg.py", ["--outer-lr", "inf"], "--outer-lr must be a finite number, got inf"),
+    ("maml_vpg.py", ["--load-model", "no/such/file.pt"], "--load-model no/such/file.pt: no such file"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, script, flags, message):
+    result = run_script(script, flags, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_file_that_is_not_a_policy_exits_2_in_one_line(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
+    result = run_script("fomaml_vpg.py", ["--load-model", "garbage.pt", "--num-iterations", "0"], tmp_path)
+    assert result.returncode == 2 and "--load-model garbage.pt does not fit this policy" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()
+
+
+def test_a_file_named_runs_and_an_unwritable_working_directory_exit_2_in_one_line(tmp_path):
+    script = "maml_vpg.py"
+    (tmp_path / "runs").write_text("a file named runs")
+    result = run_script(script, ["--num-iterations", "0"], tmp_path)
+    assert result.returncode == 2 and "cannot create the run folder runs/" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and (tmp_path / "runs").read_text() == "a file named runs"
+    # a working directory where runs/ cannot be created (root ignores permissions: /proc refuses it)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
+    cwd = read_only if os.geteuid() != 0 else Path("/proc")
+    result = run_script(script, ["--num-iterations", "0"], cwd)
+    assert result.returncode == 2 and "cannot create the run folder runs/" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (cwd / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--num-envs", "--episodes-per-iteration"])
+def test_computed_fields_cannot_be_given(tmp_path, flag):
+    result = run_script("maml_vpg.py", [flag, "7"], tmp_path)
+    assert result.returncode == 2 and flag in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_paper_preset_keeps_an_explicit_outer_optimizer_for_fomaml(tmp_path):
+    result = run_script("fomaml_vpg.py", TINY + ["--preset", "paper", "--outer-optimizer", "sgd", "--hidden-size", "8"],
+                        tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(tmp_path)["args"]["outer_optimizer"] == "sgd"
 
 
 def test_unknown_obstacle_level_is_rejected_by_the_cli(tmp_path):

@@ -205,3 +205,86 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, mes
 def test_unknown_obstacle_level_is_rejected_by_the_cli(tmp_path):
     result = run_cli(tmp_path, "--obstacles", "extreme")
     assert result.returncode == 2 and "extreme" in result.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "values, given, message",
+    [
+        (dict(seed=-1), (), "--seed must be in [0, 2**32 - 1], got -1"),
+        (dict(chemistry_seed=-1), (), "--chemistry-seed must be in [0, 2**32 - 1], got -1"),
+        (dict(learning_rate=float("inf")), (), "--learning-rate must be finite, got inf"),
+        (dict(max_grad_norm=float("nan")), (), "--max-grad-norm must be finite, got nan"),
+        (dict(goal=(float("nan"), 1.0)), (), "--goal must be finite, got (nan, 1.0)"),
+        (dict(max_grad_norm=0.0), (), "--max-grad-norm must be > 0, got 0.0"),
+        (dict(image_every=-1), (), "--image-every must be >= 0 (0: never), got -1"),
+        (dict(target_kl=0.0), (), "--target-kl must be > 0, got 0.0"),
+        (dict(total_timesteps=1000, num_iterations=2), (), "--total-timesteps 1000 and --num-iterations 2 both set"),
+        (dict(total_timesteps=1000), (), "--total-timesteps must be at least one rollout, --num-envs x --num-steps = 12800"),
+        (dict(vpg=True, update_epochs=3), ("vpg", "update_epochs"), "--update-epochs cannot be given with --vpg"),
+        (dict(vpg=True), ("vpg", "clip_vloss"), "--clip-vloss cannot be given with --vpg"),
+        (dict(env="alchemy", goal=(1.0, 1.0)), ("env", "goal"), "--goal applies to --env nav only, got --env alchemy"),
+        (dict(env="alchemy"), ("env", "see_goal"), "--see-goal applies to --env nav only, got --env alchemy"),
+        (dict(env="alchemy", image_every=5), ("env", "image_every"), "--image-every applies to --env nav only"),
+        (dict(chemistry_seed=3), ("chemistry_seed",), "--chemistry-seed applies to --env alchemy only, got --env nav"),
+        (dict(sil_coef=0.0, sil_episodes=4), ("sil_coef", "sil_episodes"), "--sil-episodes applies with self-imitation only"),
+        (dict(checkpoint_every=-1), (), "--checkpoint-every must be >= 0, got -1"),
+        (dict(torch_threads=0), (), "--torch-threads must be > 0, got 0"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(values, given, message, capsys):
+    import ppo_single_task
+
+    with pytest.raises(SystemExit) as exit:
+        ppo_single_task.resolve(Args(**values), set(given))
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_flags_given_names_every_field_set_on_the_command_line():
+    import ppo_single_task
+
+    given = ppo_single_task.flags_given(["--vpg", "--no-see-goal", "--goal", "1", "2", "--update-epochs=3"])
+    assert {"vpg", "see_goal", "goal", "update_epochs"} <= given and "num_steps" not in given
+
+
+def test_num_iterations_is_honoured_and_the_run_length_is_whole_rollouts():
+    import ppo_single_task
+
+    args = ppo_single_task.resolve(Args(num_iterations=2, num_envs=8, num_steps=50))
+    assert args.num_iterations == 2 and args.total_timesteps == 800
+    assert ppo_single_task.resolve(Args()).num_iterations == 12_000_000 // (64 * 200)
+    assert ppo_single_task.resolve(Args(vpg=True)).update_epochs == 1
+
+
+def test_num_iterations_runs_that_many_iterations_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--num-iterations", "2", "--num-envs", "4", "--num-steps", "50", "--image-every", "0")
+    assert result.returncode == 0, result.stderr
+    (summary_path,) = tmp_path.glob("runs/*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["iterations"] == 2 and summary["env_steps"] == 2 * 4 * 50 and "iteration 2/2" in result.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
+    (["--vpg", "--update-epochs", "3"], "--update-epochs cannot be given with --vpg"),
+    (["--image-every", "-1"], "--image-every must be >= 0 (0: never), got -1"),
+])
+def test_more_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
+    result = run_cli(tmp_path, *flags)
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--minibatch-size"])
+def test_computed_fields_cannot_be_given(tmp_path, flag):
+    result = run_cli(tmp_path, flag, "7")
+    assert result.returncode == 2 and flag in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_file_named_runs_exits_2_in_one_line(tmp_path):
+    (tmp_path / "runs").write_text("a file named runs")
+    result = run_cli(tmp_path, "--num-iterations", "1", "--num-envs", "4", "--num-steps", "50")
+    assert result.returncode == 2 and "cannot create the run folder runs/" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and (tmp_path / "runs").read_text() == "a file named runs"
