@@ -195,6 +195,20 @@ class RolloutArgs:
     episodes_per_task, gamma, gae_lambda, norm_adv = 3, 0.99, 1.0, False
 
 
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_task_logits_equal_each_tasks_policy_through_functional_call(module):
+    from torch.func import functional_call
+
+    model = nav_policy(hidden=16)
+    torch.manual_seed(4)
+    task_params = {name: p.detach() + 0.3 * torch.randn((3,) + p.shape) for name, p in model.named_parameters()}
+    obs = torch.rand(3, 5, 4) * 10
+    logits = module.task_logits(model, task_params, obs)
+    for task in range(3):
+        own = {name: value[task] for name, value in task_params.items()}
+        torch.testing.assert_close(logits[task], functional_call(model, own, (obs[task],)), rtol=1e-6, atol=1e-6)
+
+
 def test_rollout_matches_the_single_env_replayed_with_the_same_actions():
     goals = np.array([[9.5, 9.5], [9.0, 8.8]])  # near the start: random episodes sometimes end early
     envs = nav_env.NavigationVectorEnv(6, obstacles="easy", autoreset_mode="Disabled")
