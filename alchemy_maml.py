@@ -26,11 +26,13 @@ matrix product, and the meta-gradient is torch.func.grad of a vmap over tasks.
 """
 
 import copy
+import importlib.util
 import io
 import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -60,6 +62,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
     """if toggled, use CUDA when it is available (falls back to the CPU with a message otherwise)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (the TensorBoard logs synced)"""
+    wandb_project_name: str = "meta-rl"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
     first_order: bool = False
     """if toggled, first-order MAML (FOMAML): no differentiation through the inner steps"""
 
@@ -161,6 +169,10 @@ def resolve(args: Args) -> Args:
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if not args.track and (args.wandb_project_name != "meta-rl" or args.wandb_entity is not None):
+        fail("--wandb-project-name and --wandb-entity are for --track; add --track or drop them")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        fail("--track needs the wandb package: pip install wandb")
     for name in ("seed", "test_seed"):
         if not 0 <= getattr(args, name) < 2**32:
             fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
@@ -787,6 +799,12 @@ if __name__ == "__main__":
     if checkpoint is None:
         save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
     # TensorBoard continues at the checkpoint's step: events a killed run wrote after it are dropped
+    if args.track:  # Weights & Biases mirrors the TensorBoard logs, as CleanRL's --track does
+        import wandb
+
+        run_name = os.path.basename(run_dir)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name), resume="allow", save_code=True)
     writer = SummaryWriter(run_dir, purge_step=start_iteration + 1 if checkpoint is not None else None)
     if checkpoint is None:
         writer.add_text(

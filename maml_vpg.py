@@ -21,11 +21,13 @@ are one matrix product, and the meta-gradient is torch.func.grad of a vmap over 
 """
 
 import copy
+import importlib.util
 import io
 import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -65,6 +67,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
     """if toggled, use CUDA when it is available (falls back to the CPU with a message otherwise)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (the TensorBoard logs synced)"""
+    wandb_project_name: str = "meta-rl"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
     preset: Literal["default", "paper"] = "default"
     """`default`: values that make adaptation work in minutes on a CPU; `paper`: Duan & Wang's setting
     (inner lr 3e-4, outer lr 5e-4 with SGD for MAML / Adam for FOMAML, hidden 128, and their environment,
@@ -158,6 +166,10 @@ def resolve(args: Args) -> Args:
     for name in ("seed", "test_seed"):
         if not 0 <= getattr(args, name) < 2**32:
             fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
+    if not args.track and (args.wandb_project_name != "meta-rl" or args.wandb_entity is not None):
+        fail("--wandb-project-name and --wandb-entity are for --track; add --track or drop them")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        fail("--track needs the wandb package: pip install wandb")
     if "/" in args.exp_name or not args.exp_name:
         fail(f"--exp-name must be a non-empty name without '/', got {args.exp_name!r}")
     positive = ["meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr", "hidden_size",
@@ -616,6 +628,12 @@ if __name__ == "__main__":
     if checkpoint is None:
         save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
     # TensorBoard continues at the checkpoint's step: events a killed run wrote after it are dropped
+    if args.track:  # Weights & Biases mirrors the TensorBoard logs, as CleanRL's --track does
+        import wandb
+
+        run_name = os.path.basename(run_dir)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name), resume="allow", save_code=True)
     writer = SummaryWriter(run_dir, purge_step=start_iteration + 1 if checkpoint is not None else None)
     if checkpoint is None:
         writer.add_text(

@@ -11,11 +11,13 @@ transition is not a decision of the policy and is masked out of every loss (`val
 """
 
 import copy
+import importlib.util
 import io
 import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -44,6 +46,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
     """if toggled, use CUDA when it is available (falls back to the CPU with a message otherwise)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (the TensorBoard logs synced)"""
+    wandb_project_name: str = "meta-rl"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
 
     # Task
     env: Literal["nav", "alchemy"] = "nav"
@@ -181,6 +189,10 @@ def validate(args: Args, given: set[str] = frozenset()) -> None:
         values = value if isinstance(value, tuple) else (value,)
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             fail(f"--{name.replace('_', '-')} must be finite, got {value}")
+    if not args.track and (args.wandb_project_name != "meta-rl" or args.wandb_entity is not None):
+        fail("--wandb-project-name and --wandb-entity are for --track; add --track or drop them")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        fail("--track needs the wandb package: pip install wandb")
     for name in ("seed", "chemistry_seed"):
         if not 0 <= getattr(args, name) < 2**32:
             fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
@@ -711,6 +723,12 @@ if __name__ == "__main__":
     if checkpoint is None:
         save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
     # TensorBoard continues at the checkpoint's step: events a killed run wrote after it are dropped
+    if args.track:  # Weights & Biases mirrors the TensorBoard logs, as CleanRL's --track does
+        import wandb
+
+        run_name = os.path.basename(run_dir)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name), resume="allow", save_code=True)
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
     if checkpoint is None:
         writer.add_text(
