@@ -282,12 +282,17 @@ def test_smoke_through_the_cli_save_and_evaluate(script, tmp_path):
     assert len(reloaded["return_after_steps"]) == 4 and reloaded["env_steps"] == 0
 
 
-def test_same_seed_same_run(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--cuda"]])
+def test_same_seed_same_run(tmp_path, extra):
+    """The same seed gives the same run; --cuda without a CUDA device says so and runs the same run on the CPU
+    (CI has no GPU, so this is the device path's CPU test)."""
     results = []
-    for name in ("a", "b"):
+    for name, flags in (("a", []), ("b", extra)):
         (tmp_path / name).mkdir()
-        result = run_script("fomaml_vpg.py", TINY + ["--seed", "7"], tmp_path / name)
+        result = run_script("fomaml_vpg.py", TINY + ["--seed", "7", *flags], tmp_path / name)
         assert result.returncode == 0, result.stderr
+        if flags and not torch.cuda.is_available():
+            assert "--cuda given but no CUDA device is available: running on the CPU" in result.stdout
         summary = read_summary(tmp_path / name)
         results.append((summary["return_after_steps"], summary["env_steps"]))
     assert results[0] == results[1]
