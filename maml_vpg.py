@@ -585,8 +585,13 @@ if __name__ == "__main__":
     model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
     if args.load_model is not None and checkpoint is None:
         try:
-            model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
-        except Exception as error:  # not a state dict (UnpicklingError, EOFError, ...) or another shape
+            saved = torch.load(args.load_model, map_location="cpu")
+        except Exception:  # UnpicklingError, EOFError, a zip error, ...: not a file torch.save wrote
+            fail(f"--load-model {args.load_model} is not a saved policy (torch.load cannot read it); allowed: a "
+                 f"{args.exp_name}.cleanrl_model written by --save-model")
+        try:
+            model.load_state_dict(saved)
+        except Exception as error:  # another network: other keys or shapes
             fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
                  f"with the same --hidden-size and --see-goal): {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     model = model.to(device)

@@ -402,5 +402,5 @@ def test_computed_fields_cannot_be_given(tmp_path, flag):
 def test_a_file_that_is_not_a_policy_exits_2_in_one_line(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
     result = run_script(["--load-model", "garbage.pt", "--num-iterations", "0"], tmp_path)
-    assert result.returncode == 2 and "--load-model garbage.pt does not fit this policy" in result.stderr
+    assert result.returncode == 2 and "--load-model garbage.pt is not a saved policy" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()

@@ -337,7 +337,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, script, fl
 def test_a_file_that_is_not_a_policy_exits_2_in_one_line(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
     result = run_script("fomaml_vpg.py", ["--load-model", "garbage.pt", "--num-iterations", "0"], tmp_path)
-    assert result.returncode == 2 and "--load-model garbage.pt does not fit this policy" in result.stderr
+    assert result.returncode == 2 and "--load-model garbage.pt is not a saved policy" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()
 
 
