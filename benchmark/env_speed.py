@@ -73,11 +73,18 @@ def main() -> None:
     single = median_speed(lambda steps: single_env_speed(steps, args.seed), num_envs=1, **timing)
     print(row.format("NavigationEnv (gymnasium.Env)", 1, single))
     for num_envs in (1, 64, 1024):
-        speed = median_speed(lambda steps: nav_speed(num_envs, steps, args.seed), num_envs=num_envs, **timing)
-        print(row.format("NavigationVectorEnv", num_envs, speed))
-        original = median_speed(lambda steps: nav_speed(num_envs, steps, args.seed, "original"), num_envs=num_envs,
-                                **timing)
-        print(row.format('  collision="original"', num_envs, original) + f"   block / original: {speed / original:.2f}")
+        speeds = {}
+        for collision in ("block", "original"):  # warm-up, and the run length for both modes
+            warmup = nav_speed(num_envs, args.steps, args.seed, collision)
+            speeds[collision] = [], max(args.steps, int(args.min_seconds * warmup / num_envs) + 1)
+        for _ in range(args.repeats):  # the two modes alternate, so a machine's drift hits both alike
+            for collision, (measured, steps) in speeds.items():
+                measured.append(nav_speed(num_envs, steps, args.seed, collision))
+        block, original = (speeds[collision][0] for collision in ("block", "original"))
+        ratio = statistics.median(b / o for b, o in zip(block, original))
+        print(row.format("NavigationVectorEnv", num_envs, statistics.median(block)))
+        print(row.format('  collision="original"', num_envs, statistics.median(original))
+              + f"   block / original: {ratio:.2f} (median of {args.repeats} alternating pairs)")
     if importlib.util.find_spec("alchemy_speed") and importlib.util.find_spec("alchemy_env"):
         from alchemy_speed import alchemy_speed
 
