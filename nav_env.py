@@ -134,10 +134,14 @@ def segments_intersect(p0, p1, q0, q1) -> np.ndarray:
     return np.where(collinear, extents_overlap, proper_or_touching)
 
 
+def _segments(obstacles: str) -> np.ndarray:
+    """Obstacle segments of a level as a float array (num_segments, 2 endpoints, 2) in map units."""
+    return np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
+
+
 def _segments_in_cells(obstacles: str) -> np.ndarray:
     """Obstacle segments of a level as an int array (num_segments, 2 endpoints, 2) in grid cells."""
-    segments = np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
-    return np.rint(segments * CELLS_PER_UNIT).astype(np.int64)
+    return np.rint(_segments(obstacles) * CELLS_PER_UNIT).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,10 +274,13 @@ class _NavigationBatch:
         """Positions (num_envs, 2) in map units."""
         return self.position / CELLS_PER_UNIT
 
+    def distance_sq_cells(self) -> np.ndarray:
+        offset = self.position - self.goal
+        return (offset * offset).sum(1)
+
     def distances(self) -> np.ndarray:
         """Euclidean distance of each env's position to its goal, in map units."""
-        offset = self.position - self.goal
-        return np.sqrt((offset * offset).sum(1)) / CELLS_PER_UNIT
+        return np.sqrt(self.distance_sq_cells()) / CELLS_PER_UNIT
 
     def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
         """Move every env that has not ended; return the rewards. Ended envs stay put with reward 0,
@@ -287,8 +294,7 @@ class _NavigationBatch:
             self.frozen |= running & (code == OBSTACLE)
         self.position += ACTION_DELTAS[actions] * moves[:, None]
         self.elapsed += running
-        offset = self.position - self.goal
-        distance_sq = (offset * offset).sum(1)
+        distance_sq = self.distance_sq_cells()
         reached = running & (distance_sq <= GOAL_RADIUS_SQ_CELLS)
         self.terminated |= reached
         self.truncated |= running & ~reached & (self.elapsed >= MAX_EPISODE_STEPS)
@@ -312,7 +318,7 @@ class _OriginalNavigationBatch(_NavigationBatch):
         self.in_contact = np.zeros(num_envs, dtype=bool)
         self.last_reward = np.zeros(num_envs)
         self.last_distance_sq = np.zeros(num_envs)
-        segments = np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
+        segments = _segments(obstacles)
         self.segment_a, self.segment_b = segments[:, 0], segments[:, 1]
         ab = self.segment_a - self.segment_b
         self.segment_length = np.sqrt(ab[:, 0] * ab[:, 0] + ab[:, 1] * ab[:, 1])  # np.linalg.norm
@@ -394,7 +400,7 @@ def _contact_candidates(obstacles: str) -> np.ndarray:
     positions (~1e-13)? Only a point whose nearest cell is marked can pass the original's contact test."""
     cells = np.arange(_ORIGINAL_CELL_RANGE[0], _ORIGINAL_CELL_RANGE[1] + 1) / CELLS_PER_UNIT
     points = np.stack(np.meshgrid(cells, cells, indexing="ij"), -1)[:, :, None, :]  # (n, n, 1, 2)
-    segments = np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
+    segments = _segments(obstacles)
     if len(segments) == 0:
         return np.zeros(points.shape[:2], dtype=bool)
     a, direction = segments[:, 0], segments[:, 1] - segments[:, 0]
@@ -470,8 +476,6 @@ class _NavigationTasks:
     def _get_tasks(self) -> list[dict[str, np.ndarray]]:
         cells = self._batch.goal if self._task_goal_cells is None else self._task_goal_cells
         return [{"goal": goal / CELLS_PER_UNIT} for goal in cells]
-
-
 
 
 class NavigationEnv(_NavigationTasks, gymnasium.Env):
