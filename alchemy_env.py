@@ -36,6 +36,8 @@ Public API:
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
     bot_episode_returns        one episode of a bot in every env of a just-reset vector env
     valid_action_mask          the actions that change anything, from observations (for action masking)
+    load_dm_alchemy_eval_set   dm_alchemy's 1,000 evaluation episodes and its five agents' scores on them
+                               (needs the dm_alchemy package); eval_set_tasks, episode_scores
 
 The envs draw from gymnasium's np_random (PCG64), so a seed gives other episodes than dm_alchemy's
 RandomState; to reproduce dm_alchemy's episode for a seed, pass `sample_episode(level, seed)` to reset.
@@ -733,13 +735,16 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
         self._batch = _AlchemyBatch(self.num_envs, self.see_chemistry)
         self._has_chemistries = False
         self._task_chemistries: dict[str, np.ndarray] | None = None  # set by set_task
+        self._task_items: tuple[np.ndarray, np.ndarray] | None = None  # (vertex, latent potion), set by set_task
         self.single_observation_space = _observation_space(self.see_chemistry)
         self.single_action_space = spaces.Discrete(NUM_ACTIONS)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
     # The meta-RL task convention of learn2learn's MetaEnv, garage, ProMP and RLlib's TaskSettableEnv.
-    # A task is a chemistry, {"chemistry": canonical dict (unbatched)}.
+    # A task is a chemistry, {"chemistry": canonical dict (unbatched)}, optionally with {"items": canonical
+    # items (unbatched)} that fix every trial's stones and potions (an evaluation episode such as
+    # dm_alchemy's, load_dm_alchemy_eval_set); without them every episode draws fresh items.
 
     def sample_tasks(self, num_tasks: int) -> list[dict[str, Any]]:
         """Draw num_tasks chemistries of the level with this env's generator (`np_random`)."""
@@ -747,7 +752,9 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
 
     def set_task(self, task: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """One task per env (a sequence of num_envs tasks), or one task for every env. Every following
-        reset uses them (a seed draws new items, not new chemistries) until set_task is called again."""
+        reset and autoreset uses them until set_task is called again: their chemistries, and their items
+        where the tasks give "items" (either all tasks give items or none; without them a seed draws new
+        items, not new chemistries)."""
         if self.new_chemistry_each_episode:
             raise ValueError("set_task: with new_chemistry_each_episode=True every episode draws its own chemistry, "
                              "so a task cannot stay set; allowed: new_chemistry_each_episode=False")
@@ -757,12 +764,26 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
         for task in tasks:
             if not isinstance(task, Mapping) or "chemistry" not in task:
                 raise ValueError(f"an Alchemy task is a dict {{'chemistry': canonical chemistry}}, got {task!r}")
+        with_items = ["items" in task for task in tasks]
+        if any(with_items) and not all(with_items):
+            raise ValueError("set_task: either every task gives 'items' or none does; got a mix")
         indices = [chemistry_indices(task["chemistry"])[0] for task in tasks]  # validates each
         self._task_chemistries = _indices_to_chemistry(ChemistryIndices(*map(np.concatenate, zip(*indices))))
+        self._task_items = None
+        if all(with_items):
+            items = [_item_indices(task["items"]) for task in tasks]  # validates each
+            if any(batched for _, _, batched in items):
+                raise ValueError("set_task: a task's items are one episode's, without a batch axis")
+            self._task_items = tuple(np.concatenate(parts) for parts in list(zip(*items))[:2])
 
     def get_task(self) -> list[dict[str, Any]]:
         """The set tasks, one per env, or each env's current chemistry while none is set."""
-        return _chemistry_tasks(self.chemistries if self._task_chemistries is None else self._task_chemistries)
+        tasks = _chemistry_tasks(self.chemistries if self._task_chemistries is None else self._task_chemistries)
+        if self._task_items is not None:
+            items = _indices_to_items(*self._task_items)
+            for row, task in enumerate(tasks):
+                task["items"] = {key: value[row] for key, value in items.items()}
+        return tasks
 
     @property
     def chemistries(self) -> dict[str, np.ndarray]:
@@ -812,6 +833,9 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
         self._has_chemistries = True
 
     def _draw_items_and_start(self, mask: np.ndarray) -> None:
+        if self._task_items is not None:  # the tasks fix the items: nothing is drawn
+            self._batch.start_episodes(mask, self._task_items[0][mask], self._task_items[1][mask])
+            return
         vertex, latent_potion = _draw_items(self.np_random, (int(mask.sum()), NUM_TRIALS))
         self._batch.start_episodes(mask, vertex, latent_potion)
 
@@ -853,8 +877,9 @@ class SymbolicAlchemyEnv(gymnasium.Env):
     Spaces, rewards, termination and info as in SymbolicAlchemyVectorEnv, unbatched. Reset options:
     "chemistry" (canonical dict, SPEC 7), "new_chemistry" (bool), "items" (canonical dict, SPEC 8). The
     chemistry is kept across resets unless one of these or a seed is given (or new_chemistry_each_episode).
-    Tasks: a task is a chemistry, {"chemistry": canonical dict}; `sample_tasks(n)`, `set_task(task)` (kept
-    across every later reset, seeded or not, until set again) and `get_task()`, as learn2learn's MetaEnv.
+    Tasks: a task is a chemistry, {"chemistry": canonical dict}, optionally with fixed trial items, {"items":
+    canonical dict}; `sample_tasks(n)`, `set_task(task)` (kept across every later reset, seeded or not, until
+    set again) and `get_task()`, as learn2learn's MetaEnv.
     Stepping after termination does nothing (reward 0) until reset.
     """
 
@@ -995,6 +1020,127 @@ def random_heuristic_actions(observations: np.ndarray, rng: np.random.Generator)
     cash_in = positive.argmax(1)
     actions = np.where(positive.any(1), 1 + (NUM_POTIONS + 1) * cash_in, 0)
     return np.where(use_potion, 2 + (NUM_POTIONS + 1) * stone + potion, actions)
+
+
+# --- dm_alchemy's evaluation set: its 1,000 episodes and five agents' recorded events -------------
+
+# How to install DeepMind's package, which is not on PyPI: the wheel in ../shared/wheels, or built from
+# source (README.md#dm_alchemy); its generated protobuf code needs protobuf 7.x.
+DM_ALCHEMY_INSTALL = 'pip install ../shared/wheels/dm_alchemy-1.0.0-py3-none-any.whl "protobuf>=7.35,<8"'
+# The agents whose events on the evaluation episodes dm_alchemy ships (agent_events/<name>); "baseline" is
+# the V-MPO agent of Wang et al. 2021, "ideal_observer" their Bayes-optimal symbolic agent.
+DM_ALCHEMY_AGENTS = ("baseline", "belief_state_predict", "ground_truth_predict", "ideal_observer", "search_oracle")
+DM_ALCHEMY_EVAL_LEVEL = "alchemy/perceptual_mapping_randomized_with_random_bottleneck"
+_DM_ALCHEMY_EVAL_CHEMISTRIES = "chemistries/perceptual_mapping_randomized_with_random_bottleneck/chemistries"
+
+
+def _dm_chemistry_to_canonical(chemistry, rotations: list) -> dict[str, Any]:
+    """A dm_alchemy utils.Chemistry in canonical form (SPEC 7): its potion map's dim_map and dir_map, its stone
+    map's latent_pos_dir, the cube edges its graph has, and the index of its rotation in dm_alchemy's
+    possible_rotations() (the order SPEC 6 numbers them in)."""
+    nodes = chemistry.graph.node_list
+    edges = [chemistry.graph.edge_list.has_edge(nodes.get_node_by_coords(list(VERTEX_COORDS[a])),
+                                                 nodes.get_node_by_coords(list(VERTEX_COORDS[b])))
+             for a, b in CUBE_EDGES]
+    # the matrices themselves (rotations_equal goes through scipy's Euler angles: 2 s for 1,000 episodes)
+    (rotation,) = [r for r, matrix in enumerate(rotations) if np.array_equal(chemistry.rotation, matrix)]
+    return {"potion_dim_map": np.asarray(chemistry.potion_map.dim_map, dtype=np.int64),
+            "potion_dir_map": np.asarray(chemistry.potion_map.dir_map, dtype=np.int64),
+            "stone_dir_map": np.asarray(chemistry.stone_map.latent_pos_dir, dtype=np.int64),
+            "graph_edges": np.asarray(edges, dtype=bool), "rotation": rotation}
+
+
+def _dm_items_to_canonical(episode_items) -> dict[str, np.ndarray]:
+    """A dm_alchemy utils.EpisodeItems (10 trials) as canonical items (SPEC 8)."""
+    stones = [[s.latent_stone().latent_coords for s in trial.stones] for trial in episode_items.trials]
+    potions = [[(p.latent_potion().latent_dim, p.latent_potion().latent_dir) for p in trial.potions]
+               for trial in episode_items.trials]
+    return {"stones_latent": np.asarray(stones, dtype=np.int64), "potions_latent": np.asarray(potions, dtype=np.int64)}
+
+
+def _events_to_actions(episode_events) -> np.ndarray:
+    """One episode's recorded events (a MatrixEventTracker per trial: the frame at which stone s went into
+    potion p or, in the last column, the cauldron) as our 200 actions: each trial's events in dm_alchemy's
+    own order (events_list, what its ReplayBot replays), then no-ops until the trial ends."""
+    actions = np.zeros((NUM_TRIALS, STEPS_PER_TRIAL), dtype=np.int64)
+    for trial, tracker in enumerate(episode_events):
+        events = tracker.events_list()
+        if len(events) > STEPS_PER_TRIAL:
+            raise ValueError(f"trial {trial} has {len(events)} events, more than its {STEPS_PER_TRIAL} steps")
+        for step, (stone, potion, _) in enumerate(events):
+            place = 0 if potion == -1 else int(potion) + 1  # -1 is dm_alchemy's CAULDRON
+            actions[trial, step] = 1 + (NUM_POTIONS + 1) * int(stone) + place
+    return actions.reshape(-1)
+
+
+def episode_scores(chemistries: Mapping[str, Any], items: Mapping[str, Any], actions: np.ndarray) -> np.ndarray:
+    """float64 (n,): the return of each of n episodes (batched chemistries and items, actions (n, 200))."""
+    actions = np.asarray(actions)
+    envs = SymbolicAlchemyVectorEnv(len(actions), autoreset_mode=AutoresetMode.DISABLED)
+    envs.reset(options={"chemistries": chemistries, "items": items})
+    returns = np.zeros(len(actions))
+    for t in range(EPISODE_STEPS):
+        returns += envs.step(actions[:, t])[1]
+    return returns
+
+
+@functools.cache
+def _load_dm_alchemy_eval_set() -> dict[str, Any]:
+    try:
+        from dm_alchemy import io as dm_io
+        from dm_alchemy.encode import chemistries_proto_conversion, symbolic_actions_pb2
+        from dm_alchemy.encode import symbolic_actions_proto_conversion
+        from dm_alchemy.types import stones_and_potions
+    except ImportError as error:
+        raise ImportError(f"dm_alchemy's evaluation set needs DeepMind's dm_alchemy package ({error}); install it "
+                          f"with `{DM_ALCHEMY_INSTALL}`") from error
+    episodes = chemistries_proto_conversion.load_chemistries_and_items(_DM_ALCHEMY_EVAL_CHEMISTRIES)
+    rotations = stones_and_potions.possible_rotations()
+    chemistries = [_dm_chemistry_to_canonical(chemistry, rotations) for chemistry, _ in episodes]
+    items = [_dm_items_to_canonical(episode_items) for _, episode_items in episodes]
+    chemistries = {key: np.stack([c[key] for c in chemistries]) for key in _CHEMISTRY_SHAPES}
+    items = {key: np.stack([i[key] for i in items]) for key in _ITEM_SHAPES}
+    actions = {}
+    for agent in DM_ALCHEMY_AGENTS:
+        proto = symbolic_actions_pb2.EvaluationSetEvents.FromString(dm_io.read_proto(f"agent_events/{agent}"))
+        events = symbolic_actions_proto_conversion.proto_to_evaluation_set_events(proto)
+        if len(events) != len(episodes):
+            raise ValueError(f"agent_events/{agent} has {len(events)} episodes, the evaluation set {len(episodes)}")
+        actions[agent] = np.stack([_events_to_actions(episode) for episode in events])
+    n = len(episodes)
+    every = {key: np.concatenate([value] * len(actions)) for key, value in chemistries.items()}
+    every_items = {key: np.concatenate([value] * len(actions)) for key, value in items.items()}
+    scores = episode_scores(every, every_items, np.concatenate(list(actions.values()))).reshape(len(actions), n)
+    data = {"level": DM_ALCHEMY_EVAL_LEVEL, "chemistries": chemistries, "items": items, "agent_actions": actions,
+            "agent_scores": dict(zip(actions, scores))}
+    for group in ("chemistries", "items", "agent_actions", "agent_scores"):
+        for array in data[group].values():
+            array.flags.writeable = False  # one copy per process, shared by every caller
+    return data
+
+
+def load_dm_alchemy_eval_set() -> dict[str, Any]:
+    """dm_alchemy's 1,000 evaluation episodes, on which Wang et al. 2021 report their symbolic-Alchemy scores.
+
+    Read from the installed dm_alchemy package (its chemistries file of the level
+    DM_ALCHEMY_EVAL_LEVEL, every episode with rotation 0, and agent_events/) with dm_alchemy's own proto
+    conversion; raises ImportError naming the install command when the package is absent. Loaded once per
+    process (a few seconds), then shared: the arrays are read-only. Returns a dict with
+      level          DM_ALCHEMY_EVAL_LEVEL
+      chemistries    canonical, batched (1000, ...)
+      items          canonical, batched: stones_latent (1000, 10, 3, 3), potions_latent (1000, 10, 12, 2)
+      agent_actions  agent name (DM_ALCHEMY_AGENTS) -> int (1000, 200): its recorded events as our actions
+      agent_scores   agent name -> float (1000,): each episode's score, those actions replayed here
+    `eval_set_tasks(data)` makes them tasks {"chemistry", "items"} for set_task.
+    """
+    return _load_dm_alchemy_eval_set()
+
+
+def eval_set_tasks(data: Mapping[str, Any], episodes: int | None = None) -> list[dict[str, Any]]:
+    """The first `episodes` (default all) episodes of load_dm_alchemy_eval_set() as tasks with fixed items."""
+    n = len(data["chemistries"]["rotation"]) if episodes is None else episodes
+    return [{"chemistry": _unbatch(data["chemistries"], row),
+             "items": {key: np.array(value[row]) for key, value in data["items"].items()}} for row in range(n)]
 
 
 gymnasium.register(

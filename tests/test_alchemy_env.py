@@ -2,6 +2,8 @@
 independent slow re-implementation of SPEC.md for the levels the golden file lacks, the chemistry count
 and graph prior, vector env vs replay, autoreset modes, seeding, gymnasium conformance and bad input."""
 
+import importlib.util
+import os
 import pathlib
 import subprocess
 import zlib
@@ -22,6 +24,10 @@ needs_shared = pytest.mark.skipif(
     not GOLDEN.exists(), reason=f"golden Alchemy episodes not found at {SHARED} (the team's ../shared checkout)"
 )
 NO_ROTATION_LEVEL = "alchemy/perceptual_mapping_randomized_with_random_bottleneck"
+needs_dm_alchemy = pytest.mark.skipif(
+    importlib.util.find_spec("dm_alchemy") is None,
+    reason=f"DeepMind's dm_alchemy is not installed ({alchemy_env.DM_ALCHEMY_INSTALL}; .ci/run installs it)",
+)
 
 # The 109 valid graphs as 12-bit edge masks, in SPEC 3.3's enumeration order.
 SPEC_GRAPH_MASKS = [int(m) for m in """
@@ -519,3 +525,115 @@ def test_single_env_rejects_out_of_range_action():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action 41 out of range"):
         env.step(41)
+
+
+# --- tasks with fixed items -------------------------------------------------------------------------
+
+
+def test_a_task_with_items_fixes_every_episode_until_set_again():
+    rng = np.random.default_rng(4)
+    chemistries = alchemy_env.sample_chemistries(STANDARD_LEVEL, 3, rng)
+    _, items = alchemy_env.sample_episode(STANDARD_LEVEL, 17)
+    _, other_items = alchemy_env.sample_episode(STANDARD_LEVEL, 18)
+    tasks = [{"chemistry": alchemy_env._unbatch(chemistries, row), "items": it}
+             for row, it in enumerate([items, other_items, items])]
+    envs = SymbolicAlchemyVectorEnv(3)  # NEXT_STEP autoreset: the next episodes must get the items too
+    envs.set_task(tasks)
+    for seed in (0, 1):
+        envs.reset(seed=seed)
+        for row, it in enumerate([items, other_items, items]):
+            for key in ("stones_latent", "potions_latent"):
+                np.testing.assert_array_equal(envs.episode_items[key][row], it[key])
+    actions = np.random.default_rng(0).integers(0, 40, (201, 3))
+    for a in actions:
+        envs.step(a)  # the 201st step autoresets every env
+    np.testing.assert_array_equal(envs.episode_items["potions_latent"][1], other_items["potions_latent"])
+    assert all(np.array_equal(t["items"]["stones_latent"], it["stones_latent"])
+               for t, it in zip(envs.get_task(), [items, other_items, items]))
+    envs.set_task(alchemy_env._chemistry_tasks(chemistries))  # chemistries only: fresh items again
+    envs.reset(seed=0)
+    assert not np.array_equal(envs.episode_items["stones_latent"][0], items["stones_latent"])
+    assert "items" not in envs.get_task()[0]
+    with pytest.raises(ValueError, match="either every task gives 'items' or none"):
+        envs.set_task([tasks[0], {"chemistry": tasks[1]["chemistry"]}, tasks[2]])
+    single = SymbolicAlchemyEnv()
+    single.set_task(tasks[1])
+    single.reset(seed=5)
+    np.testing.assert_array_equal(single.episode_items["stones_latent"], other_items["stones_latent"])
+
+
+# --- dm_alchemy's evaluation set --------------------------------------------------------------------
+
+
+@needs_dm_alchemy
+def test_eval_set_agent_scores_equal_the_published_ones():
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    assert data["chemistries"]["rotation"].shape == (1000,) and (data["chemistries"]["rotation"] == 0).all()
+    assert data["items"]["stones_latent"].shape == (1000, 10, 3, 3)
+    assert data["items"]["potions_latent"].shape == (1000, 10, 12, 2)
+    assert set(data["agent_scores"]) == set(alchemy_env.DM_ALCHEMY_AGENTS)
+    # Wang et al. 2021 / dm_alchemy: V-MPO 155.18 +- 1.63, ideal observer 284.42 +- 1.59; the search oracle's
+    # 288.53 +- 1.53 is ../shared/alchemy/README.md's, replayed in dm_alchemy's own symbolic env
+    for agent, (mean, sem) in {"baseline": (155.18, 1.63), "ideal_observer": (284.42, 1.59),
+                               "search_oracle": (288.53, 1.53)}.items():
+        scores = data["agent_scores"][agent]
+        assert scores.shape == (1000,)
+        assert round(float(scores.mean()), 2) == mean, agent
+        assert round(float(scores.std(ddof=1) / np.sqrt(1000)), 2) == sem, agent
+    for agent, scores in data["agent_scores"].items():
+        assert -90 <= scores.min() and scores.max() <= 450, agent
+    assert alchemy_env.load_dm_alchemy_eval_set() is data  # loaded once per process
+    with pytest.raises(ValueError, match="read-only"):
+        data["agent_scores"]["baseline"][0] = 0.0
+    tasks = alchemy_env.eval_set_tasks(data, 3)
+    assert len(tasks) == 3 and tasks[2]["chemistry"]["rotation"] == 0
+    np.testing.assert_array_equal(tasks[2]["items"]["stones_latent"], data["items"]["stones_latent"][2])
+
+
+@needs_dm_alchemy
+@pytest.mark.parametrize("episode", [0, 1, 537, 999])
+def test_eval_set_episodes_replay_step_for_step_like_dm_alchemy(episode):
+    """An evaluation episode as dm_alchemy builds it (its chemistry and items objects, its own
+    get_symbolic_alchemy_fixed) against alchemy_env with the loader's canonical chemistry and items:
+    the same observations, rewards and chemistry vector at every step, for the V-MPO agent's recorded
+    actions and for uniform random ones."""
+    from dm_alchemy import io as dm_io
+    from dm_alchemy import symbolic_alchemy
+    from dm_alchemy.encode import chemistries_pb2, chemistries_proto_conversion
+    from dm_alchemy.types import utils as dm_utils
+
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    chemistry = {key: value[episode] for key, value in data["chemistries"].items()}
+    items = {key: value[episode] for key, value in data["items"].items()}
+    runs = {"baseline": data["agent_actions"]["baseline"][episode],
+            "uniform": np.random.default_rng(episode).integers(0, 40, 200)}
+    see = {"chemistry": dm_utils.ChemistrySeen(content=dm_utils.ElementContent.GROUND_TRUTH)}
+    for name, actions in runs.items():
+        # fresh dm objects for every run: dm_alchemy's env moves the stones of the items it is given
+        dm_chemistry, dm_items = chemistries_proto_conversion.proto_to_chemistry_and_items(
+            chemistries_pb2.ChemistriesAndItems.FromString(dm_io.read_proto(
+                "chemistries/perceptual_mapping_randomized_with_random_bottleneck/chemistries")).chemistries[episode])
+        env = symbolic_alchemy.get_symbolic_alchemy_fixed(dm_items, dm_chemistry, see_chemistries=see)
+        observations, rewards, _ = alchemy_env.replay(chemistry, items, actions)
+        timestep = env.reset()
+        np.testing.assert_array_equal(timestep.observation["chemistry"], alchemy_env.chemistry_vector(chemistry))
+        np.testing.assert_array_equal(timestep.observation["symbolic_obs"], observations[0])
+        for t, action in enumerate(actions, start=1):
+            timestep = env.step(int(action))
+            np.testing.assert_array_equal(timestep.observation["symbolic_obs"], observations[t], err_msg=f"{name} {t}")
+            assert timestep.reward == rewards[t], (name, t)
+        assert timestep.last()
+        if name == "baseline":
+            assert rewards.sum() == data["agent_scores"]["baseline"][episode]
+
+
+def test_eval_set_without_dm_alchemy_raises_naming_the_install_command(tmp_path):
+    stub = tmp_path / "stub" / "dm_alchemy"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('No module named dm_alchemy (test stub)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"), str(ROOT)])}
+    code = ("import alchemy_env\ntry:\n    alchemy_env.load_dm_alchemy_eval_set()\n"
+            "except ImportError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert alchemy_env.DM_ALCHEMY_INSTALL in result.stdout and "test stub" in result.stdout
