@@ -49,8 +49,6 @@ from tqdm import tqdm
 
 import alchemy_env
 
-DM_ALCHEMY_INSTALL = "pip install git+https://github.com/deepmind/dm_alchemy"
-
 
 @dataclass
 class Args:
@@ -78,9 +76,9 @@ class Args:
     """if toggled, the 28-float ground-truth chemistry vector is appended to the observation (an upper
     reference: the task is then visible, and adaptation is not needed to know it)"""
     backend: Literal["fast", "dm_alchemy"] = "fast"
-    """`fast`: alchemy_env.py (numpy-batched, bit-exact with dm_alchemy); `dm_alchemy`: DeepMind's package
-    through an untested adapter (one Python env per episode; install: pip install
-    git+https://github.com/deepmind/dm_alchemy)"""
+    """`fast`: alchemy_env.py (numpy-batched, bit-exact with dm_alchemy); `dm_alchemy`: DeepMind's package,
+    one Python env per episode, about 100x slower, the same scores for the same flags and seed (install:
+    README.md#dm_alchemy)"""
 
     # Algorithm
     # Defaults: 250 iterations x 20 chemistries x 10 episodes x 2 batches = 100,000 training episodes, about
@@ -133,6 +131,15 @@ class Args:
     test_seed: int = 0
     """seed of the held-out test chemistries (kept apart from --seed so every run is tested on the same
     ones; training never draws a chemistry equal to one of them)"""
+    eval_set: Literal["sampled", "dm_alchemy"] = "sampled"
+    """the episodes of the final held-out evaluation: `sampled`, --num-test-tasks chemistries of --level drawn
+    with --test-seed, fresh items every episode; `dm_alchemy`, dm_alchemy's 1,000 evaluation episodes
+    (chemistries and items as given, level alchemy/perceptual_mapping_randomized_with_random_bottleneck), on
+    which its published agents were scored: summary.json then holds their scores on the same episodes and
+    the paired difference to each (needs the dm_alchemy package). The evaluations during training stay on
+    the sampled chemistries"""
+    eval_episodes: int | None = None
+    """with --eval-set dm_alchemy, score only the first this many of the 1,000 episodes (default: all)"""
     eval_inner_steps: int | None = None
     """the final evaluation measures the score after 0..K inner steps (K >= --inner-steps; default
     --inner-steps), reported as score_after_steps in summary.json"""
@@ -204,12 +211,23 @@ def resolve(args: Args) -> Args:
         if args.total_episodes < 0:
             fail(f"--total-episodes must be >= 0, got {args.total_episodes}")
         args.num_iterations = math.ceil(args.total_episodes / episodes_per_iteration(args))
+    if args.eval_set != "dm_alchemy" and args.eval_episodes is not None:
+        fail(f"--eval-episodes is for --eval-set dm_alchemy; add it or drop --eval-episodes {args.eval_episodes}")
+    if args.eval_set == "dm_alchemy":
+        try:
+            size = len(alchemy_env.load_dm_alchemy_eval_set()["chemistries"]["rotation"])
+        except ImportError as error:
+            fail(f"--eval-set dm_alchemy: {error}")
+        if args.eval_episodes is None:
+            args.eval_episodes = size
+        if not 1 <= args.eval_episodes <= size:
+            fail(f"--eval-episodes must be in [1, {size}], got {args.eval_episodes}")
     if args.backend == "dm_alchemy":
         try:
             import dm_alchemy.symbolic_alchemy  # noqa: F401
         except ImportError as error:
             fail(f"--backend dm_alchemy needs DeepMind's dm_alchemy package ({error}); install it with "
-                 f"`{DM_ALCHEMY_INSTALL}`, or use --backend fast")
+                 f"`{alchemy_env.DM_ALCHEMY_INSTALL}` (README.md#dm_alchemy), or use --backend fast")
     return args
 
 
@@ -272,10 +290,9 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 def rng_state(generators: dict) -> dict:
     """Every random generator the loop draws from: python's, numpy's global one, torch's (CPU and CUDA),
-    and the numpy Generators (or, in the dm_alchemy adapter, RandomState) given (task sampler, envs)."""
+    and the numpy Generators given (task sampler, envs)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "generators": {name: copy.deepcopy(g.bit_generator.state) if hasattr(g, "bit_generator")
-                            else g.get_state() for name, g in generators.items()}}
+             "generators": {name: copy.deepcopy(g.bit_generator.state) for name, g in generators.items()}}
     if torch.cuda.is_available():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -288,10 +305,7 @@ def set_rng_state(state: dict, generators: dict) -> None:
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["torch_cuda"])
     for name, g in generators.items():
-        if hasattr(g, "bit_generator"):
-            g.bit_generator.state = state["generators"][name]
-        else:
-            g.set_state(state["generators"][name])
+        g.bit_generator.state = state["generators"][name]
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
@@ -393,45 +407,71 @@ def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) ->
 
 class DMAlchemyVectorEnv:
     """A batch of DeepMind `dm_alchemy` symbolic envs with the interface rollout() uses (reset with one
-    chemistry per env, step with an action array), stepping the envs one by one in Python.
+    chemistry per env, step with an action array), stepping the envs one by one in Python (about 1,100-2,500
+    steps/s, against alchemy_env's hundreds of thousands).
 
-    NOT RUN: dm_alchemy cannot be installed on the machine this was written on, so this adapter has never
-    been executed. It was written from dm_alchemy's public code (symbolic_alchemy.py:
-    get_symbolic_alchemy_level, SymbolicAlchemy's constructor, its TimeStep observations) and is expected
-    to match alchemy_env's envs, which are bit-exact against episodes recorded from dm_alchemy.
-
-    Each env's chemistry is the one dm_alchemy's `get_symbolic_alchemy_level(level, seed=s)` draws for its
-    task seed s (the "seed" entry of the chemistry dicts that task_chemistries makes); the items of every
-    trial are drawn from this adapter's own RandomState, so episodes of one chemistry differ.
+    Each env's chemistry is dm_alchemy's own: the one `get_symbolic_alchemy_level(level, seed=s)` draws for
+    its task seed s (the "seed" entry of task_chemistries' dicts), or, for an episode of dm_alchemy's
+    evaluation set (an "eval_episode" entry), the one in the package's chemistries file. Every trial's items
+    come from the same source as the fast backend's: an alchemy_env vector env of the same size, seeded and
+    reset the same way, draws them (or takes the evaluation set's). Both backends therefore play the same
+    episodes, and with the same seed a run gives the same scores on either.
     """
 
-    def __init__(self, num_envs: int, level: str, see_chemistry: bool, seed: int):
+    def __init__(self, num_envs: int, level: str, see_chemistry: bool, seed: int | None = None):
+        from dm_alchemy import io as dm_io
         from dm_alchemy import symbolic_alchemy
+        from dm_alchemy.encode import chemistries_pb2, chemistries_proto_conversion
+        from dm_alchemy.types import stones_and_potions
         from dm_alchemy.types import utils as dm_utils
 
-        self._symbolic_alchemy = symbolic_alchemy
+        self._symbolic_alchemy, self._stones_and_potions, self._dm_utils = symbolic_alchemy, stones_and_potions, dm_utils
+        eval_set = []  # dm_alchemy's evaluation chemistries file, parsed once when first needed
+
+        def eval_set_chemistry(episode: int):
+            if not eval_set:
+                eval_set.append(chemistries_pb2.ChemistriesAndItems.FromString(dm_io.read_proto(
+                    "chemistries/perceptual_mapping_randomized_with_random_bottleneck/chemistries")))
+            return chemistries_proto_conversion.proto_to_chemistry(eval_set[0].chemistries[episode].chemistry)
+
+        self._eval_set_chemistry = eval_set_chemistry
         self.num_envs, self.level, self.see_chemistry = num_envs, level, see_chemistry
         self._see = ({"chemistry": dm_utils.ChemistrySeen(content=dm_utils.ElementContent.GROUND_TRUTH)}
                      if see_chemistry else None)
-        self._items_random_state = np.random.RandomState(seed)
-        self._chemistry_of_seed = {}
+        self._chemistry_cache = {}
         self._envs = []
-        reference = alchemy_env.SymbolicAlchemyVectorEnv(1, level=level, see_chemistry=see_chemistry)
-        self.single_observation_space = reference.single_observation_space
-        self.single_action_space = reference.single_action_space
+        self._item_source = alchemy_env.SymbolicAlchemyVectorEnv(num_envs, level=level, autoreset_mode="Disabled")
+        self.single_observation_space = self._item_source.single_observation_space
+        self.single_action_space = self._item_source.single_action_space
 
-    def _chemistry(self, seed: int):
-        """dm_alchemy's chemistry for a task seed: the first episode's of the seeded level env."""
-        if seed not in self._chemistry_of_seed:
-            level_env = self._symbolic_alchemy.get_symbolic_alchemy_level(self.level, seed=seed)
-            level_env.reset()
-            self._chemistry_of_seed[seed] = level_env._chemistry  # no public getter for the episode's chemistry
-        return self._chemistry_of_seed[seed]
+    @property
+    def np_random(self) -> np.random.Generator:
+        """The generator the items are drawn from (what a checkpoint saves)."""
+        return self._item_source.np_random
 
-    def _items(self, unused_trial_number):
-        sa, rs = self._symbolic_alchemy, self._items_random_state
-        return sa.TrialItems(stones=[sa.random_latent_stone(random_state=rs) for _ in range(alchemy_env.NUM_STONES)],
-                             potions=[sa.random_latent_potion(random_state=rs) for _ in range(alchemy_env.NUM_POTIONS)])
+    def _chemistry(self, chemistries: dict, row: int):
+        """dm_alchemy's chemistry object for row `row` of a batch of chemistries."""
+        if "seed" in chemistries:  # the first episode's chemistry of the seeded level env
+            key = ("seed", int(chemistries["seed"][row]))
+            if key not in self._chemistry_cache:
+                level_env = self._symbolic_alchemy.get_symbolic_alchemy_level(self.level, seed=key[1])
+                level_env.reset()
+                self._chemistry_cache[key] = level_env._chemistry  # no public getter for the episode's chemistry
+        elif "eval_episode" in chemistries:
+            key = ("eval_episode", int(chemistries["eval_episode"][row]))
+            if key not in self._chemistry_cache:
+                self._chemistry_cache[key] = self._eval_set_chemistry(key[1])
+        else:
+            raise ValueError("DMAlchemyVectorEnv takes chemistries with a 'seed' or an 'eval_episode' entry")
+        return self._chemistry_cache[key]
+
+    def _episode_items(self, items: dict, row: int) -> list:
+        """One env's 10 trials as fresh dm_alchemy TrialItems (its env moves the stones it is given)."""
+        sp = self._stones_and_potions
+        return [self._dm_utils.TrialItems(
+            stones=[sp.LatentStone(np.array(coords)) for coords in items["stones_latent"][row, trial]],
+            potions=[sp.LatentPotion(int(axis), int(sign)) for axis, sign in items["potions_latent"][row, trial]])
+            for trial in range(alchemy_env.NUM_TRIALS)]
 
     def _observation(self, timesteps) -> np.ndarray:
         parts = [[t.observation["symbolic_obs"]] + ([t.observation["chemistry"]] if self.see_chemistry else [])
@@ -439,18 +479,19 @@ class DMAlchemyVectorEnv:
         return np.stack([np.concatenate(p) for p in parts]).astype(np.float32)
 
     def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self._items_random_state = np.random.RandomState(seed)
-        seeds = (options or {}).get("chemistries", {}).get("seed")
-        if seeds is None:  # an initial reset without tasks: nothing to start yet
+        # the same call on the item source as the fast backend's envs get: the same draws, in the same order
+        self._item_source.reset(seed=seed, options=options)
+        chemistries = (options or {}).get("chemistries")
+        if chemistries is None:  # an initial reset without tasks: nothing to start yet
             return None, {}
-        self._envs = [
-            self._symbolic_alchemy.SymbolicAlchemy(
-                chemistry_gen=(lambda chemistry: (lambda: chemistry))(self._chemistry(int(s))),
-                reward_weights=None, items_gen=self._items, num_trials=alchemy_env.NUM_TRIALS,
-                see_chemistries=self._see, observe_used=True)
-            for s in seeds
-        ]
+        items = self._item_source.episode_items
+        self._envs = []
+        for row in range(self.num_envs):
+            trials = self._episode_items(items, row)
+            self._envs.append(self._symbolic_alchemy.SymbolicAlchemy(
+                chemistry_gen=(lambda chemistry: (lambda: chemistry))(self._chemistry(chemistries, row)),
+                reward_weights=None, items_gen=(lambda trials: (lambda trial: trials[trial]))(trials),
+                num_trials=alchemy_env.NUM_TRIALS, see_chemistries=self._see, observe_used=True))
         return self._observation([env.reset() for env in self._envs]), {}
 
     def step(self, actions):
@@ -626,15 +667,19 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
     return (advantages * mask).float()
 
 
-def rollout(envs, model, task_params, chemistries, args, device):
+def rollout(envs, model, task_params, chemistries, args, device, items=None):
     """Run args.episodes_per_task full episodes (200 steps) of every task's chemistry in lockstep.
 
     task_params: parameter dict with a leading task dim (each task's own, possibly adapted, policy).
-    Returns the task-batched samples for the losses and the per-episode statistics.
+    items: None (every episode draws fresh items) or canonical items with a leading task dim, which every
+    episode of that task then plays. Returns the task-batched samples for the losses and the per-episode
+    statistics.
     """
-    tasks, episodes, horizon = len(chemistries["seed"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
-    per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}
-    obs_np, _ = envs.reset(options={"chemistries": per_env})  # fresh items, the tasks' chemistries
+    tasks, episodes, horizon = len(chemistries["rotation"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
+    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
+    if items is not None:
+        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
+    obs_np, _ = envs.reset(options=options)  # the tasks' chemistries, fresh items unless given
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = torch.zeros((horizon, tasks * episodes))
@@ -686,7 +731,7 @@ def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, dev
     Returns the batches sampled with theta_0..theta_num_steps, their statistics, and the adapted
     parameters theta_num_steps (with a leading task dim).
     """
-    tasks = len(chemistries["seed"])
+    tasks = len(chemistries["rotation"])
     task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
     batches, stats = [], []
     for step in range(num_steps + 1):
@@ -704,12 +749,33 @@ def evaluate(envs, model, params, chemistries, num_steps: int, args, device):
     return [s["scores"].mean(1) for s in stats]
 
 
-def heuristic_scores(envs, chemistries, args, seed: int) -> np.ndarray:
+def evaluate_on_items(envs, model, params, chemistries, items, num_steps: int, args, device):
+    """Each task's mean score on its given items after 0..num_steps inner steps: a list of (tasks,) arrays.
+
+    Every one of a task's K episodes plays its items (the mean averages out the policy's sampling), while
+    each inner step adapts on K fresh episodes of the chemistry, as in training and in `evaluate`: the
+    scored episode is never seen before it is scored."""
+    tasks = len(chemistries["rotation"])
+    task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+    scores = []
+    for step in range(num_steps + 1):
+        _, stats = rollout(envs, model, task_params, chemistries, args, device, items=items)
+        scores.append(stats["scores"].mean(1))
+        if step < num_steps:
+            batch, _ = rollout(envs, model, task_params, chemistries, args, device)
+            task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
+    return scores
+
+
+def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarray:
     """Each chemistry's mean episode score of dm_alchemy's random-heuristic bot (the 147 of the reference
-    table), on the same chemistries as the policy: a paired reference for the held-out score."""
-    tasks, episodes = len(chemistries["seed"]), args.episodes_per_task
-    per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}
-    obs, _ = envs.reset(options={"chemistries": per_env})
+    table), on the same chemistries (and items, if given) as the policy: a paired reference for the
+    held-out score."""
+    tasks, episodes = len(chemistries["rotation"]), args.episodes_per_task
+    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
+    if items is not None:
+        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
+    obs, _ = envs.reset(options=options)
     scores = alchemy_env.bot_episode_returns(envs, obs, alchemy_env.random_heuristic_actions,
                                              np.random.default_rng(seed))
     return scores.reshape(tasks, episodes).mean(1)
@@ -719,6 +785,49 @@ def mean_and_sem(task_means: np.ndarray) -> tuple[float, float | None]:
     """The mean over chemistries and its standard error (episodes of one chemistry were averaged first)."""
     sem = float(task_means.std(ddof=1) / np.sqrt(len(task_means))) if len(task_means) > 1 else None
     return float(task_means.mean()), sem
+
+
+def eval_set_episodes(n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The first n episodes of dm_alchemy's evaluation set: chemistries (with their "eval_episode" index, how
+    the dm_alchemy backend finds its own chemistry objects) and items, canonical and batched."""
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    chemistries = {key: np.array(value[:n]) for key, value in data["chemistries"].items()}
+    chemistries["eval_episode"] = np.arange(n)
+    return chemistries, {key: np.array(value[:n]) for key, value in data["items"].items()}
+
+
+def eval_set_scores(args, model, params, num_steps: int, device) -> tuple[list[np.ndarray], np.ndarray]:
+    """On the first args.eval_episodes episodes of dm_alchemy's evaluation set: each episode's score after
+    0..num_steps inner steps (evaluate_on_items) and the random-heuristic bot's on the same items, both
+    (episodes,). --num-test-tasks episodes run at once, which bounds the memory."""
+    chemistries, items = eval_set_episodes(args.eval_episodes)
+    chunk = min(args.num_test_tasks, args.eval_episodes)
+    envs_of_size, scores, heuristic = {}, [], []
+    for start in range(0, args.eval_episodes, chunk):
+        rows = slice(start, min(start + chunk, args.eval_episodes))
+        size = rows.stop - rows.start
+        if size not in envs_of_size:
+            envs_of_size[size] = make_envs(args, size * args.episodes_per_task, args.test_seed)
+        envs = envs_of_size[size]
+        part = {key: value[rows] for key, value in chemistries.items()}
+        part_items = {key: value[rows] for key, value in items.items()}
+        scores.append(evaluate_on_items(envs, model, params, part, part_items, num_steps, args, device))
+        heuristic.append(heuristic_scores(envs, part, args, args.test_seed + start, part_items))
+    for envs in envs_of_size.values():
+        envs.close()
+    return [np.concatenate(per_step) for per_step in zip(*scores)], np.concatenate(heuristic)
+
+
+def reference_comparison(post: np.ndarray, heuristic: np.ndarray, n: int) -> tuple[dict, dict, dict]:
+    """The published agents' (and the random heuristic's) scores on the same n evaluation episodes: their means,
+    standard errors, and the paired per-episode difference post - reference as [mean, standard error]."""
+    references = {agent: np.asarray(scores[:n], dtype=np.float64)
+                  for agent, scores in alchemy_env.load_dm_alchemy_eval_set()["agent_scores"].items()}
+    references["random_heuristic"] = heuristic
+    means = {agent: float(r.mean()) for agent, r in references.items()}
+    sems = {agent: mean_and_sem(r)[1] for agent, r in references.items()}
+    differences = {agent: list(mean_and_sem(post - r)) for agent, r in references.items()}
+    return means, sems, differences
 
 
 if __name__ == "__main__":
@@ -744,6 +853,8 @@ if __name__ == "__main__":
     test_chemistries = task_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
         0, 2**31 - 1, size=args.num_test_tasks))
     held_out = set(chemistry_keys(test_chemistries))
+    if args.eval_set == "dm_alchemy":  # training never draws one of the evaluation set's chemistries either
+        held_out |= set(chemistry_keys(eval_set_episodes(args.eval_episodes)[0]))
 
     envs = make_envs(args, args.meta_batch_size * args.episodes_per_task, args.seed)
     test_envs = make_envs(args, args.num_test_tasks * args.episodes_per_task, args.test_seed)
@@ -768,8 +879,7 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
     # the envs draw every trial's items from their own generator
-    env_generator = (lambda e: e._items_random_state) if args.backend == "dm_alchemy" else (lambda e: e.np_random)
-    generators = {"task_rng": task_rng, "envs": env_generator(envs), "test_envs": env_generator(test_envs)}
+    generators = {"task_rng": task_rng, "envs": envs.np_random, "test_envs": test_envs.np_random}
     checkpoint_path = os.path.join(run_dir, CHECKPOINT)
 
     global_step, train_episodes, start_iteration, elapsed_before = 0, 0, 0, 0.0
@@ -922,15 +1032,42 @@ if __name__ == "__main__":
               f"{os.path.basename(__file__)} --resume {run_dir}", file=sys.stderr)
         sys.exit(128 + stop.signum)
 
-    # Final evaluation on the held-out test chemistries, after 0..K inner steps
+    # Final evaluation on the held-out test chemistries (or dm_alchemy's evaluation episodes), after 0..K inner steps
     train_time = time.time() - start_time
-    scores, errors, task_means = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
-    heuristic = heuristic_scores(test_envs, test_chemistries, args, args.test_seed)
+    eval_steps = max(args.inner_steps, args.eval_inner_steps)
+    eval_set_summary = {"eval_set": args.eval_set}
+    if args.eval_set == "dm_alchemy":
+        try:
+            task_means, heuristic = eval_set_scores(args, model, params, eval_steps, device)
+        except Diverged as error:
+            stop_diverged(args.num_iterations, error)
+        scores, errors = (list(x) for x in zip(*(mean_and_sem(m) for m in task_means)))
+        post = task_means[args.inner_steps]
+        references, reference_sems, differences = reference_comparison(post, heuristic, args.eval_episodes)
+        for k, (score, error) in enumerate(zip(scores, errors)):
+            writer.add_scalar(f"eval_set/score_after_{k}_steps", score, args.num_iterations)
+            if error is not None:
+                writer.add_scalar(f"eval_set/score_sem_after_{k}_steps", error, args.num_iterations)
+        writer.add_scalar("eval_set/pre_adaptation_score", scores[0], args.num_iterations)
+        writer.add_scalar("eval_set/post_adaptation_score", scores[args.inner_steps], args.num_iterations)
+        for agent, (difference, difference_sem) in differences.items():
+            writer.add_scalar(f"eval_set/reference_{agent}", references[agent], args.num_iterations)
+            writer.add_scalar(f"eval_set/post_minus_{agent}", difference, args.num_iterations)
+            if difference_sem is not None:
+                writer.add_scalar(f"eval_set/post_minus_{agent}_sem", difference_sem, args.num_iterations)
+        eval_set_summary.update(eval_episodes=args.eval_episodes, reference_scores=references,
+                                reference_score_sems=reference_sems, post_minus_reference=differences,
+                                post_minus_pre=list(mean_and_sem(post - task_means[0])))
+    else:
+        scores, errors, task_means = log_evaluation(args.num_iterations, eval_steps)
+        heuristic = heuristic_scores(test_envs, test_chemistries, args, args.test_seed)
+        eval_set_summary["test_chemistry_seeds"] = test_chemistries["seed"].tolist()
     heuristic_score, heuristic_sem = mean_and_sem(heuristic)
-    # paired by chemistry: the chemistries' differences in difficulty cancel out of the error
+    # paired by chemistry (or episode): their differences in difficulty cancel out of the error
     margin, margin_sem = mean_and_sem(task_means[args.inner_steps] - heuristic)
     summary = {
         **base_summary(args.num_iterations),
+        **eval_set_summary,
         "pre_adaptation_score": scores[0],
         "post_adaptation_score": scores[args.inner_steps],
         "adaptation_gain": scores[args.inner_steps] - scores[0],
@@ -940,7 +1077,6 @@ if __name__ == "__main__":
         "heuristic_score_sem": heuristic_sem,
         "post_minus_heuristic": margin,
         "post_minus_heuristic_sem": margin_sem,
-        "test_chemistry_seeds": test_chemistries["seed"].tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
         "sps": global_step / train_time if global_step else None,
@@ -948,11 +1084,16 @@ if __name__ == "__main__":
         "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
         "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
     }
-    print("held-out chemistries: " + ", ".join(
+    print(("dm_alchemy's evaluation episodes" if args.eval_set == "dm_alchemy" else "held-out chemistries") + ": " + ", ".join(
         f"after {k} step(s): score {s:.1f} +- {e if e is None else round(e, 1)}"
         for k, (s, e) in enumerate(zip(scores, errors))))
     print(f"random-heuristic bot on the same chemistries: {heuristic_score:.1f}; after {args.inner_steps} step(s) "
           f"minus the bot: {margin:+.1f} +- {margin_sem if margin_sem is None else round(margin_sem, 1)} (paired)")
+    if args.eval_set == "dm_alchemy":
+        for agent, (difference, difference_sem) in differences.items():
+            print(f"  {agent}: {references[agent]:.2f} on the same {args.eval_episodes} episodes; after "
+                  f"{args.inner_steps} step(s) minus it: {difference:+.2f} +- "
+                  f"{difference_sem if difference_sem is None else round(difference_sem, 2)} (paired)")
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
         buffer = io.BytesIO()

@@ -1,6 +1,7 @@
 """alchemy_maml.py: meta-gradients against exact answers and classic autograd, advantages against their
 recursion, rollouts against alchemy_env's replay, and the command line."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +20,10 @@ import alchemy_env
 import alchemy_maml
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_dm_alchemy = pytest.mark.skipif(
+    importlib.util.find_spec("dm_alchemy") is None,
+    reason=f"DeepMind's dm_alchemy is not installed ({alchemy_env.DM_ALCHEMY_INSTALL}; .ci/run installs it)",
+)
 
 
 # --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
@@ -341,17 +346,77 @@ def test_see_chemistry_and_total_episodes_through_the_cli(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "x" / "runs").exists()
 
 
-def test_dm_alchemy_backend_without_the_package_exits_2_in_one_line(tmp_path):
+@pytest.mark.parametrize("flags", [["--backend", "dm_alchemy"], ["--eval-set", "dm_alchemy"]])
+def test_dm_alchemy_without_the_package_exits_2_in_one_line(tmp_path, flags):
     # a stub that fails to import stands in for the absent package, even where dm_alchemy is installed
     stub = tmp_path / "stub" / "dm_alchemy"
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text("raise ImportError('No module named dm_alchemy (test stub)')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
-    result = run_script(["--backend", "dm_alchemy"], tmp_path, env=env)
+    result = run_script(flags, tmp_path, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "pip install git+https://github.com/deepmind/dm_alchemy" in result.stderr
+    assert alchemy_env.DM_ALCHEMY_INSTALL in result.stderr and "test stub" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# the scores a run reports: equal on both backends for the same flags and seed
+SCORE_KEYS = ["score_after_steps", "score_sem_after_steps", "heuristic_score", "post_minus_heuristic",
+              "post_minus_heuristic_sem", "env_steps", "reference_scores", "post_minus_reference", "post_minus_pre"]
+
+
+@needs_dm_alchemy
+@pytest.mark.parametrize("eval_set", [["--eval-set", "sampled"], ["--eval-set", "dm_alchemy", "--eval-episodes", "2"]])
+def test_both_backends_give_the_same_scores_for_the_same_flags_and_seed(tmp_path, eval_set):
+    flags = ["--num-iterations", "1", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
+             "--eval-every", "0", "--hidden-size", "16", "--seed", "3", *eval_set]
+    summaries = {}
+    for backend in ("fast", "dm_alchemy"):
+        (tmp_path / backend).mkdir()
+        result = run_script(flags + ["--backend", backend], tmp_path / backend)
+        assert result.returncode == 0, result.stderr
+        summaries[backend] = read_summary(tmp_path / backend)
+    fast, dm = summaries["fast"], summaries["dm_alchemy"]
+    assert {key: fast.get(key) for key in SCORE_KEYS} == {key: dm.get(key) for key in SCORE_KEYS}
+    assert fast["score_after_steps"][0] != 0 and fast["env_steps"] == 1600  # there were episodes to compare
+
+
+@needs_dm_alchemy
+def test_eval_set_summary_compares_with_every_published_agent_on_the_same_episodes(tmp_path):
+    result = run_script(TINY + ["--eval-set", "dm_alchemy", "--eval-episodes", "3", "--eval-inner-steps", "2"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(tmp_path)
+    check_summary(summary, inner_steps=1, eval_steps=2)
+    assert summary["eval_set"] == "dm_alchemy" and summary["eval_episodes"] == 3
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    agents = list(alchemy_env.DM_ALCHEMY_AGENTS) + ["random_heuristic"]
+    assert sorted(summary["reference_scores"]) == sorted(agents) == sorted(summary["post_minus_reference"])
+    for agent in alchemy_env.DM_ALCHEMY_AGENTS:  # the published agents' own scores on episodes 0..2
+        assert summary["reference_scores"][agent] == pytest.approx(data["agent_scores"][agent][:3].mean())
+    # the bot played those very episodes: its score there, from a fresh replay of its actions, is in range
+    assert 0 < summary["reference_scores"]["random_heuristic"] < 300
+    assert summary["heuristic_score"] == pytest.approx(summary["reference_scores"]["random_heuristic"])
+    for agent, (difference, sem) in summary["post_minus_reference"].items():
+        # the mean paired difference is the difference of the means
+        assert difference == pytest.approx(summary["post_adaptation_score"] - summary["reference_scores"][agent])
+        assert sem is not None and sem >= 0
+    assert len(list(tmp_path.glob("runs/*/events.out.tfevents.*"))) == 1
+
+
+def test_eval_episodes_needs_the_dm_alchemy_eval_set(capsys):
+    with pytest.raises(SystemExit) as exit:
+        alchemy_maml.resolve(alchemy_maml.Args(eval_episodes=5))
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --eval-episodes is for --eval-set dm_alchemy")
+
+
+@needs_dm_alchemy
+@pytest.mark.parametrize("episodes", [0, 1001])
+def test_eval_episodes_out_of_range_exits_2(episodes, capsys):
+    with pytest.raises(SystemExit) as exit:
+        alchemy_maml.resolve(alchemy_maml.Args(eval_set="dm_alchemy", eval_episodes=episodes))
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: --eval-episodes must be in [1, 1000], got {episodes}")
 
 
 @pytest.mark.parametrize("values, message", [

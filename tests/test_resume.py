@@ -192,8 +192,6 @@ def test_rng_state_round_trip_restores_every_generator(module_name):
     """What rng_state captures, set_rng_state restores: python's, numpy's global, torch's and the Generators."""
     module = __import__(module_name)
     generators = {"a": np.random.default_rng(1), "b": np.random.default_rng(2)}
-    if module_name == "alchemy_maml":  # the dm_alchemy adapter draws items from a RandomState
-        generators["c"] = np.random.RandomState(3)
     state = module.rng_state(generators)
 
     def draws():
