@@ -70,27 +70,35 @@ class Args:
     """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
     level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
     """alchemy: level whose chemistry prior the fixed chemistry is drawn from"""
-    per_trial_returns: bool = False
-    """alchemy: if toggled, returns and GAE stop at each trial's end. With one fixed chemistry a trial
-    cannot change later ones (they bring fresh items), so later trials' rewards only add noise to a
-    value function that does not see the trial index"""
-    mask_actions: bool = False
-    """alchemy: if toggled, the policy never picks an action that does nothing (a stone already in the
-    cauldron, a drunk potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020)"""
+    per_trial_returns: bool = True
+    """alchemy: returns and GAE stop at each trial's end (on by default for alchemy; off for nav, where
+    giving it is an error). With one fixed chemistry a trial cannot change later ones (they bring fresh
+    items), so later trials' rewards only add noise to a value function that does not see the trial index"""
+    mask_actions: bool = True
+    """alchemy: the policy never picks an action that does nothing (a stone already in the cauldron, a drunk
+    potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020). On by default for
+    alchemy; off for nav, which has no such actions (giving it there is an error)"""
+    eval_set: Literal["sampled", "dm_alchemy"] = "sampled"
+    """alchemy: `dm_alchemy` also scores the trained policy on dm_alchemy's 1,000 evaluation episodes
+    (chemistries and items as given), where its published agents were scored, with the paired difference to
+    each in summary.json (needs the dm_alchemy package). The policy learnt one chemistry (--chemistry-seed),
+    so there it plays chemistries it has never seen. `sampled`: no such evaluation"""
+    eval_episodes: int | None = None
+    """alchemy, with --eval-set dm_alchemy: score only the first this many of the 1,000 episodes (default: all)"""
 
     # Algorithm
     total_timesteps: int | None = None
     """total env steps of the experiment, run as total_timesteps // (num_envs * num_steps) full rollouts;
-    default 12M for nav (PPO + SIL needs them to get round the cross and then sharpen) and 4M for alchemy"""
+    default 12M for nav (PPO + SIL needs them to get round the cross and then sharpen) and 20M for alchemy"""
     num_iterations: int | None = None
     """the number of iterations (rollouts of --num-envs x --num-steps steps), instead of --total-timesteps;
     default total_timesteps // (num_envs * num_steps)"""
-    learning_rate: float = 3e-4
-    """the learning rate of the optimizer (Adam)"""
-    num_envs: int = 64
-    """the number of parallel envs (one numpy-batched vector env)"""
-    num_steps: int = 200
-    """the number of steps per env per rollout"""
+    learning_rate: float | None = None
+    """the learning rate of the optimizer (Adam); default 3e-4 for nav and 1e-3 for alchemy"""
+    num_envs: int | None = None
+    """the number of parallel envs (one numpy-batched vector env); default 64 for nav and 256 for alchemy"""
+    num_steps: int | None = None
+    """the number of steps per env per rollout; default 200 for nav and 100 for alchemy (half an episode)"""
     anneal_lr: bool = True
     """toggle learning rate annealing (linear, to 0 at the end)"""
     gamma: float | None = None
@@ -120,8 +128,9 @@ class Args:
     reward_scale: float | None = None
     """multiplies rewards for learning only (logged returns are unscaled); default: 0.01 for nav,
     whose per-step rewards reach -160, and 0.1 for alchemy"""
-    hidden_size: int = 64
-    """width of the two tanh hidden layers of the actor and of the critic"""
+    hidden_size: int | None = None
+    """width of the two tanh hidden layers of the actor and of the critic; default 64 for nav and 128 for
+    alchemy"""
     vpg: bool = False
     """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping (so it cannot
     be given with --update-epochs, --num-minibatches, --clip-vloss or --target-kl)"""
@@ -172,7 +181,7 @@ def fail(message: str) -> None:
 
 NAV_ONLY = ("goal", "obstacles", "see_goal", "collision", "image_every", "sil_fraction", "sil_episodes", "sil_updates",
             "sil_batch_size", "sil_value_coef")
-ALCHEMY_ONLY = ("chemistry_seed", "level")
+ALCHEMY_ONLY = ("chemistry_seed", "level", "mask_actions", "per_trial_returns", "eval_set", "eval_episodes")
 SIL_ONLY = ("sil_fraction", "sil_episodes", "sil_updates", "sil_batch_size", "sil_value_coef")
 NOT_WITH_VPG = ("update_epochs", "num_minibatches", "clip_vloss", "target_kl")
 
@@ -238,9 +247,8 @@ def validate(args: Args, given: set[str] = frozenset()) -> None:
         fail(f"--sil-coef applies to --env nav only, got --env {args.env}")
     if args.reward_scale is not None and args.reward_scale <= 0:
         fail(f"--reward-scale must be > 0, got {args.reward_scale}")
-    for name in ("mask_actions", "per_trial_returns"):
-        if getattr(args, name) and args.env != "alchemy":
-            fail(f"--{name.replace('_', '-')} applies to --env alchemy only, got --env {args.env}")
+    if args.eval_set != "dm_alchemy" and args.eval_episodes is not None:
+        fail(f"--eval-episodes is for --eval-set dm_alchemy; add it or drop --eval-episodes {args.eval_episodes}")
     if args.env == "nav":
         try:  # nav_env validates goals: inside the map and not on an obstacle
             nav_env._goals_to_cells([args.goal], 1, args.obstacles)
@@ -253,7 +261,26 @@ def resolve(args: Args, given: set[str] = frozenset()) -> Args:
     validate(args, given)
     if args.vpg:  # vanilla policy gradient: one gradient step on the whole batch, no clipping
         args.update_epochs, args.num_minibatches, args.clip_vloss = 1, 1, False
-    # env-specific defaults (see the Args docstrings)
+    # env-specific defaults (see the Args docstrings). Alchemy's are the configuration that scored highest in
+    # README#single-task-ppo: masking, per-trial returns, a wider network and larger, shorter rollouts.
+    nav = args.env == "nav"
+    if nav:  # alchemy's switches: off, nav has neither invalid actions nor trials
+        args.mask_actions = args.per_trial_returns = False
+    for name, nav_default, alchemy_default in (("learning_rate", 3e-4, 1e-3), ("num_envs", 64, 256),
+                                               ("num_steps", 200, 100), ("hidden_size", 64, 128)):
+        if getattr(args, name) is None:
+            setattr(args, name, nav_default if nav else alchemy_default)
+    if args.eval_set == "dm_alchemy":
+        try:
+            import alchemy_env
+
+            size = len(alchemy_env.load_dm_alchemy_eval_set()["chemistries"]["rotation"])
+        except ImportError as error:
+            fail(f"--eval-set dm_alchemy: {error}")
+        if args.eval_episodes is None:
+            args.eval_episodes = size
+        if not 1 <= args.eval_episodes <= size:
+            fail(f"--eval-episodes must be in [1, {size}], got {args.eval_episodes}")
     if args.reward_scale is None:
         args.reward_scale = 0.01 if args.env == "nav" else 0.1
     if args.gamma is None:
@@ -266,7 +293,7 @@ def resolve(args: Args, given: set[str] = frozenset()) -> Args:
     if args.num_iterations is not None:
         args.total_timesteps = args.num_iterations * batch_size
     if args.total_timesteps is None:
-        args.total_timesteps = 12_000_000 if args.env == "nav" else 4_000_000
+        args.total_timesteps = 12_000_000 if args.env == "nav" else 20_000_000
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps must be at least one rollout, --num-envs x --num-steps = {batch_size}, got "
              f"{args.total_timesteps}")
@@ -613,6 +640,49 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
     return np.array(positions), total, info["distance"]
 
 
+def mean_and_sem(values: np.ndarray) -> tuple[float, float | None]:
+    """The mean and its standard error (None for a single value)."""
+    sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+    return float(values.mean()), sem
+
+
+def eval_set_scores(agent: Agent, args: Args, device) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's score on each of the first args.eval_episodes episodes of dm_alchemy's evaluation set, one
+    sampled episode each (as its agents played them), and the random-heuristic bot's on the same items."""
+    import alchemy_env
+
+    data, n = alchemy_env.load_dm_alchemy_eval_set(), args.eval_episodes
+    options = {"chemistries": {key: value[:n] for key, value in data["chemistries"].items()},
+               "items": {key: value[:n] for key, value in data["items"].items()}}
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(n, autoreset_mode="Disabled")
+    observations, _ = envs.reset(seed=args.seed, options=options)
+    scores = np.zeros(n)
+    with torch.no_grad():
+        for _ in range(alchemy_env.EPISODE_STEPS):
+            mask = torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
+            action, _, _, _ = agent.get_action_and_value(torch.as_tensor(observations).to(device), action_mask=mask)
+            observations, rewards, _, _, _ = envs.step(action.cpu().numpy())
+            scores += rewards
+    observations, _ = envs.reset(options=options)
+    heuristic = alchemy_env.bot_episode_returns(envs, observations, alchemy_env.random_heuristic_actions,
+                                                np.random.default_rng(args.seed))
+    return scores, heuristic
+
+
+def reference_comparison(scores: np.ndarray, heuristic: np.ndarray, n: int) -> tuple[dict, dict, dict]:
+    """The published agents' (and the random heuristic's) scores on the same n evaluation episodes: their means,
+    standard errors, and the paired per-episode difference scores - reference as [mean, standard error]."""
+    import alchemy_env
+
+    references = {agent: np.asarray(s[:n], dtype=np.float64)
+                  for agent, s in alchemy_env.load_dm_alchemy_eval_set()["agent_scores"].items()}
+    references["random_heuristic"] = heuristic
+    means = {agent: float(r.mean()) for agent, r in references.items()}
+    sems = {agent: mean_and_sem(r)[1] for agent, r in references.items()}
+    differences = {agent: list(mean_and_sem(scores - r)) for agent, r in references.items()}
+    return means, sems, differences
+
+
 if __name__ == "__main__":
     cli = tyro.cli(Args)
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
@@ -944,6 +1014,27 @@ if __name__ == "__main__":
         _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
         summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
                        greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
+    summary["eval_set"] = args.eval_set if args.env == "alchemy" else None
+    if args.env == "alchemy" and args.eval_set == "dm_alchemy":
+        # zero-shot: the policy learnt one chemistry and meets 1,000 others here
+        eval_scores, heuristic = guard(args.num_iterations, eval_set_scores, agent, args, device)
+        score, score_sem = mean_and_sem(eval_scores)
+        references, reference_sems, differences = reference_comparison(eval_scores, heuristic, args.eval_episodes)
+        summary.update(eval_episodes=args.eval_episodes, eval_set_score=score, eval_set_score_sem=score_sem,
+                       reference_scores=references, reference_score_sems=reference_sems,
+                       post_minus_reference=differences)
+        writer.add_scalar("eval_set/score", score, global_step)
+        if score_sem is not None:
+            writer.add_scalar("eval_set/score_sem", score_sem, global_step)
+        print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}, chemistries never trained on): score "
+              f"{score:.2f} +- {score_sem if score_sem is None else round(score_sem, 2)}")
+        for agent_name, (difference, difference_sem) in differences.items():
+            writer.add_scalar(f"eval_set/reference_{agent_name}", references[agent_name], global_step)
+            writer.add_scalar(f"eval_set/post_minus_{agent_name}", difference, global_step)
+            if difference_sem is not None:
+                writer.add_scalar(f"eval_set/post_minus_{agent_name}_sem", difference_sem, global_step)
+            print(f"  {agent_name}: {references[agent_name]:.2f} on the same episodes; the policy minus it: "
+                  f"{difference:+.2f} +- {difference_sem if difference_sem is None else round(difference_sem, 2)} (paired)")
     write_json(os.path.join(run_dir, "summary.json"), summary)
     print(f"summary: {run_dir}/summary.json")
     envs.close()

@@ -1,8 +1,11 @@
 """ppo_single_task.py: GAE and the loss pieces against hand-computed values, and runs through the CLI."""
 
+import importlib.util
 import json
 import math
+import os
 import pathlib
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -169,15 +172,61 @@ def test_action_mask_gives_invalid_actions_probability_zero():
         assert math.isclose(entropy[env].item(), -(probs * probs.clamp_min(1e-300).log()).sum().item(), abs_tol=1e-4)
 
 
-def test_smoke_alchemy_with_action_masking_and_per_trial_returns_through_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--env", "alchemy", "--mask-actions", "--per-trial-returns", "--total-timesteps", "3200",
-                     "--num-envs", "8")
+def test_smoke_alchemy_with_its_default_masking_and_per_trial_returns_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--total-timesteps", "3200", "--num-envs", "8")
     assert result.returncode == 0, result.stderr
     (summary_path,) = tmp_path.glob("runs/alchemy__ppo_single_task__1__*/summary.json")
     summary = json.loads(summary_path.read_text())
     assert summary["env_steps"] == 3200 and summary["episodes"] >= 8 and summary["args"]["mask_actions"]
-    assert summary["args"]["per_trial_returns"]
+    assert summary["args"]["per_trial_returns"] and summary["args"]["num_steps"] == 100
+    assert summary["eval_set"] == "sampled" and "reference_scores" not in summary
     assert summary["final_episodic_return"] >= -3 * alchemy_env.NUM_STONES * alchemy_env.NUM_TRIALS  # every stone at -3
+
+
+def test_defaults_differ_by_env_and_every_given_flag_wins():
+    import ppo_single_task
+
+    nav = ppo_single_task.resolve(Args())
+    assert (nav.learning_rate, nav.num_envs, nav.num_steps, nav.hidden_size, nav.total_timesteps) == \
+        (3e-4, 64, 200, 64, 12_000_000)
+    assert not nav.mask_actions and not nav.per_trial_returns
+    alchemy = ppo_single_task.resolve(Args(env="alchemy"), {"env"})
+    assert (alchemy.learning_rate, alchemy.num_envs, alchemy.num_steps, alchemy.hidden_size,
+            alchemy.total_timesteps) == (1e-3, 256, 100, 128, 20_000_000)
+    assert alchemy.mask_actions and alchemy.per_trial_returns
+    given = Args(env="alchemy", learning_rate=3e-4, num_envs=64, num_steps=200, hidden_size=64,
+                 total_timesteps=4_000_000, mask_actions=False, per_trial_returns=False)
+    given = ppo_single_task.resolve(given, {"env", "learning_rate", "num_envs", "num_steps", "hidden_size",
+                                            "total_timesteps", "mask_actions", "per_trial_returns"})
+    assert (given.learning_rate, given.num_envs, given.num_steps, given.hidden_size, given.total_timesteps) == \
+        (3e-4, 64, 200, 64, 4_000_000)
+    assert not given.mask_actions and not given.per_trial_returns
+    help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, "COLUMNS": "400"}).stdout
+    words = " ".join(re.sub("[│╭╮╰╯─]", " ", help_text).split())  # the text without tyro's boxes and wrapping
+    for both in ("3e-4 for nav and 1e-3 for alchemy", "64 for nav and 256 for alchemy",
+                 "200 for nav and 100 for alchemy", "64 for nav and 128 for alchemy", "12M for nav", "20M for alchemy"):
+        assert both in words, both
+    assert words.lower().count("on by default for alchemy; off for nav") == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dm_alchemy") is None,
+                    reason=f"DeepMind's dm_alchemy is not installed ({alchemy_env.DM_ALCHEMY_INSTALL})")
+def test_alchemy_eval_set_scores_the_policy_against_every_published_agent(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--num-iterations", "1", "--num-envs", "8", "--eval-set",
+                     "dm_alchemy", "--eval-episodes", "4")
+    assert result.returncode == 0, result.stderr
+    (summary_path,) = tmp_path.glob("runs/alchemy__ppo_single_task__1__*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["eval_set"] == "dm_alchemy" and summary["eval_episodes"] == 4
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    assert sorted(summary["reference_scores"]) == sorted([*alchemy_env.DM_ALCHEMY_AGENTS, "random_heuristic"])
+    for agent in alchemy_env.DM_ALCHEMY_AGENTS:
+        assert summary["reference_scores"][agent] == pytest.approx(data["agent_scores"][agent][:4].mean())
+    for agent, (difference, sem) in summary["post_minus_reference"].items():
+        assert difference == pytest.approx(summary["eval_set_score"] - summary["reference_scores"][agent])
+        assert sem is not None and sem >= 0
+    assert -90 <= summary["eval_set_score"] <= 450 and summary["eval_set_score_sem"] >= 0
 
 
 @pytest.mark.parametrize(
@@ -189,6 +238,9 @@ def test_smoke_alchemy_with_action_masking_and_per_trial_returns_through_the_cli
         (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
         (["--mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
         (["--per-trial-returns"], "--per-trial-returns applies to --env alchemy only, got --env nav"),
+        (["--no-mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
+        (["--eval-set", "dm_alchemy"], "--eval-set applies to --env alchemy only, got --env nav"),
+        (["--env", "alchemy", "--eval-episodes", "3"], "--eval-episodes is for --eval-set dm_alchemy"),
         (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef applies to --env nav only, got --env alchemy"),
         (["--sil-coef", "-1"], "--sil-coef must be >= 0, got -1.0"),
         (["--sil-fraction", "0"], "--sil-fraction must be in (0, 1], got 0.0"),
