@@ -425,7 +425,8 @@ class DMAlchemyVectorEnv:
         from dm_alchemy.types import stones_and_potions
         from dm_alchemy.types import utils as dm_utils
 
-        self._symbolic_alchemy, self._stones_and_potions, self._dm_utils = symbolic_alchemy, stones_and_potions, dm_utils
+        self._symbolic_alchemy, self._stones_and_potions = symbolic_alchemy, stones_and_potions
+        self._dm_utils = dm_utils
         eval_set = []  # dm_alchemy's evaluation chemistries file, parsed once when first needed
 
         def eval_set_chemistry(episode: int):
@@ -1084,7 +1085,8 @@ if __name__ == "__main__":
         "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
         "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
     }
-    print(("dm_alchemy's evaluation episodes" if args.eval_set == "dm_alchemy" else "held-out chemistries") + ": " + ", ".join(
+    where = "dm_alchemy's evaluation episodes" if args.eval_set == "dm_alchemy" else "held-out chemistries"
+    print(f"{where}: " + ", ".join(
         f"after {k} step(s): score {s:.1f} +- {e if e is None else round(e, 1)}"
         for k, (s, e) in enumerate(zip(scores, errors))))
     print(f"random-heuristic bot on the same chemistries: {heuristic_score:.1f}; after {args.inner_steps} step(s) "

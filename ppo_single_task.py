@@ -659,7 +659,8 @@ def eval_set_scores(agent: Agent, args: Args, device) -> tuple[np.ndarray, np.nd
     scores = np.zeros(n)
     with torch.no_grad():
         for _ in range(alchemy_env.EPISODE_STEPS):
-            mask = torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
+            mask = (torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions
+                    else None)
             action, _, _, _ = agent.get_action_and_value(torch.as_tensor(observations).to(device), action_mask=mask)
             observations, rewards, _, _, _ = envs.step(action.cpu().numpy())
             scores += rewards
@@ -1033,8 +1034,9 @@ if __name__ == "__main__":
             writer.add_scalar(f"eval_set/post_minus_{agent_name}", difference, global_step)
             if difference_sem is not None:
                 writer.add_scalar(f"eval_set/post_minus_{agent_name}_sem", difference_sem, global_step)
+            sem_text = difference_sem if difference_sem is None else round(difference_sem, 2)
             print(f"  {agent_name}: {references[agent_name]:.2f} on the same episodes; the policy minus it: "
-                  f"{difference:+.2f} +- {difference_sem if difference_sem is None else round(difference_sem, 2)} (paired)")
+                  f"{difference:+.2f} +- {sem_text} (paired)")
     write_json(os.path.join(run_dir, "summary.json"), summary)
     print(f"summary: {run_dir}/summary.json")
     envs.close()

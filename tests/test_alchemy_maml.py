@@ -383,7 +383,8 @@ def test_both_backends_give_the_same_scores_for_the_same_flags_and_seed(tmp_path
 
 @needs_dm_alchemy
 def test_eval_set_summary_compares_with_every_published_agent_on_the_same_episodes(tmp_path):
-    result = run_script(TINY + ["--eval-set", "dm_alchemy", "--eval-episodes", "3", "--eval-inner-steps", "2"], tmp_path)
+    result = run_script(TINY + ["--eval-set", "dm_alchemy", "--eval-episodes", "3", "--eval-inner-steps", "2"],
+                        tmp_path)
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path)
     check_summary(summary, inner_steps=1, eval_steps=2)
