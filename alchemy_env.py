@@ -47,7 +47,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import importlib.util
+import io
 import itertools
+import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import gymnasium
@@ -1084,8 +1088,63 @@ def episode_scores(chemistries: Mapping[str, Any], items: Mapping[str, Any], act
     return returns
 
 
-@functools.cache
-def _load_dm_alchemy_eval_set() -> dict[str, Any]:
+# Bump when the conversion below changes what it returns: caches of the old format are then not read.
+_EVAL_SET_FORMAT = 1
+_EVAL_SET_GROUPS = ("chemistries", "items", "agent_actions", "agent_scores")
+
+
+def _eval_set_sources() -> list[str] | None:
+    """The package's data files the evaluation set is read from, or None where there is no dm_alchemy with them
+    (found without importing it: its __init__ pulls in docker and grpc, about 2 s)."""
+    spec = importlib.util.find_spec("dm_alchemy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = list(spec.submodule_search_locations)[0]
+    paths = [os.path.join(root, _DM_ALCHEMY_EVAL_CHEMISTRIES)]
+    paths += [os.path.join(root, "agent_events", agent) for agent in DM_ALCHEMY_AGENTS]
+    return paths if all(os.path.isfile(path) for path in paths) else None
+
+
+def _eval_set_cache_path(sources: list[str]) -> str:
+    """Where the converted evaluation set is cached: named by the hash of its source files' contents and of
+    _EVAL_SET_FORMAT, under $META_RL_CACHE (default ~/.cache/meta-rl)."""
+    digest = hashlib.sha256(str(_EVAL_SET_FORMAT).encode())
+    for path in sources:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    folder = os.environ.get("META_RL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "meta-rl")
+    return os.path.join(folder, f"dm_alchemy_eval_set-{digest.hexdigest()[:16]}.npz")
+
+
+def _read_eval_set_cache(path: str) -> dict[str, Any] | None:
+    try:
+        with np.load(path) as saved:
+            data = {group: {} for group in _EVAL_SET_GROUPS}
+            for name in saved.files:
+                group, key = name.split(".", 1)
+                data[group][key] = saved[name]
+    except (OSError, ValueError, KeyError):  # absent, truncated or foreign: convert again
+        return None
+    data["level"] = DM_ALCHEMY_EVAL_LEVEL
+    return data
+
+
+def _write_eval_set_cache(path: str, data: dict[str, Any]) -> None:
+    """Write the cache atomically (a temporary file renamed over it); a folder we cannot write in only costs
+    the next process the conversion again."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{f"{group}.{key}": value for group in _EVAL_SET_GROUPS for key, value in data[group].items()})
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + f".{os.getpid()}.tmp", "wb") as f:
+            f.write(buffer.getvalue())
+        os.replace(path + f".{os.getpid()}.tmp", path)
+    except OSError:
+        pass
+
+
+def _convert_dm_alchemy_eval_set() -> dict[str, Any]:
+    """The evaluation set read from the installed package with dm_alchemy's own proto conversion."""
     try:
         from dm_alchemy import io as dm_io
         from dm_alchemy.encode import chemistries_proto_conversion, symbolic_actions_pb2
@@ -1111,9 +1170,22 @@ def _load_dm_alchemy_eval_set() -> dict[str, Any]:
     every = {key: np.concatenate([value] * len(actions)) for key, value in chemistries.items()}
     every_items = {key: np.concatenate([value] * len(actions)) for key, value in items.items()}
     scores = episode_scores(every, every_items, np.concatenate(list(actions.values()))).reshape(len(actions), n)
-    data = {"level": DM_ALCHEMY_EVAL_LEVEL, "chemistries": chemistries, "items": items, "agent_actions": actions,
+    return {"level": DM_ALCHEMY_EVAL_LEVEL, "chemistries": chemistries, "items": items, "agent_actions": actions,
             "agent_scores": dict(zip(actions, scores))}
-    for group in ("chemistries", "items", "agent_actions", "agent_scores"):
+
+
+@functools.cache
+def _load_dm_alchemy_eval_set() -> dict[str, Any]:
+    sources = _eval_set_sources()
+    data = path = None
+    if sources is not None:
+        path = _eval_set_cache_path(sources)
+        data = _read_eval_set_cache(path)
+    if data is None:
+        data = _convert_dm_alchemy_eval_set()  # raises ImportError without the package
+        if path is not None:
+            _write_eval_set_cache(path, data)
+    for group in _EVAL_SET_GROUPS:
         for array in data[group].values():
             array.flags.writeable = False  # one copy per process, shared by every caller
     return data
@@ -1124,8 +1196,9 @@ def load_dm_alchemy_eval_set() -> dict[str, Any]:
 
     Read from the installed dm_alchemy package (its chemistries file of the level
     DM_ALCHEMY_EVAL_LEVEL, every episode with rotation 0, and agent_events/) with dm_alchemy's own proto
-    conversion; raises ImportError naming the install command when the package is absent. Loaded once per
-    process (a few seconds), then shared: the arrays are read-only. Returns a dict with
+    conversion (about 5 s), which is then cached on disk (_eval_set_cache_path; reading it back takes
+    milliseconds) and in the process: the arrays returned are shared and read-only. Raises ImportError
+    naming the install command when the package is absent. Returns a dict with
       level          DM_ALCHEMY_EVAL_LEVEL
       chemistries    canonical, batched (1000, ...)
       items          canonical, batched: stones_latent (1000, 10, 3, 3), potions_latent (1000, 10, 12, 2)

@@ -627,6 +627,38 @@ def test_eval_set_episodes_replay_step_for_step_like_dm_alchemy(episode):
             assert rewards.sum() == data["agent_scores"]["baseline"][episode]
 
 
+@needs_dm_alchemy
+def test_eval_set_is_cached_on_disk_and_a_bad_cache_is_converted_again(tmp_path, monkeypatch):
+    reference = alchemy_env.load_dm_alchemy_eval_set()
+    monkeypatch.setenv("META_RL_CACHE", str(tmp_path))
+    convert = alchemy_env._convert_dm_alchemy_eval_set
+    try:
+        alchemy_env._load_dm_alchemy_eval_set.cache_clear()
+        alchemy_env.load_dm_alchemy_eval_set()  # converts and writes the cache
+        (path,) = tmp_path.glob("dm_alchemy_eval_set-*.npz")
+
+        def no_conversion():
+            raise AssertionError("converted although the cache was there")
+
+        monkeypatch.setattr(alchemy_env, "_convert_dm_alchemy_eval_set", no_conversion)
+        alchemy_env._load_dm_alchemy_eval_set.cache_clear()
+        cached = alchemy_env.load_dm_alchemy_eval_set()
+        for group in ("chemistries", "items", "agent_actions", "agent_scores"):
+            assert sorted(cached[group]) == sorted(reference[group])
+            for key, value in reference[group].items():
+                np.testing.assert_array_equal(cached[group][key], value)
+                assert cached[group][key].dtype == value.dtype and not cached[group][key].flags.writeable
+        assert cached["level"] == reference["level"]
+        path.write_bytes(b"truncated")
+        monkeypatch.setattr(alchemy_env, "_convert_dm_alchemy_eval_set", convert)
+        alchemy_env._load_dm_alchemy_eval_set.cache_clear()
+        again = alchemy_env.load_dm_alchemy_eval_set()
+        np.testing.assert_array_equal(again["agent_scores"]["baseline"], reference["agent_scores"]["baseline"])
+        assert path.stat().st_size > 1000  # rewritten whole
+    finally:
+        alchemy_env._load_dm_alchemy_eval_set.cache_clear()
+
+
 def test_eval_set_without_dm_alchemy_raises_naming_the_install_command(tmp_path):
     stub = tmp_path / "stub" / "dm_alchemy"
     stub.mkdir(parents=True)
