@@ -582,6 +582,14 @@ def test_eval_set_agent_scores_equal_the_published_ones():
         assert round(float(scores.std(ddof=1) / np.sqrt(1000)), 2) == sem, agent
     for agent, scores in data["agent_scores"].items():
         assert -90 <= scores.min() and scores.max() <= 450, agent
+    # alchemy_env's random-heuristic bot on the same episodes (the `random_heuristic` reference of the training
+    # scripts) against dm_alchemy's RandomActionBot there, 147.02 +- 1.55: a different random stream, so
+    # within the two errors
+    envs = SymbolicAlchemyVectorEnv(1000, autoreset_mode="Disabled")
+    observations, _ = envs.reset(options={"chemistries": data["chemistries"], "items": data["items"]})
+    heuristic = alchemy_env.bot_episode_returns(envs, observations, alchemy_env.random_heuristic_actions,
+                                                np.random.default_rng(0))
+    assert abs(heuristic.mean() - 147.02) < 3 * np.hypot(1.55, heuristic.std(ddof=1) / np.sqrt(1000))
     assert alchemy_env.load_dm_alchemy_eval_set() is data  # loaded once per process
     with pytest.raises(ValueError, match="read-only"):
         data["agent_scores"]["baseline"][0] = 0.0
