@@ -479,6 +479,7 @@ def rollout(envs, model, task_params, goals, args, device):
             obs_np, rewards[t], terminated, truncated, info = envs.step(actions[t].numpy())
             positions[t + 1] = envs.positions
             alive[t + 1] = ~(terminated | truncated)
+        reached = terminated.reshape(tasks, episodes)  # with autoreset disabled an ended episode keeps its flag
         check_finite(action_logits=logits)
         mask = torch.from_numpy(alive[:-1]).float()
         step_entropy = torch.special.entr(torch.softmax(logits, -1)).sum(-1).cpu()
@@ -504,6 +505,7 @@ def rollout(envs, model, task_params, goals, args, device):
         "env_steps": int(mask.sum()),
         "positions": positions,
         "entropy": entropy,  # the policy's mean entropy over the steps taken
+        "reached": reached,  # (tasks, episodes): the episode ended within the goal radius
     }
     return {k: v.to(device) for k, v in batch.items()}, stats
 
@@ -529,6 +531,50 @@ def evaluate(envs, model, params, goals, num_steps: int, args, device):
     """Mean return and final distance over the test tasks after 0..num_steps inner steps."""
     _, stats, _ = sample_and_adapt(envs, model, params, goals, num_steps, args, device)
     return [float(s["returns"].mean()) for s in stats], [float(s["distances"].mean()) for s in stats], stats
+
+
+def exact_optimum(goals, args):
+    """Each task's optimal return R* and whether an optimal policy reaches its goal (nav_env's exact DP), or
+    None for --collision original, whose float dynamics the DP does not model."""
+    if args.collision == "original":
+        return None
+    return nav_env.optimal_returns(goals, args.obstacles, args.collision)
+
+
+def mean_or_none(values: np.ndarray, where: np.ndarray) -> float | None:
+    return float(values[where].mean()) if where.any() else None
+
+
+def outcome_metrics(batch_stats, quadrants: np.ndarray, optimum) -> dict:
+    """Success and return gap of one batch of test episodes, overall and per quadrant (Q1..Q4 of nav_env).
+
+    success_rate: the fraction of episodes that end within the goal radius; on_reachable: the same over
+    the tasks whose optimal policy reaches the goal; return_gap: the mean over tasks of R* minus the task's
+    mean return. A mean over no task (a quadrant without a test goal) is None, and so is everything that
+    needs R* when there is none.
+    """
+    success = batch_stats["reached"].mean(1)  # per task; every task has the same number of episodes
+    everywhere = np.ones(len(success), dtype=bool)
+    in_quadrant = [quadrants == q for q in range(len(nav_env.QUADRANTS))]
+    metrics = {"success_rate": mean_or_none(success, everywhere),
+               "success_rate_by_quadrant": [mean_or_none(success, m) for m in in_quadrant]}
+    if optimum is None:
+        return {**metrics, "success_rate_on_reachable": None, "success_rate_on_reachable_by_quadrant": [None] * 4,
+                "return_gap": None, "return_gap_by_quadrant": [None] * 4}
+    optimal_return, reachable = optimum
+    gap = optimal_return - batch_stats["returns"].mean(1)
+    return {**metrics, "success_rate_on_reachable": mean_or_none(success, reachable),
+            "success_rate_on_reachable_by_quadrant": [mean_or_none(success, m & reachable) for m in in_quadrant],
+            "return_gap": mean_or_none(gap, everywhere), "return_gap_by_quadrant": [mean_or_none(gap, m) for m in in_quadrant]}
+
+
+def optimal_metrics(quadrants: np.ndarray, optimum) -> dict:
+    """The optimal policy's success rate on the test tasks (it is deterministic: 1 or 0 per task)."""
+    if optimum is None:
+        return {"optimal_success_rate": None, "optimal_success_rate_by_quadrant": [None] * 4}
+    reached = optimum[1].astype(np.float64)
+    return {"optimal_success_rate": mean_or_none(reached, np.ones(len(reached), dtype=bool)),
+            "optimal_success_rate_by_quadrant": [mean_or_none(reached, quadrants == q) for q in range(4)]}
 
 
 def trajectory_image(stats, goals, args) -> np.ndarray:
@@ -562,6 +608,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training goals
     test_goals = nav_env.sample_goals(args.targets, args.num_test_tasks, np.random.default_rng([1, args.test_seed]))
+    test_quadrants, test_optimum = nav_env.goal_quadrants(test_goals), exact_optimum(test_goals, args)
 
     env_kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision,
                       autoreset_mode="Disabled")  # fixed-horizon rollouts: an ended episode waits, masked out
@@ -661,7 +708,18 @@ if __name__ == "__main__":
         writer.add_scalar("eval/post_adaptation_distance", distances[args.inner_steps], iteration)
         writer.add_image("eval/trajectories", trajectory_image(stats[: args.inner_steps + 1], test_goals, args),
                          iteration, dataformats="HWC")
-        return returns, distances
+        outcomes = [outcome_metrics(s, test_quadrants, test_optimum) for s in stats]
+        for when, metrics in (("pre_adaptation", outcomes[0]), ("post_adaptation", outcomes[args.inner_steps])):
+            for name in ("success_rate", "success_rate_on_reachable", "return_gap"):
+                if metrics[name] is not None:
+                    writer.add_scalar(f"eval/{when}_{name}", metrics[name], iteration)
+                for q, value in enumerate(metrics[f"{name}_by_quadrant"]):
+                    if value is not None:
+                        writer.add_scalar(f"eval/{when}_{name}_q{q + 1}", value, iteration)
+        if test_optimum is not None:
+            writer.add_scalar("eval/optimal_success_rate", optimal_metrics(test_quadrants, test_optimum)["optimal_success_rate"],
+                              iteration)
+        return returns, distances, outcomes
 
     # elapsed time and ETA on stderr (every 30 s when it is not a terminal), and in the log lines
     progress = tqdm(total=args.num_iterations, initial=start_iteration, unit="it", file=sys.stderr, dynamic_ncols=True,
@@ -739,7 +797,7 @@ if __name__ == "__main__":
 
     # Final evaluation on the held-out test tasks, after 0..K inner steps
     train_time = time.time() - start_time
-    returns, distances = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
+    returns, distances, outcomes = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
     summary = {
         **base_summary(args.num_iterations),
         "pre_adaptation_return": returns[0],
@@ -749,6 +807,14 @@ if __name__ == "__main__":
         "adaptation_gain": returns[args.inner_steps] - returns[0],
         "return_after_steps": returns,
         "distance_after_steps": distances,
+        # success (episodes ending within the goal radius) and the gap to each task's exact optimum R*
+        **{f"{when}_{name}": outcomes[k][name] for when, k in (("pre_adaptation", 0), ("post_adaptation", args.inner_steps))
+           for name in outcomes[0]},
+        **optimal_metrics(test_quadrants, test_optimum),
+        "success_after_steps": [o["success_rate"] for o in outcomes],
+        "success_on_reachable_after_steps": [o["success_rate_on_reachable"] for o in outcomes],
+        "return_gap_after_steps": [o["return_gap"] for o in outcomes],
+        "test_optimal_returns": None if test_optimum is None else test_optimum[0].tolist(),
         "test_goals": test_goals.tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
@@ -757,7 +823,8 @@ if __name__ == "__main__":
         "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
     }
     print("held-out test tasks: " + ", ".join(
-        f"after {k} step(s): return {r:.1f} distance {d:.2f}" for k, (r, d) in enumerate(zip(returns, distances))))
+        f"after {k} step(s): return {r:.1f} distance {d:.2f} success {o['success_rate']:.2f}"
+        for k, (r, d, o) in enumerate(zip(returns, distances, outcomes))))
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
         buffer = io.BytesIO()

@@ -944,6 +944,15 @@ if __name__ == "__main__":
         _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
         summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
                        greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
+        # the task's exact optimum R* (nav_env's DP; none for collision "original"): success and gap against it
+        summary["success_rate"] = summary["goal_reached_rate"]
+        optimum = None if args.collision == "original" else nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
+        summary.update(
+            optimal_return=None if optimum is None else float(optimum[0][0]),
+            optimal_success_rate=None if optimum is None else float(optimum[1][0]),
+            return_gap=None if optimum is None or not finished_returns else float(optimum[0][0]) - summary["final_episodic_return"],
+            greedy_return_gap=None if optimum is None else float(optimum[0][0]) - greedy_return,
+        )
     write_json(os.path.join(run_dir, "summary.json"), summary)
     print(f"summary: {run_dir}/summary.json")
     envs.close()
