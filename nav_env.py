@@ -480,35 +480,46 @@ def _backward_induction(goal_cells: np.ndarray, obstacles: str, collision: str, 
     in int32 (|key| <= 2 * 100 * 20000). The key orders by value, then prefers reaching the goal among equal
     values: reaches is 1 iff some optimal policy ends the episode within the goal radius, and the argmax policy
     is such a policy. Without keep_policy, only the cells the agent can occupy are solved (those within
-    Chebyshev distance t of the start after t steps), about a third of the work. Goals are the last axis, so
-    the gather of a successor copies a contiguous row of G values.
+    Chebyshev distance t of the start after t steps), about a third of the work: the cells are numbered by
+    that distance, so those cells are a prefix of the arrays, and the goals are the last axis, so the gather
+    of a successor copies a contiguous row of G values.
     """
     num_cells = (GRID_MAX + 1) ** 2
-    successors = _successors(obstacles, collision)
     cx, cy = np.divmod(np.arange(num_cells), GRID_MAX + 1)
+    chebyshev = np.maximum(np.abs(cx - start_cell[0]), np.abs(cy - start_cell[1]))
+    order = np.argsort(chebyshev, kind="stable")  # position -> cell
+    position = np.empty(num_cells, dtype=np.intp)
+    position[order] = np.arange(num_cells)  # cell -> position
+    successors = _successors(obstacles, collision)[order]  # rows by position, entries still cells
+    successors = np.where(successors < num_cells, position[successors % num_cells],
+                          num_cells + position[successors % num_cells])  # stick's frozen copies follow the cells
+    # within[d]: the number of cells within Chebyshev distance d of the start
+    within = np.searchsorted(chebyshev[order], np.arange(horizon + 2), side="right")
+    cx, cy = cx[order], cy[order]
     distance_sq = (cx[:, None] - goal_cells[:, 0]) ** 2 + (cy[:, None] - goal_cells[:, 1]) ** 2  # (cells, G)
     reached = distance_sq <= GOAL_RADIUS_SQ_CELLS  # arriving there ends the episode with reward 0
     arrival = np.where(reached, 0, -2 * distance_sq).astype(np.int32)  # twice the reward of arriving in a cell
-    chebyshev = np.maximum(np.abs(cx - start_cell[0]), np.abs(cy - start_cell[1]))
     key = np.zeros(arrival.shape, dtype=np.int32)  # no steps left
+    landing = np.zeros((2 * num_cells if collision == "stick" else num_cells, len(goal_cells)), dtype=np.int32)
     policy = []
     for steps_left in range(1, horizon + 1):
-        landing = np.where(reached, 1, key + arrival)  # the key of arriving in a cell, then steps_left - 1 more
+        # with steps_left steps left the agent is within horizon - steps_left of the start, one step further after
+        live, next_live = (num_cells, num_cells) if keep_policy else within[horizon - steps_left : horizon - steps_left + 2]
+        # the key of arriving in a cell with steps_left - 1 steps to go
+        np.copyto(landing[:next_live], np.where(reached[:next_live], 1, key[:next_live] + arrival[:next_live]))
         if collision == "stick":  # frozen in the cell: its reward on every step left (0 and done at the goal)
-            landing = np.concatenate([landing, np.where(reached, 1, steps_left * arrival)])
-        live = slice(None) if keep_policy else np.flatnonzero(chebyshev <= horizon - steps_left)
-        key = np.zeros_like(key)  # cells the agent cannot occupy with steps_left steps left are never read
+            landing[num_cells : num_cells + live] = np.where(reached[:live], 1, steps_left * arrival[:live])
         if keep_policy:
             q = landing[successors]  # (cells, 8, G)
-            policy.append(q.argmax(1).astype(np.int8))
-            key[:] = q.max(1)
-        else:  # the max over actions one gather at a time: no (cells, 8, G) temporary
-            successors_live = successors[live]
-            best = landing[successors_live[:, 0]]
+            policy.append(q.argmax(1).astype(np.int8)[position])
+            key = q.max(1)
+        else:  # the max over actions one gather at a time; rows beyond `live` are stale and never read
+            best, gathered = key[:live], np.empty((live, len(goal_cells)), dtype=np.int32)
+            np.take(landing, successors[:live, 0], axis=0, out=best)
             for action in range(1, len(ACTION_NAMES)):
-                np.maximum(best, landing[successors_live[:, action]], out=best)
-            key[live] = best
-    return key, (np.stack(policy[::-1]) if keep_policy else None)
+                np.take(landing, successors[:live, action], axis=0, out=gathered)
+                np.maximum(best, gathered, out=best)
+    return key[position], (np.stack(policy[::-1]) if keep_policy else None)
 
 
 def _check_optimum_args(obstacles: str, collision: str, horizon: int, start) -> np.ndarray:
