@@ -116,6 +116,27 @@ class Args:
     max_grad_norm: float = 1.0
     """clip the meta-gradient to this norm (0: no clipping)"""
 
+    # Task sampling (a curriculum over the target distribution)
+    task_sampler: Literal["uniform", "plr", "cvar"] = "uniform"
+    """how the training goals are drawn: `uniform` from the target distribution; `plr` and `cvar` draw
+    --sampler-candidates times as many goals from it and keep a meta-batch of them weighted by a difficulty
+    learned per goal bin (the return gap R* - return after adaptation): PLR's rank prioritisation with
+    staleness (Jiang et al. 2021), or RoML's oversampling of the worst --cvar-alpha tail (Greenberg et al. 2023)"""
+    sampler_bins: int = 10
+    """plr / cvar: the goal bins are a grid of this many bins per axis over the map"""
+    sampler_candidates: int = 8
+    """plr / cvar: goals drawn from the target distribution per training task, of which one in this many is kept"""
+    sampler_ema: float = 0.3
+    """plr / cvar: the weight of an iteration's return gaps in their bin's score (an exponential moving average)"""
+    plr_temperature: float = 0.1
+    """plr: beta of the rank prioritisation P_S(bin) ~ rank(score)^(-1/beta) (PLR's default)"""
+    plr_staleness: float = 0.1
+    """plr: rho, the weight of the staleness distribution P_C(bin) ~ iterations since it was last trained on (PLR's default)"""
+    cvar_alpha: float = 0.2
+    """cvar: alpha, the tail: the hardest bins holding this fraction of the target distribution"""
+    cvar_uniform: float = 0.2
+    """cvar: the share of training tasks still drawn from the whole target distribution (the rest from the tail)"""
+
     # Evaluation and outputs
     eval_every: int = 50
     """evaluate on the held-out test tasks every this many iterations (0: only at the end)"""
@@ -186,6 +207,17 @@ def resolve(args: Args) -> Args:
         args.eval_inner_steps = args.inner_steps
     if args.eval_inner_steps < args.inner_steps:
         fail(f"--eval-inner-steps must be >= --inner-steps ({args.inner_steps}), got {args.eval_inner_steps}")
+    for name in ("sampler_bins", "sampler_candidates", "plr_temperature"):
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("sampler_ema", "cvar_alpha", "cvar_uniform"):
+        if not 0 < getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    if not 0 <= args.plr_staleness <= 1:
+        fail(f"--plr-staleness must be in [0, 1], got {args.plr_staleness}")
+    if args.task_sampler != "uniform" and args.collision == "original":
+        fail(f"--task-sampler {args.task_sampler} scores tasks by their gap to the exact optimum, which nav_env "
+             f"computes for --collision block and stick; allowed with original: uniform")
     if args.load_model is not None and not os.path.isfile(args.load_model):
         fail(f"--load-model {args.load_model}: no such file")
     return args
@@ -588,6 +620,137 @@ def trajectory_image(stats, goals, args) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
+# --- task sampling: a difficulty-aware curriculum over goal bins ------------------------------------------
+
+
+class TaskSampler:
+    """The training goals of each meta-iteration, and what the sampler learned about where tasks are hard.
+
+    `uniform` draws the meta-batch from the target distribution (nav_env.sample_goals). `plr` and `cvar`
+    draw sampler_candidates times as many goals from it and keep a meta-batch of them (without replacement),
+    each candidate weighted by probabilities()[bin] / mass[bin]: for many candidates the batch's share of a
+    bin tends to probabilities()[bin], and inside a bin goals stay distributed as the target, so the
+    support is always the target distribution's. A bin's score is an exponential moving average of the
+    return gap R* - return after adaptation of its training tasks; a bin with no score yet counts as the
+    hardest until it is trained on. `mass` counts the candidates drawn per bin: the target distribution's
+    share of each bin, estimated as training goes.
+    """
+
+    def __init__(self, args):
+        self.kind, self.bins, self.args = args.task_sampler, args.sampler_bins, args
+        num_bins = self.bins**2
+        self.score = np.zeros(num_bins)  # EMA of the return gap, valid where visits > 0
+        self.visits = np.zeros(num_bins, dtype=np.int64)  # training tasks per bin
+        self.last_trained = np.zeros(num_bins, dtype=np.int64)  # PLR's C_i: the iteration it was last trained on
+        self.mass = np.zeros(num_bins, dtype=np.int64)  # candidates drawn per bin
+        self.iteration = 0  # PLR's c
+        self.quadrant_counts = np.zeros(len(nav_env.QUADRANTS), dtype=np.int64)  # training tasks per quadrant
+
+    def state_dict(self) -> dict:
+        return {name: copy.deepcopy(getattr(self, name))
+                for name in ("score", "visits", "last_trained", "mass", "iteration", "quadrant_counts")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, copy.deepcopy(value))
+
+    def bin_of(self, goals) -> np.ndarray:
+        """Bin index x_bin * bins + y_bin of each goal (n, 2), from its grid cell (exact; x = 10 joins the last bin)."""
+        cells = np.rint(np.asarray(goals) * nav_env.CELLS_PER_UNIT).astype(np.int64)
+        index = np.minimum(cells * self.bins // nav_env.GRID_MAX, self.bins - 1)
+        return index[:, 0] * self.bins + index[:, 1]
+
+    def probabilities(self) -> np.ndarray:
+        """The intended share of training tasks per bin (sums to 1), a function of the state alone.
+
+        Bins the target distribution has not been seen to reach (mass 0) get 0. plr (Prioritized Level Replay,
+        Jiang et al. 2021): (1 - rho) P_S + rho P_C, P_S ~ rank(score)^(-1/beta) with rank 1 the highest score
+        (ties share the best rank), P_C ~ c - C_i, the iterations since the bin was last trained on. cvar
+        (RoML, Greenberg et al. 2023, over-samples the tasks of the lowest-return alpha tail, which it learns
+        with the cross-entropy method; here the bins' scores rank the tasks): the bins of the highest scores
+        holding a fraction alpha of the target's mass, the last one in part, get (1 - u) / alpha times their
+        mass, and every bin u times its mass (u = --cvar-uniform, which keeps every goal in play).
+        """
+        support = self.mass > 0
+        if not support.any():
+            return np.full(len(self.mass), 1 / len(self.mass))
+        mass = np.where(support, self.mass, 0) / self.mass.sum()
+        if self.kind == "uniform":
+            return mass
+        score = np.where(self.visits > 0, self.score, np.inf)[support]  # no score yet: the hardest
+        probabilities = np.zeros(len(self.mass))
+        if self.kind == "plr":
+            rank = 1 + (score[None, :] > score[:, None]).sum(1)
+            by_score = rank.astype(np.float64) ** (-1 / self.args.plr_temperature)
+            staleness = (self.iteration - self.last_trained[support]).astype(np.float64)
+            by_staleness = staleness / staleness.sum() if staleness.sum() > 0 else np.full(len(score), 1 / len(score))
+            rho = self.args.plr_staleness
+            probabilities[support] = (1 - rho) * by_score / by_score.sum() + rho * by_staleness
+        else:
+            alpha, u = self.args.cvar_alpha, self.args.cvar_uniform
+            share = mass[support]
+            order = np.argsort(-score, kind="stable")
+            before = np.zeros(len(score))
+            before[order] = np.concatenate([[0.0], np.cumsum(share[order])[:-1]])  # mass of the harder bins
+            in_tail = np.clip((alpha - before) / share, 0.0, 1.0)  # the fraction of the bin inside the alpha tail
+            probabilities[support] = u * share + (1 - u) * share * in_tail / alpha
+        return probabilities / probabilities.sum()
+
+    def sample(self, num_tasks: int, rng: np.random.Generator, iteration: int) -> np.ndarray:
+        """The meta-batch of goals (num_tasks, 2) for this iteration."""
+        self.iteration = iteration
+        if self.kind == "uniform":
+            goals = nav_env.sample_goals(self.args.targets, num_tasks, rng)
+        else:
+            candidates = nav_env.sample_goals(self.args.targets, num_tasks * self.args.sampler_candidates, rng)
+            bins = self.bin_of(candidates)
+            self.mass += np.bincount(bins, minlength=len(self.mass))
+            weights = self.probabilities()[bins] / self.mass[bins]
+            goals = candidates[np.sort(rng.choice(len(candidates), num_tasks, replace=False, p=weights / weights.sum()))]
+        self.quadrant_counts += np.bincount(nav_env.goal_quadrants(goals), minlength=len(self.quadrant_counts))
+        return goals
+
+    def update(self, goals, gaps, iteration: int) -> None:
+        """Fold this iteration's return gaps (one per goal) into their bins' scores."""
+        bins = self.bin_of(goals)
+        for b in np.unique(bins):
+            gap = float(np.mean(np.asarray(gaps)[bins == b]))
+            ema = self.args.sampler_ema
+            self.score[b] = gap if self.visits[b] == 0 else (1 - ema) * self.score[b] + ema * gap
+            self.visits[b] += int((bins == b).sum())
+            self.last_trained[b] = iteration
+
+    def difficulty_map(self) -> np.ndarray:
+        """The bins' scores as (bins, bins), row y_bin from the bottom, column x_bin (NaN: no score yet)."""
+        scores = np.where(self.visits > 0, self.score, np.nan)
+        return scores.reshape(self.bins, self.bins).T
+
+
+def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: int = 320) -> np.ndarray:
+    """The bins' scores over the map, white (0) to red (the highest), grey where there is none yet; obstacles on top."""
+    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=title)
+    margin = max(8, size // 25)  # render_trajectories' layout
+    scale = (size - 2 * margin) / nav_env.MAP_SIZE
+    pixels = np.arange(size) + 0.5
+    x, y = (pixels - margin) / scale, (size - margin - pixels) / scale  # x per column, y per row
+    bins = len(difficulty)
+    inside = ((0 <= y) & (y < nav_env.MAP_SIZE))[:, None] & ((0 <= x) & (x < nav_env.MAP_SIZE))[None, :]
+    row = np.clip((y / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
+    column = np.clip((x / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
+    values = difficulty[row[:, None], column[None, :]]
+    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
+    level = np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0)
+    heat = np.stack([np.full(level.shape, 255.0), 255 * (1 - 0.85 * level), 255 * (1 - 0.85 * level)], -1)
+    heat[np.isnan(values)] = 190.0
+    heat[~inside] = 255.0
+    return np.minimum(base, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+
+
+def none_if_nan(values) -> list:
+    """A nested list with NaN as None (null in JSON)."""
+    return [none_if_nan(v) if np.ndim(v) else (None if np.isnan(v) else float(v)) for v in values]
+
+
 if __name__ == "__main__":
     cli = tyro.cli(Args)
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
@@ -636,6 +799,8 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
     generators = {"task_rng": task_rng, "envs": envs.np_random, "test_envs": test_envs.np_random}
+    sampler = TaskSampler(args)
+    sampler_times = []  # seconds per iteration spent drawing the goals and scoring them
     checkpoint_path = os.path.join(run_dir, CHECKPOINT)
 
     global_step, start_iteration, elapsed_before = 0, 0, 0.0
@@ -648,6 +813,9 @@ if __name__ == "__main__":
         iteration_times, iteration_sps = checkpoint["iteration_times"], checkpoint["iteration_sps"]
         collapse_count, collapsed_at = checkpoint["collapse_count"], checkpoint["collapsed_at"]
         elapsed_before = checkpoint["elapsed_s"]
+        if "sampler" in checkpoint:  # a checkpoint written before the task samplers resumes with the uniform one
+            sampler.load_state_dict(checkpoint["sampler"])
+            sampler_times = checkpoint["sampler_times"]
         set_rng_state(checkpoint["rng"], generators)
         if os.path.isfile(os.path.join(run_dir, "summary.json")) and start_iteration == args.num_iterations:
             with open(os.path.join(run_dir, "summary.json")) as f:
@@ -663,7 +831,8 @@ if __name__ == "__main__":
         return {"script": os.path.basename(__file__), "args": asdict(args), "iteration": iteration,
                 "global_step": global_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": rng_state(generators), "iteration_times": iteration_times, "iteration_sps": iteration_sps,
-                "collapse_count": collapse_count, "collapsed_at": collapsed_at, "elapsed_s": time.time() - start_time}
+                "collapse_count": collapse_count, "collapsed_at": collapsed_at, "elapsed_s": time.time() - start_time,
+                "sampler": sampler.state_dict(), "sampler_times": sampler_times}
 
     if checkpoint is None:
         save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
@@ -716,6 +885,10 @@ if __name__ == "__main__":
                 for q, value in enumerate(metrics[f"{name}_by_quadrant"]):
                     if value is not None:
                         writer.add_scalar(f"eval/{when}_{name}_q{q + 1}", value, iteration)
+        if sampler.kind != "uniform":
+            writer.add_image("charts/difficulty_map", difficulty_image(
+                sampler.difficulty_map(), args.obstacles, f"{args.task_sampler}: R* - return per goal bin"),
+                iteration, dataformats="HWC")
         if test_optimum is not None:
             writer.add_scalar("eval/optimal_success_rate", optimal_metrics(test_quadrants, test_optimum)["optimal_success_rate"],
                               iteration)
@@ -729,7 +902,8 @@ if __name__ == "__main__":
         if stop.signum is not None:
             break
         iteration_start = time.time()
-        goals = nav_env.sample_goals(args.targets, args.meta_batch_size, task_rng)
+        goals = sampler.sample(args.meta_batch_size, task_rng, iteration)
+        sampler_time = time.time() - iteration_start
 
         try:
             # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
@@ -748,6 +922,11 @@ if __name__ == "__main__":
         except Diverged as error:
             stop_diverged(iteration, error)
 
+        if sampler.kind != "uniform":  # the training tasks' own post-adaptation gaps to their optimum
+            scoring_start = time.time()
+            sampler.update(goals, exact_optimum(goals, args)[0] - stats[-1]["returns"].mean(1), iteration)
+            sampler_time += time.time() - scoring_start
+        sampler_times.append(sampler_time)
         iteration_steps = sum(s["env_steps"] for s in stats)
         global_step += iteration_steps
         iteration_times.append(time.time() - iteration_start)
@@ -771,6 +950,9 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
         writer.add_scalar("losses/outer_loss", loss.item(), iteration)
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
+        writer.add_scalar("charts/sampler_time", sampler_time, iteration)
+        for q, share in enumerate(np.bincount(nav_env.goal_quadrants(goals), minlength=4) / len(goals)):
+            writer.add_scalar(f"charts/sampled_share_q{q + 1}", share, iteration)
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
             log_evaluation(iteration, args.inner_steps)
         progress.update(1)
@@ -815,6 +997,11 @@ if __name__ == "__main__":
         "success_on_reachable_after_steps": [o["success_rate_on_reachable"] for o in outcomes],
         "return_gap_after_steps": [o["return_gap"] for o in outcomes],
         "test_optimal_returns": None if test_optimum is None else test_optimum[0].tolist(),
+        # what the task sampler did: the share of training tasks per quadrant, and its scores per goal bin
+        "sampled_share_by_quadrant": (sampler.quadrant_counts / sampler.quadrant_counts.sum()).tolist()
+        if sampler.quadrant_counts.sum() else None,
+        "difficulty_map": none_if_nan(sampler.difficulty_map()) if sampler.kind != "uniform" else None,
+        "median_sampler_time_s": float(np.median(sampler_times)) if sampler_times else None,
         "test_goals": test_goals.tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
