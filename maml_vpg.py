@@ -119,14 +119,12 @@ class Args:
 
     # Task sampling (a curriculum over the target distribution)
     task_sampler: Literal["uniform", "plr", "cvar"] = "uniform"
-    """how the training goals are drawn: `uniform` from the target distribution; `plr` and `cvar` draw
-    --sampler-candidates times as many goals from it and keep a meta-batch of them weighted by a difficulty
-    learned per goal bin (the return gap R* - return after adaptation): PLR's rank prioritisation with
-    staleness (Jiang et al. 2021), or RoML's oversampling of the worst --cvar-alpha tail (Greenberg et al. 2023)"""
+    """how the training goals are drawn: `uniform` from the target distribution; `plr` and `cvar` pick a goal
+    bin per task by a difficulty learned per bin (the return gap R* - return after adaptation), then a goal of
+    the target distribution in that bin: PLR's rank prioritisation with staleness (Jiang et al. 2021), or
+    RoML's oversampling of the worst --cvar-alpha tail (Greenberg et al. 2023)"""
     sampler_bins: int = 10
     """plr / cvar: the goal bins are a grid of this many bins per axis over the map"""
-    sampler_candidates: int = 8
-    """plr / cvar: goals drawn from the target distribution per training task, of which one in this many is kept"""
     sampler_ema: float = 0.3
     """plr / cvar: the weight of an iteration's return gaps in their bin's score (an exponential moving average)"""
     plr_temperature: float = 0.1
@@ -208,7 +206,7 @@ def resolve(args: Args) -> Args:
         args.eval_inner_steps = args.inner_steps
     if args.eval_inner_steps < args.inner_steps:
         fail(f"--eval-inner-steps must be >= --inner-steps ({args.inner_steps}), got {args.eval_inner_steps}")
-    for name in ("sampler_bins", "sampler_candidates", "plr_temperature"):
+    for name in ("sampler_bins", "plr_temperature"):
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("sampler_ema", "cvar_alpha", "cvar_uniform"):
@@ -639,14 +637,18 @@ class TaskSampler:
     """The training goals of each meta-iteration, and what the sampler learned about where tasks are hard.
 
     `uniform` draws the meta-batch from the target distribution (nav_env.sample_goals). `plr` and `cvar`
-    draw sampler_candidates times as many goals from it and keep a meta-batch of them (without replacement),
-    each candidate weighted by probabilities()[bin] / mass[bin]: for many candidates the batch's share of a
-    bin tends to probabilities()[bin], and inside a bin goals stay distributed as the target, so the
-    support is always the target distribution's. A bin's score is an exponential moving average of the
-    return gap R* - return after adaptation of its training tasks; a bin with no score yet counts as the
-    hardest until it is trained on. `mass` counts the candidates drawn per bin: the target distribution's
-    share of each bin, estimated as training goes.
+    pick each task's bin from probabilities(), then take the first goal in that bin among goals drawn from
+    the target distribution (in rounds of ROUND goals): the batch's bins follow probabilities() exactly,
+    and inside a bin the goals follow the target distribution, so the support stays the target's. (Weighting
+    a fixed pool of a few candidates per task instead cannot give a bin more than its few candidates: a
+    distribution peaked on one bin of 1% of the mass came out near the target's own.) A bin's score is an
+    exponential moving average of the return gap R* - return after adaptation of its training tasks; a bin
+    with no score yet counts as the hardest until it is trained on. `mass` counts the goals drawn per bin:
+    the target distribution's share of each bin, estimated as training goes.
     """
+
+    ROUND = 512  # goals drawn from the target distribution at a time
+    MAX_ROUNDS = 100  # a bin these rounds miss (the target almost never reaches it) gets a goal of any bin
 
     def __init__(self, args):
         self.kind, self.bins, self.args = args.task_sampler, args.sampler_bins, args
@@ -714,11 +716,22 @@ class TaskSampler:
         if self.kind == "uniform":
             goals = nav_env.sample_goals(self.args.targets, num_tasks, rng)
         else:
-            candidates = nav_env.sample_goals(self.args.targets, num_tasks * self.args.sampler_candidates, rng)
-            bins = self.bin_of(candidates)
-            self.mass += np.bincount(bins, minlength=len(self.mass))
-            weights = self.probabilities()[bins] / self.mass[bins]
-            goals = candidates[np.sort(rng.choice(len(candidates), num_tasks, replace=False, p=weights / weights.sum()))]
+            goals, missing = np.zeros((num_tasks, 2)), np.ones(num_tasks, dtype=bool)
+            chosen = None
+            for _ in range(self.MAX_ROUNDS):
+                candidates = nav_env.sample_goals(self.args.targets, self.ROUND, rng)
+                bins = self.bin_of(candidates)
+                self.mass += np.bincount(bins, minlength=len(self.mass))
+                if chosen is None:  # after the first round, so the support includes every bin seen so far
+                    chosen = rng.choice(len(self.mass), num_tasks, p=self.probabilities())
+                free = np.ones(len(candidates), dtype=bool)
+                for task in np.flatnonzero(missing):
+                    match = np.flatnonzero(free & (bins == chosen[task]))
+                    if len(match):
+                        goals[task], free[match[0]], missing[task] = candidates[match[0]], False, False
+                if not missing.any():
+                    break
+            goals[missing] = candidates[free][: missing.sum()]
         self.quadrant_counts += np.bincount(nav_env.goal_quadrants(goals), minlength=len(self.quadrant_counts))
         return goals
 
@@ -740,7 +753,8 @@ class TaskSampler:
 
 def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: int = 320) -> np.ndarray:
     """The bins' scores over the map, white (0) to red (the highest), grey where there is none yet; obstacles on top."""
-    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=title)
+    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
+    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=f"{title} (red: {top:.0f})")
     margin = max(8, size // 25)  # render_trajectories' layout
     scale = (size - 2 * margin) / nav_env.MAP_SIZE
     pixels = np.arange(size) + 0.5
@@ -750,7 +764,6 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
     row = np.clip((y / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
     column = np.clip((x / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
     values = difficulty[row[:, None], column[None, :]]
-    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
     level = np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0)
     heat = np.stack([np.full(level.shape, 255.0), 255 * (1 - 0.85 * level), 255 * (1 - 0.85 * level)], -1)
     heat[np.isnan(values)] = 190.0

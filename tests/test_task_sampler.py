@@ -84,22 +84,30 @@ def test_bins_scores_and_the_difficulty_map_by_hand(module):
 
 
 @pytest.mark.parametrize("kind", ["plr", "cvar"])
-def test_resampled_goals_are_candidates_of_the_target_distribution_and_prefer_the_hard_bins(kind):
-    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler=kind, sampler_bins=2, sampler_candidates=8))
-    sampler.mass[:] = 1
+def test_sampled_bins_follow_the_probabilities_and_goals_the_target_inside_a_bin(kind):
+    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler=kind, sampler_bins=2))
     sampler.visits[:] = 1
-    sampler.score[:] = [0.0, 100.0, 0.0, 0.0]  # bin 1 = (x bin 0, y bin 1): the upper left quadrant, Q2
+    sampler.score[:] = [0.0, 100.0, 0.0, 50.0]  # bin 1 = (x bin 0, y bin 1): Q2, the upper left quadrant
+    sampler.mass[:] = 10**9  # the target's mass per bin, as if known (uniform: a quarter each)
+    expected = sampler.probabilities()  # constant here: nothing is trained on, so no staleness changes
     rng = np.random.default_rng(0)
-    shares = np.zeros(4)
-    for iteration in range(1, 51):
-        candidates = nav_env.sample_goals("uniform", 64, copy.deepcopy(rng))
-        goals = sampler.sample(8, rng, iteration)
-        assert goals.shape == (8, 2)
-        for goal in goals:  # candidates of the target distribution, each kept at most once
-            assert (goals == goal).all(1).sum() <= (candidates == goal).all(1).sum() >= 1
-        shares += np.bincount(nav_env.goal_quadrants(goals), minlength=4) / 8 / 50
-    assert shares[1] > 0.5 and (shares > 0).all()  # the hard quadrant oversampled, none left out
-    assert sampler.quadrant_counts.sum() == 400 and sampler.mass.sum() == 4 + 50 * 64
+    goals = np.concatenate([sampler.sample(8, rng, 1) for _ in range(500)])
+    shares = np.bincount(sampler.bin_of(goals), minlength=4) / len(goals)
+    assert np.abs(shares - expected).max() < 4 * np.sqrt(0.25 / len(goals))  # 4 standard errors at most
+    assert expected[1] > 0.5
+    in_q2 = goals[sampler.bin_of(goals) == 1]  # uniform targets: uniform over the quadrant's grid points
+    assert np.abs(in_q2.mean(0) - [2.5, 7.5]).max() < 0.15 and in_q2[:, 0].min() < 0.3 and in_q2[:, 1].max() > 9.7
+    assert sampler.quadrant_counts.sum() == 4000
+
+
+def test_a_bin_the_target_never_reaches_gets_goals_of_the_target_anyway():
+    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler="plr", sampler_bins=4, targets="narrow"))
+    sampler.MAX_ROUNDS = 3
+    sampler.mass[:] = 1  # as if every bin had been seen; narrow (x <= 5) never reaches x >= 7.5, bins 12..15
+    sampler.visits[:12] = 1  # bins 12..15 have no score yet: the hardest, so most tasks pick one of them
+    goals = sampler.sample(8, np.random.default_rng(0), 1)
+    assert (goals[:, 0] <= 5).all() and len(np.unique(goals, axis=0)) == 8  # narrow's goals, none twice
+    assert sampler.mass.sum() == 16 + 3 * 512 and sampler.mass[12:].tolist() == [1] * 4
 
 
 @pytest.mark.parametrize("module", MODULES)
