@@ -457,19 +457,17 @@ def goal_quadrants(goals) -> np.ndarray:
     return np.select([right & upper, ~right & upper, ~right & ~upper], [0, 1, 2], 3)
 
 
-@functools.lru_cache(maxsize=None)
 def _successors(obstacles: str, collision: str) -> np.ndarray:
     """int (cells, 8): the flat cell (x * 101 + y) each action leads to. A blocked move stays in its cell; with
-    collision="stick" a move into an obstacle leads to cells + cell, the frozen copy of the cell."""
+    collision="stick" a move into an obstacle leads to cells + cell, the frozen copy of the cell. Not cached:
+    it takes a millisecond, and follows collision_table when a level is redefined (benchmark/ppo_nav.py)."""
     table = collision_table(obstacles).reshape(-1, len(ACTION_NAMES))
     cells = np.arange(len(table))
     moved = cells[:, None] + ACTION_DELTAS[:, 0] * (GRID_MAX + 1) + ACTION_DELTAS[:, 1]
     successors = np.where(table == FREE, moved, cells[:, None])
     if collision == "stick":
         successors = np.where(table == OBSTACLE, len(table) + cells[:, None], successors)
-    successors = successors.astype(np.intp)
-    successors.flags.writeable = False
-    return successors
+    return successors.astype(np.intp)
 
 
 def _backward_induction(goal_cells: np.ndarray, obstacles: str, collision: str, horizon: int, start_cell,
