@@ -116,6 +116,25 @@ class Args:
     max_grad_norm: float = 1.0
     """clip the meta-gradient to this norm (0: no clipping)"""
 
+    # Task sampling (a curriculum over the target distribution)
+    task_sampler: Literal["uniform", "plr", "cvar"] = "uniform"
+    """how the training goals are drawn: `uniform` from the target distribution; `plr` and `cvar` pick a goal
+    bin per task by a difficulty learned per bin (the return gap R* - return after adaptation), then a goal of
+    the target distribution in that bin: PLR's rank prioritisation with staleness (Jiang et al. 2021), or
+    RoML's oversampling of the worst --cvar-alpha tail (Greenberg et al. 2023)"""
+    sampler_bins: int = 10
+    """plr / cvar: the goal bins are a grid of this many bins per axis over the map"""
+    sampler_ema: float = 0.3
+    """plr / cvar: the weight of an iteration's return gaps in their bin's score (an exponential moving average)"""
+    plr_temperature: float = 0.1
+    """plr: beta of the rank prioritisation P_S(bin) ~ rank(score)^(-1/beta) (PLR's default)"""
+    plr_staleness: float = 0.1
+    """plr: rho, the weight of the staleness distribution P_C(bin) ~ iterations since it was last trained on (PLR's default)"""
+    cvar_alpha: float = 0.2
+    """cvar: alpha, the tail: the hardest bins holding this fraction of the target distribution"""
+    cvar_uniform: float = 0.2
+    """cvar: the share of training tasks still drawn from the whole target distribution (the rest from the tail)"""
+
     # Evaluation and outputs
     eval_every: int = 50
     """evaluate on the held-out test tasks every this many iterations (0: only at the end)"""
@@ -186,6 +205,17 @@ def resolve(args: Args) -> Args:
         args.eval_inner_steps = args.inner_steps
     if args.eval_inner_steps < args.inner_steps:
         fail(f"--eval-inner-steps must be >= --inner-steps ({args.inner_steps}), got {args.eval_inner_steps}")
+    for name in ("sampler_bins", "plr_temperature"):
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("sampler_ema", "cvar_alpha", "cvar_uniform"):
+        if not 0 < getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    if not 0 <= args.plr_staleness <= 1:
+        fail(f"--plr-staleness must be in [0, 1], got {args.plr_staleness}")
+    if args.task_sampler != "uniform" and args.collision == "original":
+        fail(f"--task-sampler {args.task_sampler} scores tasks by their gap to the exact optimum, which nav_env "
+             f"computes for --collision block and stick; allowed with original: uniform")
     if args.load_model is not None and not os.path.isfile(args.load_model):
         fail(f"--load-model {args.load_model}: no such file")
     return args
@@ -479,6 +509,7 @@ def rollout(envs, model, task_params, goals, args, device):
             obs_np, rewards[t], terminated, truncated, info = envs.step(actions[t].numpy())
             positions[t + 1] = envs.positions
             alive[t + 1] = ~(terminated | truncated)
+        reached = terminated.reshape(tasks, episodes)  # with autoreset disabled an ended episode keeps its flag
         check_finite(action_logits=logits)
         mask = torch.from_numpy(alive[:-1]).float()
         step_entropy = torch.special.entr(torch.softmax(logits, -1)).sum(-1).cpu()
@@ -504,6 +535,7 @@ def rollout(envs, model, task_params, goals, args, device):
         "env_steps": int(mask.sum()),
         "positions": positions,
         "entropy": entropy,  # the policy's mean entropy over the steps taken
+        "reached": reached,  # (tasks, episodes): the episode ended within the goal radius
     }
     return {k: v.to(device) for k, v in batch.items()}, stats
 
@@ -531,6 +563,50 @@ def evaluate(envs, model, params, goals, num_steps: int, args, device):
     return [float(s["returns"].mean()) for s in stats], [float(s["distances"].mean()) for s in stats], stats
 
 
+def exact_optimum(goals, args):
+    """Each task's optimal return R* and whether an optimal policy reaches its goal (nav_env's exact DP), or
+    None for --collision original, whose float dynamics the DP does not model."""
+    if args.collision == "original":
+        return None
+    return nav_env.optimal_returns(goals, args.obstacles, args.collision)
+
+
+def mean_or_none(values: np.ndarray, where: np.ndarray) -> float | None:
+    return float(values[where].mean()) if where.any() else None
+
+
+def outcome_metrics(batch_stats, quadrants: np.ndarray, optimum) -> dict:
+    """Success and return gap of one batch of test episodes, overall and per quadrant (Q1..Q4 of nav_env).
+
+    success_rate: the fraction of episodes that end within the goal radius; on_reachable: the same over
+    the tasks whose optimal policy reaches the goal; return_gap: the mean over tasks of R* minus the task's
+    mean return. A mean over no task (a quadrant without a test goal) is None, and so is everything that
+    needs R* when there is none.
+    """
+    success = batch_stats["reached"].mean(1)  # per task; every task has the same number of episodes
+    everywhere = np.ones(len(success), dtype=bool)
+    in_quadrant = [quadrants == q for q in range(len(nav_env.QUADRANTS))]
+    metrics = {"success_rate": mean_or_none(success, everywhere),
+               "success_rate_by_quadrant": [mean_or_none(success, m) for m in in_quadrant]}
+    if optimum is None:
+        return {**metrics, "success_rate_on_reachable": None, "success_rate_on_reachable_by_quadrant": [None] * 4,
+                "return_gap": None, "return_gap_by_quadrant": [None] * 4}
+    optimal_return, reachable = optimum
+    gap = optimal_return - batch_stats["returns"].mean(1)
+    return {**metrics, "success_rate_on_reachable": mean_or_none(success, reachable),
+            "success_rate_on_reachable_by_quadrant": [mean_or_none(success, m & reachable) for m in in_quadrant],
+            "return_gap": mean_or_none(gap, everywhere), "return_gap_by_quadrant": [mean_or_none(gap, m) for m in in_quadrant]}
+
+
+def optimal_metrics(quadrants: np.ndarray, optimum) -> dict:
+    """The optimal policy's success rate on the test tasks (it is deterministic: 1 or 0 per task)."""
+    if optimum is None:
+        return {"optimal_success_rate": None, "optimal_success_rate_by_quadrant": [None] * 4}
+    reached = optimum[1].astype(np.float64)
+    return {"optimal_success_rate": mean_or_none(reached, np.ones(len(reached), dtype=bool)),
+            "optimal_success_rate_by_quadrant": [mean_or_none(reached, quadrants == q) for q in range(4)]}
+
+
 def trajectory_image(stats, goals, args) -> np.ndarray:
     """First episode of up to 4 test tasks before (left) and after (right) adaptation."""
     shown = min(4, len(goals))
@@ -540,6 +616,152 @@ def trajectory_image(stats, goals, args) -> np.ndarray:
         panels.append(nav_env.render_trajectories(first_episodes, goals[:shown], obstacles=args.obstacles, size=320,
                                                   title=title))
     return np.concatenate(panels, axis=1)
+
+
+# --- task sampling: a difficulty-aware curriculum over goal bins ------------------------------------------
+
+
+class TaskSampler:
+    """The training goals of each meta-iteration, and what the sampler learned about where tasks are hard.
+
+    `uniform` draws the meta-batch from the target distribution (nav_env.sample_goals). `plr` and `cvar`
+    pick each task's bin from probabilities(), then take the first goal in that bin among goals drawn from
+    the target distribution (in rounds of ROUND goals): the batch's bins follow probabilities() exactly,
+    and inside a bin the goals follow the target distribution, so the support stays the target's. (Weighting
+    a fixed pool of a few candidates per task instead cannot give a bin more than its few candidates: a
+    distribution peaked on one bin of 1% of the mass came out near the target's own.) A bin's score is an
+    exponential moving average of the return gap R* - return after adaptation of its training tasks; a bin
+    with no score yet counts as the hardest until it is trained on. `mass` counts the goals drawn per bin:
+    the target distribution's share of each bin, estimated as training goes.
+    """
+
+    ROUND = 512  # goals drawn from the target distribution at a time
+    MAX_ROUNDS = 100  # a bin these rounds miss (the target almost never reaches it) gets a goal of any bin
+
+    def __init__(self, args):
+        self.kind, self.bins, self.args = args.task_sampler, args.sampler_bins, args
+        num_bins = self.bins**2
+        self.score = np.zeros(num_bins)  # EMA of the return gap, valid where visits > 0
+        self.visits = np.zeros(num_bins, dtype=np.int64)  # training tasks per bin
+        self.last_trained = np.zeros(num_bins, dtype=np.int64)  # PLR's C_i: the iteration it was last trained on
+        self.mass = np.zeros(num_bins, dtype=np.int64)  # candidates drawn per bin
+        self.iteration = 0  # PLR's c
+        self.quadrant_counts = np.zeros(len(nav_env.QUADRANTS), dtype=np.int64)  # training tasks per quadrant
+
+    def state_dict(self) -> dict:
+        return {name: copy.deepcopy(getattr(self, name))
+                for name in ("score", "visits", "last_trained", "mass", "iteration", "quadrant_counts")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, copy.deepcopy(value))
+
+    def bin_of(self, goals) -> np.ndarray:
+        """Bin index x_bin * bins + y_bin of each goal (n, 2), from its grid cell (exact; x = 10 joins the last bin)."""
+        cells = np.rint(np.asarray(goals) * nav_env.CELLS_PER_UNIT).astype(np.int64)
+        index = np.minimum(cells * self.bins // nav_env.GRID_MAX, self.bins - 1)
+        return index[:, 0] * self.bins + index[:, 1]
+
+    def probabilities(self) -> np.ndarray:
+        """The intended share of training tasks per bin (sums to 1), a function of the state alone.
+
+        Bins the target distribution has not been seen to reach (mass 0) get 0. plr (Prioritized Level Replay,
+        Jiang et al. 2021): (1 - rho) P_S + rho P_C, P_S ~ rank(score)^(-1/beta) with rank 1 the highest score
+        (ties share the best rank), P_C ~ c - C_i, the iterations since the bin was last trained on. cvar
+        (RoML, Greenberg et al. 2023, over-samples the tasks of the lowest-return alpha tail, which it learns
+        with the cross-entropy method; here the bins' scores rank the tasks): the bins of the highest scores
+        holding a fraction alpha of the target's mass, the last one in part, get (1 - u) / alpha times their
+        mass, and every bin u times its mass (u = --cvar-uniform, which keeps every goal in play).
+        """
+        support = self.mass > 0
+        if not support.any():
+            return np.full(len(self.mass), 1 / len(self.mass))
+        mass = np.where(support, self.mass, 0) / self.mass.sum()
+        if self.kind == "uniform":
+            return mass
+        score = np.where(self.visits > 0, self.score, np.inf)[support]  # no score yet: the hardest
+        probabilities = np.zeros(len(self.mass))
+        if self.kind == "plr":
+            rank = 1 + (score[None, :] > score[:, None]).sum(1)
+            by_score = rank.astype(np.float64) ** (-1 / self.args.plr_temperature)
+            staleness = (self.iteration - self.last_trained[support]).astype(np.float64)
+            by_staleness = staleness / staleness.sum() if staleness.sum() > 0 else np.full(len(score), 1 / len(score))
+            rho = self.args.plr_staleness
+            probabilities[support] = (1 - rho) * by_score / by_score.sum() + rho * by_staleness
+        else:
+            alpha, u = self.args.cvar_alpha, self.args.cvar_uniform
+            share = mass[support]
+            order = np.argsort(-score, kind="stable")
+            before = np.zeros(len(score))
+            before[order] = np.concatenate([[0.0], np.cumsum(share[order])[:-1]])  # mass of the harder bins
+            in_tail = np.clip((alpha - before) / share, 0.0, 1.0)  # the fraction of the bin inside the alpha tail
+            probabilities[support] = u * share + (1 - u) * share * in_tail / alpha
+        return probabilities / probabilities.sum()
+
+    def sample(self, num_tasks: int, rng: np.random.Generator, iteration: int) -> np.ndarray:
+        """The meta-batch of goals (num_tasks, 2) for this iteration."""
+        self.iteration = iteration
+        if self.kind == "uniform":
+            goals = nav_env.sample_goals(self.args.targets, num_tasks, rng)
+        else:
+            goals, missing = np.zeros((num_tasks, 2)), np.ones(num_tasks, dtype=bool)
+            chosen = None
+            for _ in range(self.MAX_ROUNDS):
+                candidates = nav_env.sample_goals(self.args.targets, self.ROUND, rng)
+                bins = self.bin_of(candidates)
+                self.mass += np.bincount(bins, minlength=len(self.mass))
+                if chosen is None:  # after the first round, so the support includes every bin seen so far
+                    chosen = rng.choice(len(self.mass), num_tasks, p=self.probabilities())
+                free = np.ones(len(candidates), dtype=bool)
+                for task in np.flatnonzero(missing):
+                    match = np.flatnonzero(free & (bins == chosen[task]))
+                    if len(match):
+                        goals[task], free[match[0]], missing[task] = candidates[match[0]], False, False
+                if not missing.any():
+                    break
+            goals[missing] = candidates[free][: missing.sum()]
+        self.quadrant_counts += np.bincount(nav_env.goal_quadrants(goals), minlength=len(self.quadrant_counts))
+        return goals
+
+    def update(self, goals, gaps, iteration: int) -> None:
+        """Fold this iteration's return gaps (one per goal) into their bins' scores."""
+        bins = self.bin_of(goals)
+        for b in np.unique(bins):
+            gap = float(np.mean(np.asarray(gaps)[bins == b]))
+            ema = self.args.sampler_ema
+            self.score[b] = gap if self.visits[b] == 0 else (1 - ema) * self.score[b] + ema * gap
+            self.visits[b] += int((bins == b).sum())
+            self.last_trained[b] = iteration
+
+    def difficulty_map(self) -> np.ndarray:
+        """The bins' scores as (bins, bins), row y_bin from the bottom, column x_bin (NaN: no score yet)."""
+        scores = np.where(self.visits > 0, self.score, np.nan)
+        return scores.reshape(self.bins, self.bins).T
+
+
+def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: int = 320) -> np.ndarray:
+    """The bins' scores over the map, white (0) to red (the highest), grey where there is none yet; obstacles on top."""
+    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
+    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=f"{title} (red: {top:.0f})")
+    margin = max(8, size // 25)  # render_trajectories' layout
+    scale = (size - 2 * margin) / nav_env.MAP_SIZE
+    pixels = np.arange(size) + 0.5
+    x, y = (pixels - margin) / scale, (size - margin - pixels) / scale  # x per column, y per row
+    bins = len(difficulty)
+    inside = ((0 <= y) & (y < nav_env.MAP_SIZE))[:, None] & ((0 <= x) & (x < nav_env.MAP_SIZE))[None, :]
+    row = np.clip((y / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
+    column = np.clip((x / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
+    values = difficulty[row[:, None], column[None, :]]
+    level = np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0)
+    heat = np.stack([np.full(level.shape, 255.0), 255 * (1 - 0.85 * level), 255 * (1 - 0.85 * level)], -1)
+    heat[np.isnan(values)] = 190.0
+    heat[~inside] = 255.0
+    return np.minimum(base, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+
+
+def none_if_nan(values) -> list:
+    """A nested list with NaN as None (null in JSON)."""
+    return [none_if_nan(v) if np.ndim(v) else (None if np.isnan(v) else float(v)) for v in values]
 
 
 if __name__ == "__main__":
@@ -562,6 +784,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training goals
     test_goals = nav_env.sample_goals(args.targets, args.num_test_tasks, np.random.default_rng([1, args.test_seed]))
+    test_quadrants, test_optimum = nav_env.goal_quadrants(test_goals), exact_optimum(test_goals, args)
 
     env_kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision,
                       autoreset_mode="Disabled")  # fixed-horizon rollouts: an ended episode waits, masked out
@@ -589,6 +812,8 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.SGD(params.values(), lr=args.outer_lr)
     generators = {"task_rng": task_rng, "envs": envs.np_random, "test_envs": test_envs.np_random}
+    sampler = TaskSampler(args)
+    sampler_times = []  # seconds per iteration spent drawing the goals and scoring them
     checkpoint_path = os.path.join(run_dir, CHECKPOINT)
 
     global_step, start_iteration, elapsed_before = 0, 0, 0.0
@@ -601,6 +826,9 @@ if __name__ == "__main__":
         iteration_times, iteration_sps = checkpoint["iteration_times"], checkpoint["iteration_sps"]
         collapse_count, collapsed_at = checkpoint["collapse_count"], checkpoint["collapsed_at"]
         elapsed_before = checkpoint["elapsed_s"]
+        if "sampler" in checkpoint:  # a checkpoint written before the task samplers resumes with the uniform one
+            sampler.load_state_dict(checkpoint["sampler"])
+            sampler_times = checkpoint["sampler_times"]
         set_rng_state(checkpoint["rng"], generators)
         if os.path.isfile(os.path.join(run_dir, "summary.json")) and start_iteration == args.num_iterations:
             with open(os.path.join(run_dir, "summary.json")) as f:
@@ -616,7 +844,8 @@ if __name__ == "__main__":
         return {"script": os.path.basename(__file__), "args": asdict(args), "iteration": iteration,
                 "global_step": global_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": rng_state(generators), "iteration_times": iteration_times, "iteration_sps": iteration_sps,
-                "collapse_count": collapse_count, "collapsed_at": collapsed_at, "elapsed_s": time.time() - start_time}
+                "collapse_count": collapse_count, "collapsed_at": collapsed_at, "elapsed_s": time.time() - start_time,
+                "sampler": sampler.state_dict(), "sampler_times": sampler_times}
 
     if checkpoint is None:
         save_checkpoint(checkpoint_path, checkpoint_state(0))  # from here on a kill can be resumed
@@ -661,7 +890,22 @@ if __name__ == "__main__":
         writer.add_scalar("eval/post_adaptation_distance", distances[args.inner_steps], iteration)
         writer.add_image("eval/trajectories", trajectory_image(stats[: args.inner_steps + 1], test_goals, args),
                          iteration, dataformats="HWC")
-        return returns, distances
+        outcomes = [outcome_metrics(s, test_quadrants, test_optimum) for s in stats]
+        for when, metrics in (("pre_adaptation", outcomes[0]), ("post_adaptation", outcomes[args.inner_steps])):
+            for name in ("success_rate", "success_rate_on_reachable", "return_gap"):
+                if metrics[name] is not None:
+                    writer.add_scalar(f"eval/{when}_{name}", metrics[name], iteration)
+                for q, value in enumerate(metrics[f"{name}_by_quadrant"]):
+                    if value is not None:
+                        writer.add_scalar(f"eval/{when}_{name}_q{q + 1}", value, iteration)
+        if sampler.kind != "uniform":
+            writer.add_image("charts/difficulty_map", difficulty_image(
+                sampler.difficulty_map(), args.obstacles, f"{args.task_sampler}: R* - return per goal bin"),
+                iteration, dataformats="HWC")
+        if test_optimum is not None:
+            writer.add_scalar("eval/optimal_success_rate", optimal_metrics(test_quadrants, test_optimum)["optimal_success_rate"],
+                              iteration)
+        return returns, distances, outcomes
 
     # elapsed time and ETA on stderr (every 30 s when it is not a terminal), and in the log lines
     progress = tqdm(total=args.num_iterations, initial=start_iteration, unit="it", file=sys.stderr, dynamic_ncols=True,
@@ -671,7 +915,8 @@ if __name__ == "__main__":
         if stop.signum is not None:
             break
         iteration_start = time.time()
-        goals = nav_env.sample_goals(args.targets, args.meta_batch_size, task_rng)
+        goals = sampler.sample(args.meta_batch_size, task_rng, iteration)
+        sampler_time = time.time() - iteration_start
 
         try:
             # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
@@ -690,6 +935,11 @@ if __name__ == "__main__":
         except Diverged as error:
             stop_diverged(iteration, error)
 
+        if sampler.kind != "uniform":  # the training tasks' own post-adaptation gaps to their optimum
+            scoring_start = time.time()
+            sampler.update(goals, exact_optimum(goals, args)[0] - stats[-1]["returns"].mean(1), iteration)
+            sampler_time += time.time() - scoring_start
+        sampler_times.append(sampler_time)
         iteration_steps = sum(s["env_steps"] for s in stats)
         global_step += iteration_steps
         iteration_times.append(time.time() - iteration_start)
@@ -713,6 +963,9 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
         writer.add_scalar("losses/outer_loss", loss.item(), iteration)
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
+        writer.add_scalar("charts/sampler_time", sampler_time, iteration)
+        for q, share in enumerate(np.bincount(nav_env.goal_quadrants(goals), minlength=4) / len(goals)):
+            writer.add_scalar(f"charts/sampled_share_q{q + 1}", share, iteration)
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
             log_evaluation(iteration, args.inner_steps)
         progress.update(1)
@@ -739,7 +992,7 @@ if __name__ == "__main__":
 
     # Final evaluation on the held-out test tasks, after 0..K inner steps
     train_time = time.time() - start_time
-    returns, distances = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
+    returns, distances, outcomes = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps))
     summary = {
         **base_summary(args.num_iterations),
         "pre_adaptation_return": returns[0],
@@ -749,6 +1002,19 @@ if __name__ == "__main__":
         "adaptation_gain": returns[args.inner_steps] - returns[0],
         "return_after_steps": returns,
         "distance_after_steps": distances,
+        # success (episodes ending within the goal radius) and the gap to each task's exact optimum R*
+        **{f"{when}_{name}": outcomes[k][name] for when, k in (("pre_adaptation", 0), ("post_adaptation", args.inner_steps))
+           for name in outcomes[0]},
+        **optimal_metrics(test_quadrants, test_optimum),
+        "success_after_steps": [o["success_rate"] for o in outcomes],
+        "success_on_reachable_after_steps": [o["success_rate_on_reachable"] for o in outcomes],
+        "return_gap_after_steps": [o["return_gap"] for o in outcomes],
+        "test_optimal_returns": None if test_optimum is None else test_optimum[0].tolist(),
+        # what the task sampler did: the share of training tasks per quadrant, and its scores per goal bin
+        "sampled_share_by_quadrant": (sampler.quadrant_counts / sampler.quadrant_counts.sum()).tolist()
+        if sampler.quadrant_counts.sum() else None,
+        "difficulty_map": none_if_nan(sampler.difficulty_map()) if sampler.kind != "uniform" else None,
+        "median_sampler_time_s": float(np.median(sampler_times)) if sampler_times else None,
         "test_goals": test_goals.tolist(),
         "wall_time_s": time.time() - start_time,
         "train_time_s": train_time,
@@ -757,7 +1023,8 @@ if __name__ == "__main__":
         "median_sps": float(np.median(iteration_sps)) if iteration_sps else None,
     }
     print("held-out test tasks: " + ", ".join(
-        f"after {k} step(s): return {r:.1f} distance {d:.2f}" for k, (r, d) in enumerate(zip(returns, distances))))
+        f"after {k} step(s): return {r:.1f} distance {d:.2f} success {o['success_rate']:.2f}"
+        for k, (r, d, o) in enumerate(zip(returns, distances, outcomes))))
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
         buffer = io.BytesIO()

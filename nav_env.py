@@ -446,6 +446,129 @@ def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
     return actions.astype(np.int64, copy=False)
 
 
+# --- the exact optimum -----------------------------------------------------------------------------
+
+
+def goal_quadrants(goals) -> np.ndarray:
+    """Quadrant of each goal (array-like (n, 2), map units) as an index into QUADRANTS: 0 = Q1 (upper right,
+    the start's), 1 = Q2, 2 = Q3, 3 = Q4. By position; a goal on the line x = 5 or y = 5 counts as right / upper."""
+    goals = np.asarray(goals, dtype=np.float64).reshape(-1, 2)
+    right, upper = goals[:, 0] >= MAP_SIZE / 2, goals[:, 1] >= MAP_SIZE / 2
+    return np.select([right & upper, ~right & upper, ~right & ~upper], [0, 1, 2], 3)
+
+
+def _successors(obstacles: str, collision: str) -> np.ndarray:
+    """int (cells, 8): the flat cell (x * 101 + y) each action leads to. A blocked move stays in its cell; with
+    collision="stick" a move into an obstacle leads to cells + cell, the frozen copy of the cell. Not cached:
+    it takes a millisecond, and follows collision_table when a level is redefined (benchmark/ppo_nav.py)."""
+    table = collision_table(obstacles).reshape(-1, len(ACTION_NAMES))
+    cells = np.arange(len(table))
+    moved = cells[:, None] + ACTION_DELTAS[:, 0] * (GRID_MAX + 1) + ACTION_DELTAS[:, 1]
+    successors = np.where(table == FREE, moved, cells[:, None])
+    if collision == "stick":
+        successors = np.where(table == OBSTACLE, len(table) + cells[:, None], successors)
+    return successors.astype(np.intp)
+
+
+def _backward_induction(goal_cells: np.ndarray, obstacles: str, collision: str, horizon: int, start_cell,
+                        keep_policy: bool):
+    """Keys 2 * value + reaches (cells, G) with `horizon` steps left, and optionally the policy (horizon, cells, G).
+
+    Every reward is -(squared distance in cells^2) / 100, so the value times 100 is an integer and the DP is exact
+    in int32 (|key| <= 2 * 100 * 20000). The key orders by value, then prefers reaching the goal among equal
+    values: reaches is 1 iff some optimal policy ends the episode within the goal radius, and the argmax policy
+    is such a policy. Without keep_policy, only the cells the agent can occupy are solved (those within
+    Chebyshev distance t of the start after t steps), about a third of the work: the cells are numbered by
+    that distance, so those cells are a prefix of the arrays, and the goals are the last axis, so the gather
+    of a successor copies a contiguous row of G values.
+    """
+    num_cells = (GRID_MAX + 1) ** 2
+    cx, cy = np.divmod(np.arange(num_cells), GRID_MAX + 1)
+    chebyshev = np.maximum(np.abs(cx - start_cell[0]), np.abs(cy - start_cell[1]))
+    order = np.argsort(chebyshev, kind="stable")  # position -> cell
+    position = np.empty(num_cells, dtype=np.intp)
+    position[order] = np.arange(num_cells)  # cell -> position
+    successors = _successors(obstacles, collision)[order]  # rows by position, entries still cells
+    successors = np.where(successors < num_cells, position[successors % num_cells],
+                          num_cells + position[successors % num_cells])  # stick's frozen copies follow the cells
+    # within[d]: the number of cells within Chebyshev distance d of the start
+    within = np.searchsorted(chebyshev[order], np.arange(horizon + 2), side="right")
+    cx, cy = cx[order], cy[order]
+    distance_sq = (cx[:, None] - goal_cells[:, 0]) ** 2 + (cy[:, None] - goal_cells[:, 1]) ** 2  # (cells, G)
+    reached = distance_sq <= GOAL_RADIUS_SQ_CELLS  # arriving there ends the episode with reward 0
+    arrival = np.where(reached, 0, -2 * distance_sq).astype(np.int32)  # twice the reward of arriving in a cell
+    key = np.zeros(arrival.shape, dtype=np.int32)  # no steps left
+    landing = np.zeros((2 * num_cells if collision == "stick" else num_cells, len(goal_cells)), dtype=np.int32)
+    policy = []
+    for steps_left in range(1, horizon + 1):
+        # with steps_left steps left the agent is within horizon - steps_left of the start, one step further after
+        live, next_live = (num_cells, num_cells) if keep_policy else within[horizon - steps_left : horizon - steps_left + 2]
+        # the key of arriving in a cell with steps_left - 1 steps to go
+        np.copyto(landing[:next_live], np.where(reached[:next_live], 1, key[:next_live] + arrival[:next_live]))
+        if collision == "stick":  # frozen in the cell: its reward on every step left (0 and done at the goal)
+            landing[num_cells : num_cells + live] = np.where(reached[:live], 1, steps_left * arrival[:live])
+        if keep_policy:
+            q = landing[successors]  # (cells, 8, G)
+            policy.append(q.argmax(1).astype(np.int8)[position])
+            key = q.max(1)
+        else:  # the max over actions one gather at a time; rows beyond `live` are stale and never read
+            best, gathered = key[:live], np.empty((live, len(goal_cells)), dtype=np.int32)
+            np.take(landing, successors[:live, 0], axis=0, out=best)
+            for action in range(1, len(ACTION_NAMES)):
+                np.take(landing, successors[:live, action], axis=0, out=gathered)
+                np.maximum(best, gathered, out=best)
+    return key[position], (np.stack(policy[::-1]) if keep_policy else None)
+
+
+def _check_optimum_args(obstacles: str, collision: str, horizon: int, start) -> np.ndarray:
+    _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
+    _check_choice("collision mode", collision, COLLISIONS)
+    if collision == "original":
+        raise ValueError("the exact optimum is computed for collision 'block' and 'stick'; collision 'original' "
+                         "keeps float positions off the grid")
+    if not isinstance(horizon, (int, np.integer)) or not 1 <= horizon <= MAX_EPISODE_STEPS:
+        raise ValueError(f"horizon must be an integer in 1..{MAX_EPISODE_STEPS}, got {horizon!r}")
+    start_cell = np.rint(np.asarray(start, dtype=np.float64) * CELLS_PER_UNIT).astype(np.int64)
+    if start_cell.shape != (2,) or ((start_cell < 0) | (start_cell > GRID_MAX)).any():
+        raise ValueError(f"start must be a point (x, y) of the map, got {start!r}")
+    return start_cell
+
+
+def optimal_returns(goals, obstacles: str = "medium", collision: str = "block", horizon: int = MAX_EPISODE_STEPS,
+                    start=START, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The exact optimal undiscounted return of each task (goal), and whether an optimal policy reaches it.
+
+    goals: array-like (G, 2) in map units. Backward induction over (cell, steps left) for all goals at once
+    (numpy, `chunk` goals per pass to bound memory). Returns (optimal_return (G,) float64, reaches_goal (G,)
+    bool): reaches_goal is True iff some optimal policy's episode ends within the goal radius. With
+    reward -distance^2, parking beside an obstacle can beat a detour round it (goal (4, 4) on medium), so
+    not every goal is worth reaching. `horizon` (steps) and `start` (a point of the map) generalise the
+    episode for tests; collision "block" or "stick" ("original" raises ValueError).
+    """
+    start_cell = _check_optimum_args(obstacles, collision, horizon, start)
+    goals_array = np.asarray(goals, dtype=np.float64)
+    if goals_array.ndim != 2 or goals_array.shape[1] != 2:
+        raise ValueError(f"goals must have shape (G, 2), got shape {goals_array.shape}")
+    goal_cells = _goals_to_cells(goals_array, len(goals_array), obstacles)
+    start_index = start_cell[0] * (GRID_MAX + 1) + start_cell[1]
+    keys = [_backward_induction(goal_cells[i : i + chunk], obstacles, collision, horizon, start_cell, False)[0][
+        start_index] for i in range(0, len(goal_cells), chunk)]
+    key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int32)
+    return (key // 2) / CELLS_PER_UNIT**2, key % 2 == 1
+
+
+def optimal_policy(goal, obstacles: str = "medium", collision: str = "block", horizon: int = MAX_EPISODE_STEPS,
+                   start=START) -> tuple[float, bool, np.ndarray]:
+    """One task's optimum as in `optimal_returns`, with an optimal policy: (optimal return, reaches_goal,
+    policy int8 (horizon, 101, 101), the action to take at step t in cell (x, y)). Among optimal actions
+    the policy prefers one that reaches the goal, then the lowest action index."""
+    start_cell = _check_optimum_args(obstacles, collision, horizon, start)
+    goal_cells = _goals_to_cells([goal], 1, obstacles)
+    key, policy = _backward_induction(goal_cells, obstacles, collision, horizon, start_cell, True)
+    start_key = int(key[start_cell[0] * (GRID_MAX + 1) + start_cell[1], 0])
+    return (start_key // 2) / CELLS_PER_UNIT**2, start_key % 2 == 1, policy[..., 0].reshape(horizon, GRID_MAX + 1, -1)
+
+
 # --- the environments ------------------------------------------------------------------------------
 
 

@@ -58,7 +58,7 @@ class Args:
     """which task family: `nav` (one goal of nav_env) or `alchemy` (one chemistry of alchemy_env)"""
     goal: tuple[float, float] = (4.5, 1.0)
     """nav: the fixed goal (x, y). The default lies behind the medium cross; the exact optimum
-    (benchmark/nav_optimal.py) goes round the cross and reaches it in 84 of 100 steps"""
+    (nav_env.optimal_policy) goes round the cross and reaches it in 88 of 100 steps"""
     obstacles: Literal["none", "easy", "medium", "hard"] = "medium"
     """nav: obstacle level"""
     see_goal: bool = True
@@ -1015,6 +1015,15 @@ if __name__ == "__main__":
         _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
         summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
                        greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
+        # the task's exact optimum R* (nav_env's DP; none for collision "original"): success and gap against it
+        summary["success_rate"] = summary["goal_reached_rate"]
+        optimum = None if args.collision == "original" else nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
+        summary.update(
+            optimal_return=None if optimum is None else float(optimum[0][0]),
+            optimal_success_rate=None if optimum is None else float(optimum[1][0]),
+            return_gap=None if optimum is None or not finished_returns else float(optimum[0][0]) - summary["final_episodic_return"],
+            greedy_return_gap=None if optimum is None else float(optimum[0][0]) - greedy_return,
+        )
     summary["eval_set"] = args.eval_set if args.env == "alchemy" else None
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":
         # zero-shot: the policy learnt one chemistry and meets 1,000 others here

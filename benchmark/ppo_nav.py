@@ -19,9 +19,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmark"))
 import nav_env  # noqa: E402
-from nav_optimal import optimal_policy  # noqa: E402
 
 # (label, goal, obstacle level, extra flags)
 TASKS = [
@@ -39,7 +37,7 @@ def same_side_optimum(goal, obstacles: str) -> float | None:
     walled = "medium_walled"
     nav_env.OBSTACLES[walled] = (((5.0, 0.0), (5.0, 10.0)), ((0.0, 5.0), (10.0, 5.0)))
     try:
-        return optimal_policy(goal, walled)[0]
+        return nav_env.optimal_returns([goal], walled)[0][0]
     finally:
         del nav_env.OBSTACLES[walled]
         nav_env.collision_table.cache_clear()
@@ -62,7 +60,7 @@ def main() -> None:
         subprocess.run(command, cwd=run_dir, check=True, stdout=subprocess.DEVNULL)
         (summary_path,) = sorted(run_dir.glob("runs/*/summary.json"))[-1:]
         summary = json.loads(summary_path.read_text())
-        optimum = optimal_policy(goal, obstacles)[0]
+        optimum = nav_env.optimal_returns([goal], obstacles)[0][0]
         same_side = same_side_optimum(goal, obstacles)
         rows.append(
             f"| {label}: goal {goal}, {obstacles} | {summary['greedy_return']:.1f} | {summary['greedy_final_distance']:.2f} "

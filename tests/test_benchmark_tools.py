@@ -348,3 +348,15 @@ def test_adaptation_curves_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_p
                             capture_output=True, text=True)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert result.stderr.strip().count("\n") == 0 and not out.exists()
+
+
+def test_nav_optimal_replays_the_exact_optimum_and_rejects_the_original_collision_in_one_line():
+    script = ROOT / "benchmark" / "nav_optimal.py"
+    result = subprocess.run([sys.executable, str(script), "--goal", "4.5", "1.0"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "optimal return -2913.3, an optimal policy reaches the goal" in result.stdout
+    assert "return -2913.3, final distance 0.14, reaches the goal after 88 steps" in result.stdout
+    result = subprocess.run([sys.executable, str(script), "--collision", "original"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1

@@ -234,9 +234,33 @@ def test_rollout_matches_the_single_env_replayed_with_the_same_actions():
                 obs, reward, terminated, truncated, info = env.step(int(actions[t]))
                 total += reward
             assert terminated or truncated
+            assert stats["reached"][task, e] == terminated
             assert stats["returns"][task, e] == pytest.approx(total, rel=1e-5)
             assert stats["distances"][task, e] == pytest.approx(info["distance"])
     assert min(lengths_seen) < 100  # some episode reached its goal, so the early-end path was exercised
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_outcome_metrics_by_hand(module):
+    # 3 tasks x 2 episodes: a Q1 task reached in both episodes, a Q1 task in one, a Q3 task never
+    stats = {"reached": np.array([[True, True], [True, False], [False, False]]),
+             "returns": np.array([[-10.0, -30.0], [-50.0, -150.0], [-400.0, -600.0]])}
+    quadrants = np.array([0, 0, 2])
+    optimum = (np.array([-10.0, -40.0, -300.0]), np.array([True, True, False]))
+    metrics = module.outcome_metrics(stats, quadrants, optimum)
+    assert metrics["success_rate"] == pytest.approx(0.5)  # (1 + 0.5 + 0) / 3
+    assert metrics["success_rate_by_quadrant"] == [pytest.approx(0.75), None, 0.0, None]
+    assert metrics["success_rate_on_reachable"] == pytest.approx(0.75)  # the third goal is not worth reaching
+    assert metrics["success_rate_on_reachable_by_quadrant"] == [pytest.approx(0.75), None, None, None]
+    # gaps: -10 - (-20) = 10, -40 - (-100) = 60, -300 - (-500) = 200
+    assert metrics["return_gap"] == pytest.approx(90.0)
+    assert metrics["return_gap_by_quadrant"] == [pytest.approx(35.0), None, pytest.approx(200.0), None]
+    assert module.optimal_metrics(quadrants, optimum) == {
+        "optimal_success_rate": pytest.approx(2 / 3), "optimal_success_rate_by_quadrant": [1.0, None, 0.0, None]}
+    without = module.outcome_metrics(stats, quadrants, None)  # --collision original: no exact optimum
+    assert without["success_rate"] == pytest.approx(0.5) and without["return_gap"] is None
+    assert without["success_rate_on_reachable_by_quadrant"] == [None] * 4
+    assert module.exact_optimum(np.array([[4.5, 1.0]]), maml_vpg.Args(collision="original")) is None
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -253,6 +277,27 @@ def run_script(name, flags, cwd):
 def read_summary(cwd) -> dict:
     (path,) = list(Path(cwd).glob("runs/*/summary.json"))
     return json.loads(path.read_text())
+
+
+def check_outcome_keys(summary: dict, inner_steps: int) -> None:
+    """The held-out success and return-gap keys, checked against nav_env's optimum of the test goals."""
+    for when in ("pre_adaptation", "post_adaptation"):
+        for name in ("success_rate", "success_rate_on_reachable"):
+            assert 0 <= summary[f"{when}_{name}"] <= 1
+            assert len(summary[f"{when}_{name}_by_quadrant"]) == 4
+        assert len(summary[f"{when}_return_gap_by_quadrant"]) == 4
+    assert len(summary["post_adaptation_success_rate_on_reachable_by_quadrant"]) == 4
+    assert summary["success_after_steps"][0] == summary["pre_adaptation_success_rate"]
+    assert summary["success_after_steps"][inner_steps] == summary["post_adaptation_success_rate"]
+    optimal_return, reaches = nav_env.optimal_returns(summary["test_goals"], summary["args"]["obstacles"])
+    assert summary["optimal_success_rate"] == pytest.approx(reaches.mean())
+    assert summary["test_optimal_returns"] == pytest.approx(optimal_return.tolist())
+    # every task has the same number of episodes: the mean gap is mean R* minus the mean return
+    assert summary["post_adaptation_return_gap"] == pytest.approx(optimal_return.mean() - summary["post_adaptation_return"])
+    assert summary["post_adaptation_return_gap"] >= 0  # no policy beats the optimum
+    quadrants = nav_env.goal_quadrants(summary["test_goals"])
+    for q in range(4):  # a quadrant without a test goal is null
+        assert (summary["post_adaptation_success_rate_by_quadrant"][q] is None) == (not (quadrants == q).any())
 
 
 @pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
@@ -273,6 +318,7 @@ def test_smoke_through_the_cli_save_and_evaluate(script, tmp_path):
     assert 0 < summary["env_steps"] <= 2 * 2 * 2 * 3 * 100
     assert -20000 < summary["post_adaptation_return"] <= 0 and 0 <= summary["post_adaptation_distance"] <= 15
     assert len(list(train.glob("runs/*/events.out.tfevents.*"))) == 1
+    check_outcome_keys(summary, inner_steps=2)
 
     model_path = train / summary["model_path"]
     result = run_script(script, TINY[2:] + ["--num-iterations", "0", "--no-see-goal", "--load-model", str(model_path),

@@ -479,6 +479,121 @@ def test_render_draws_map_goal_and_trajectory():
     assert many.shape == (200, 200, 3)
 
 
+
+# --- the exact optimum ---------------------------------------------------------------------------------------
+
+
+def brute_force_optimum(goal, obstacles, collision, horizon, start=nav_env.START):
+    """Every one of the 8^horizon action sequences played in the env itself: (best return, does some best
+    sequence end within the goal radius)."""
+    sequences = np.stack(np.meshgrid(*[np.arange(8)] * horizon, indexing="ij"), -1).reshape(-1, horizon)
+    envs = NavigationVectorEnv(len(sequences), obstacles=obstacles, collision=collision, autoreset_mode="Disabled")
+    envs.reset(options={"goals": np.tile(goal, (len(sequences), 1))})
+    envs._batch.position[:] = np.rint(np.asarray(start) * 10)  # the env has no start option: move its agents there
+    returns = np.zeros(len(sequences))
+    for t in range(horizon):
+        _, rewards, terminated, _, _ = envs.step(sequences[:, t])
+        returns += rewards
+    best = returns.max()
+    return best, bool(terminated[np.isclose(returns, best, rtol=0, atol=1e-9)].any())
+
+
+@pytest.mark.parametrize("collision", ["block", "stick"])
+@pytest.mark.parametrize(
+    "goal, obstacles, horizon, start",
+    [
+        ((9.6, 9.6), "none", 1, nav_env.START),  # out of reach in one step
+        ((9.6, 9.6), "none", 2, nav_env.START),  # two diagonal steps end at squared distance 0.02
+        ((9.9, 9.3), "medium", 4, nav_env.START),  # along the wall at x = 10
+        ((10.0, 10.0), "medium", 3, nav_env.START),  # in the corner: moves into the walls are cancelled
+        ((4.8, 5.3), "medium", 4, (5.2, 5.3)),  # across the cross's vertical arm: blocked, or stuck to it
+        ((5.3, 4.6), "medium", 4, (5.3, 5.2)),  # across the horizontal arm
+        ((4.6, 4.6), "hard", 4, (5.0, 5.0)),  # the hard level's centre, walled on 4 sides with gaps at the corners
+    ],
+)
+def test_optimal_returns_equal_brute_force_over_all_action_sequences(goal, obstacles, horizon, start, collision):
+    best, reaches = brute_force_optimum(goal, obstacles, collision, horizon, start)
+    value, reached = nav_env.optimal_returns([goal], obstacles, collision, horizon=horizon, start=start)
+    assert value[0] == pytest.approx(best, abs=1e-9) and reached[0] == reaches
+    single_value, single_reached, policy = nav_env.optimal_policy(goal, obstacles, collision, horizon, start)
+    assert single_value == pytest.approx(best, abs=1e-9) and single_reached == reaches
+    assert policy.shape == (horizon, 101, 101)
+
+
+def test_the_brute_force_by_hand():
+    assert brute_force_optimum((9.6, 9.6), "none", "block", 1) == (pytest.approx(-0.08), False)  # at (9.8, 9.8)
+    assert brute_force_optimum((9.6, 9.6), "none", "block", 2) == (pytest.approx(-0.08), True)  # then 0 at (9.7, 9.7)
+    # beside the vertical arm, the goal 0.2 across it: pushing into the arm (block) or sticking to it (stick)
+    # keeps the squared distance 0.04 on every step
+    assert brute_force_optimum((4.9, 5.5), "medium", "block", 3, (5.1, 5.5)) == (pytest.approx(-0.12), False)
+    assert brute_force_optimum((4.9, 5.5), "medium", "stick", 3, (5.1, 5.5)) == (pytest.approx(-0.12), False)
+
+
+def test_optimal_policy_replayed_in_the_env_earns_its_optimal_return_behind_the_cross():
+    value, reaches, policy = nav_env.optimal_policy((4.5, 1.0), "medium")
+    assert value == pytest.approx(-2913.28) and reaches
+    env = NavigationEnv(obstacles="medium")
+    env.reset(options={"goal": (4.5, 1.0)})
+    total = 0.0
+    for t in range(100):
+        cell = np.rint(env.position * 10).astype(int)
+        _, reward, terminated, truncated, _ = env.step(int(policy[t, cell[0], cell[1]]))
+        total += reward
+        if terminated or truncated:
+            break
+    assert terminated and t + 1 == 88 and total == pytest.approx(-2913.28)
+    # parking beside the cross beats the detour to (4, 4)
+    assert nav_env.optimal_returns([(4.0, 4.0)], "medium")[0][0] == pytest.approx(-1452.72)
+    assert not nav_env.optimal_returns([(4.0, 4.0)], "medium")[1][0]
+
+
+@pytest.mark.parametrize("collision", ["block", "stick"])
+def test_batched_optimum_equals_one_goal_at_a_time_and_the_replayed_policy(collision):
+    goals = sample_goals("random", 7, np.random.default_rng(3))
+    values, reached = nav_env.optimal_returns(goals, "medium", collision, chunk=3)  # chunks of 3, 3 and 1
+    for goal, value, reach in zip(goals, values, reached):
+        single_value, single_reach, policy = nav_env.optimal_policy(goal, "medium", collision)
+        assert (single_value, single_reach) == (value, reach)
+        env = NavigationEnv(obstacles="medium", collision=collision)
+        env.reset(options={"goal": goal})
+        total, terminated = 0.0, False
+        for t in range(100):
+            cell = np.rint(env.position * 10).astype(int)
+            _, reward, terminated, truncated, _ = env.step(int(policy[t, cell[0], cell[1]]))
+            total += reward
+            if terminated or truncated:
+                break
+        assert total == pytest.approx(value, abs=1e-6) and terminated == reach
+
+
+def test_no_obstacles_every_goal_is_reached_and_the_optimum_is_at_most_zero():
+    goals = sample_goals("uniform", 8, np.random.default_rng(0))
+    values, reached = nav_env.optimal_returns(goals, "none")
+    assert reached.all() and (values <= 0).all()
+    assert nav_env.optimal_returns(np.zeros((0, 2)), "none")[0].shape == (0,)
+
+
+def test_goal_quadrants_follow_the_quadrant_table():
+    goals = [(9.0, 9.0), (1.0, 9.0), (1.0, 1.0), (9.0, 1.0), (5.0, 5.0), (4.9, 5.0), (5.0, 4.9)]
+    assert nav_env.goal_quadrants(goals).tolist() == [0, 1, 2, 3, 0, 1, 3]
+    for q, (x0, x1, y0, y1) in enumerate(nav_env.QUADRANTS):  # the quadrant table's interiors agree
+        assert nav_env.goal_quadrants([((x0 + x1) / 2, (y0 + y1) / 2)])[0] == q
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: nav_env.optimal_returns([(1.0, 1.0)], collision="original"), r"'block' and 'stick'"),
+        (lambda: nav_env.optimal_returns([(5.0, 5.0)], "medium"), r"lies on an obstacle"),
+        (lambda: nav_env.optimal_returns([1.0, 1.0]), r"shape \(G, 2\)"),
+        (lambda: nav_env.optimal_returns([(1.0, 1.0)], horizon=0), r"horizon must be an integer in 1..100"),
+        (lambda: nav_env.optimal_policy((1.0, 1.0), start=(11.0, 1.0)), r"start must be a point"),
+    ],
+)
+def test_optimum_bad_input_raises_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
 # --- bad input -----------------------------------------------------------------------------------------------
 
 

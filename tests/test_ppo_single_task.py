@@ -134,6 +134,11 @@ def test_smoke_nav_through_the_cli(tmp_path):
     assert summary["args"]["goal"] == [4.5, 1.0] and summary["sps"] > 0
     assert summary["greedy_final_distance"] > 0 and isinstance(summary["greedy_reached"], bool)
     assert list(summary_path.parent.glob("events.out.tfevents.*"))
+    # the default goal behind the cross: R* = -2913.28, reached by the optimal policy
+    assert summary["optimal_return"] == pytest.approx(-2913.28) and summary["optimal_success_rate"] == 1.0
+    assert summary["return_gap"] == pytest.approx(-2913.28 - summary["final_episodic_return"]) and summary["return_gap"] > 0
+    assert summary["greedy_return_gap"] == pytest.approx(-2913.28 - summary["greedy_return"])
+    assert summary["success_rate"] == summary["goal_reached_rate"]
 
 
 def test_smoke_nav_with_self_imitation_through_the_cli(tmp_path):

@@ -16,12 +16,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-TIME_FIELDS = {"wall_time_s", "train_time_s", "sps", "median_iteration_time_s", "median_sps", "episodes_per_s"}
+TIME_FIELDS = {"wall_time_s", "train_time_s", "sps", "median_iteration_time_s", "median_sps", "episodes_per_s",
+               "median_sampler_time_s"}
 MAML_TINY = ["--num-iterations", "8", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
              "--hidden-size", "16", "--eval-every", "3", "--checkpoint-every", "1"]
-TINY = {
+TINY = {  # a case is the script's name, then what sets it apart
     "maml_vpg.py": MAML_TINY,
     "fomaml_vpg.py": MAML_TINY + ["--inner-steps", "2", "--save-model"],
+    # the task samplers' learned state (bin scores, staleness, mass) is carried across a kill
+    "maml_vpg.py plr": MAML_TINY + ["--task-sampler", "plr", "--sampler-bins", "3"],
+    "fomaml_vpg.py cvar": MAML_TINY + ["--task-sampler", "cvar", "--sampler-bins", "3"],
     # held-out evaluations at iterations 3 and 6 draw items from the test envs' generator
     "alchemy_maml.py": MAML_TINY,
     # 50-step rollouts of 100-step episodes: episodes (and SIL's episodes in progress) span iterations
@@ -70,9 +74,9 @@ def wait_for_new_checkpoint(process, checkpoint: Path, timeout: float = 120):
         time.sleep(0.005)
 
 
-@pytest.mark.parametrize("script", list(TINY))
-def test_killed_at_any_moment_and_resumed_ends_like_the_run_left_alone(script, tmp_path):
-    flags = TINY[script]
+@pytest.mark.parametrize("case", list(TINY))
+def test_killed_at_any_moment_and_resumed_ends_like_the_run_left_alone(case, tmp_path):
+    script, flags = case.split()[0], TINY[case]
     alone, killed = tmp_path / "alone", tmp_path / "killed"
     alone.mkdir(), killed.mkdir()
     left_alone = start(script, flags, alone)  # side by side with the killed one (2 cores)

@@ -1,0 +1,164 @@
+"""The task samplers of maml_vpg.py and fomaml_vpg.py (the same code in both): their weights by hand on a small
+grid of goal bins, the resampling from the target distribution, and what the CLI reports about them."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fomaml_vpg
+import maml_vpg
+import nav_env
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = [maml_vpg, fomaml_vpg]
+
+
+def sampler_of(module, kind, **flags):
+    return module.TaskSampler(module.Args(task_sampler=kind, sampler_bins=2, **flags))  # 4 bins of 5 x 5
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_plr_weights_by_hand(module):
+    sampler = sampler_of(module, "plr", plr_temperature=0.5, plr_staleness=0.2)  # P_S ~ rank^-2
+    sampler.mass[:] = [2, 1, 1, 0]  # bin 3: the target distribution has not been seen there
+    sampler.visits[:] = [1, 1, 0, 0]  # bin 2 has no score yet: the hardest
+    sampler.score[:] = [5.0, 3.0, 0.0, 0.0]
+    sampler.last_trained[:] = [7, 4, 0, 0]
+    sampler.iteration = 10
+    # ranks 2, 3, 1 -> 1/4, 1/9, 1 = (9, 4, 36) / 36; staleness 3, 6, 10 of 19
+    expected = [0.8 * 9 / 49 + 0.2 * 3 / 19, 0.8 * 4 / 49 + 0.2 * 6 / 19, 0.8 * 36 / 49 + 0.2 * 10 / 19, 0.0]
+    np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
+    sampler.visits[:] = 1
+    sampler.score[:] = [5.0, 5.0, 1.0, 0.0]  # a tie shares the best rank: 1, 1, 3
+    expected = [0.8 * 9 / 19 + 0.2 * 3 / 19, 0.8 * 9 / 19 + 0.2 * 6 / 19, 0.8 * 1 / 19 + 0.2 * 10 / 19, 0.0]
+    np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_cvar_weights_by_hand(module):
+    sampler = sampler_of(module, "cvar", cvar_alpha=0.5, cvar_uniform=0.2)
+    sampler.mass[:] = [1, 1, 2, 0]  # mass shares 1/4, 1/4, 1/2
+    sampler.visits[:] = [1, 1, 1, 0]
+    sampler.score[:] = [1.0, 9.0, 5.0, 0.0]
+    # the alpha = 1/2 tail: all of bin 1 (1/4), then half of bin 2 (1/4 of its 1/2); 0.2 of the weight stays uniform
+    expected = [0.2 * 0.25, 0.2 * 0.25 + 0.8 * 0.25 / 0.5, 0.2 * 0.5 + 0.8 * 0.25 / 0.5, 0.0]
+    np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
+    assert sampler.probabilities().tolist() == pytest.approx([0.05, 0.45, 0.5, 0.0])
+    sampler.visits[0] = 0  # no score yet: the hardest, so it joins the tail first
+    expected = [0.2 * 0.25 + 0.8 * 0.25 / 0.5, 0.2 * 0.25 + 0.8 * 0.25 / 0.5, 0.2 * 0.5, 0.0]
+    np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_uniform_follows_the_mass_and_no_mass_means_uniform_over_bins(module):
+    sampler = sampler_of(module, "uniform")
+    np.testing.assert_allclose(sampler.probabilities(), [0.25] * 4)
+    sampler.mass[:] = [3, 1, 0, 0]
+    np.testing.assert_allclose(sampler.probabilities(), [0.75, 0.25, 0, 0])
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_bins_scores_and_the_difficulty_map_by_hand(module):
+    sampler = module.TaskSampler(module.Args(task_sampler="plr", sampler_bins=10, sampler_ema=0.25))
+    goals = np.array([[0.0, 0.0], [9.9, 0.1], [10.0, 10.0], [5.0, 4.9], [0.9, 0.9]])
+    assert sampler.bin_of(goals).tolist() == [0, 90, 99, 54, 0]
+    sampler.update(goals[:2], [4.0, 7.0], iteration=3)
+    sampler.update(goals[[0, 4]], [8.0, 16.0], iteration=5)  # bin 0: 4, then 0.75 * 4 + 0.25 * mean(8, 16)
+    assert sampler.score[0] == pytest.approx(6.0) and sampler.visits[0] == 3 and sampler.last_trained[0] == 5
+    assert sampler.score[90] == 7.0 and sampler.last_trained[90] == 3
+    difficulty = sampler.difficulty_map()  # row: y bin from the bottom, column: x bin
+    assert difficulty[0, 0] == pytest.approx(6.0) and difficulty[0, 9] == 7.0
+    assert np.isnan(difficulty).sum() == 98
+    listed = module.none_if_nan(difficulty)
+    assert listed[0][9] == 7.0 and listed[9][9] is None and len(listed) == 10 and len(listed[0]) == 10
+    image = module.difficulty_image(difficulty, "medium", "test")
+    assert image.shape == (320, 320, 3) and image.dtype == np.uint8
+    lower_right = image[320 - 30, 320 - 30]  # inside bin (9, 0): the hardest bin, full red
+    assert lower_right[0] == 255 and lower_right[1] < 60
+    assert (image[30, 30] == 190).all()  # upper left: no score yet, grey
+
+
+@pytest.mark.parametrize("kind", ["plr", "cvar"])
+def test_sampled_bins_follow_the_probabilities_and_goals_the_target_inside_a_bin(kind):
+    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler=kind, sampler_bins=2))
+    sampler.visits[:] = 1
+    sampler.score[:] = [0.0, 100.0, 0.0, 50.0]  # bin 1 = (x bin 0, y bin 1): Q2, the upper left quadrant
+    sampler.mass[:] = 10**9  # the target's mass per bin, as if known (uniform: a quarter each)
+    expected = sampler.probabilities()  # constant here: nothing is trained on, so no staleness changes
+    rng = np.random.default_rng(0)
+    goals = np.concatenate([sampler.sample(8, rng, 1) for _ in range(500)])
+    shares = np.bincount(sampler.bin_of(goals), minlength=4) / len(goals)
+    assert np.abs(shares - expected).max() < 4 * np.sqrt(0.25 / len(goals))  # 4 standard errors at most
+    assert expected[1] > 0.5
+    in_q2 = goals[sampler.bin_of(goals) == 1]  # uniform targets: uniform over the quadrant's grid points
+    assert np.abs(in_q2.mean(0) - [2.5, 7.5]).max() < 0.15 and in_q2[:, 0].min() < 0.3 and in_q2[:, 1].max() > 9.7
+    assert sampler.quadrant_counts.sum() == 4000
+
+
+def test_a_bin_the_target_never_reaches_gets_goals_of_the_target_anyway():
+    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler="plr", sampler_bins=4, targets="narrow"))
+    sampler.MAX_ROUNDS = 3
+    sampler.mass[:] = 1  # as if every bin had been seen; narrow (x <= 5) never reaches x >= 7.5, bins 12..15
+    sampler.visits[:12] = 1  # bins 12..15 have no score yet: the hardest, so most tasks pick one of them
+    goals = sampler.sample(8, np.random.default_rng(0), 1)
+    assert (goals[:, 0] <= 5).all() and len(np.unique(goals, axis=0)) == 8  # narrow's goals, none twice
+    assert sampler.mass.sum() == 16 + 3 * 512 and sampler.mass[12:].tolist() == [1] * 4
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_sampler_state_round_trips(module):
+    sampler = sampler_of(module, "plr")
+    sampler.sample(2, np.random.default_rng(0), 1)
+    sampler.update(np.array([[1.0, 1.0]]), [3.0], 1)
+    restored = sampler_of(module, "plr")
+    restored.load_state_dict(copy.deepcopy(sampler.state_dict()))
+    for name, value in sampler.state_dict().items():
+        np.testing.assert_array_equal(getattr(restored, name), value)
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "4",
+        "--hidden-size", "16", "--eval-every", "1"]
+
+
+@pytest.mark.parametrize("script, kind", [("maml_vpg.py", "plr"), ("fomaml_vpg.py", "cvar")])
+def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / script), *TINY, "--task-sampler", kind], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("runs/*/summary.json")
+    summary = json.loads(path.read_text())
+    assert summary["args"]["task_sampler"] == kind
+    for key in ["pre_adaptation_success_rate", "post_adaptation_success_rate", "optimal_success_rate",
+                "post_adaptation_return_gap", "post_adaptation_success_rate_on_reachable", "success_after_steps"]:
+        assert summary[key] is not None, key
+    assert len(summary["post_adaptation_success_rate_by_quadrant"]) == 4
+    assert len(summary["post_adaptation_success_rate_on_reachable_by_quadrant"]) == 4
+    assert sum(summary["sampled_share_by_quadrant"]) == pytest.approx(1.0)
+    difficulty = summary["difficulty_map"]
+    assert len(difficulty) == 10 and all(len(row) == 10 for row in difficulty)
+    scored = [value for row in difficulty for value in row if value is not None]
+    assert 1 <= len(scored) <= 4 and all(value >= 0 for value in scored)  # 2 iterations x 2 tasks; gaps >= 0
+    assert summary["median_sampler_time_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--task-sampler", "plr", "--collision", "original"], "error: --task-sampler plr scores tasks by their gap"),
+        (["--cvar-alpha", "0"], "error: --cvar-alpha must be in (0, 1], got 0.0"),
+        (["--plr-staleness", "1.5"], "error: --plr-staleness must be in [0, 1], got 1.5"),
+        (["--sampler-bins", "0"], "error: --sampler-bins must be > 0, got 0"),
+    ],
+)
+def test_bad_sampler_flags_exit_2_with_one_line(flags, message, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "maml_vpg.py"), *flags], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().startswith(message) and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
