@@ -45,6 +45,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import run as sweep_runner  # noqa: E402  (benchmark/run.py: the sweep layout lives there only)
 
 ROOT = sweep_runner.ROOT
+sys.path.insert(0, str(ROOT))
+import nav_env  # noqa: E402  (the obstacle segments drawn on the difficulty maps)
 DOCS_DIR = ROOT / "docs"
 TABLES_DIR = DOCS_DIR / "results"
 SWEEP_KEY = "sweep"  # pseudo grid key: the sweep directory's name, for comparing sweeps
@@ -215,10 +217,16 @@ def window_stats(
 
 
 def column_stats(runs: list[RunData], column: str) -> tuple[float, float, int]:
-    """(mean, std, n) of a numeric summary.json field over runs (`args.x` reaches into `args`)."""
+    """(mean, std, n) of a numeric summary.json field over runs (`args.x` reaches into `args`, `key[i]` takes
+    element i of a list field such as `post_adaptation_success_rate_by_quadrant[2]`)."""
     samples = []
+    indexed = re.fullmatch(r"(.+)\[(\d+)\]", column)  # `key[i]`: element i of a list field
     for run in runs:
-        value = sweep_runner.flatten(run.summary).get(column)
+        value = sweep_runner.flatten(run.summary).get(indexed.group(1) if indexed else column)
+        if indexed and isinstance(value, str) and value.startswith("["):
+            value = json.loads(value)  # flatten keeps lists as JSON text, as results.csv does
+        if indexed and isinstance(value, list):
+            value = value[int(indexed.group(2))] if int(indexed.group(2)) < len(value) else None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             available = [k for k, v in sweep_runner.flatten(run.summary).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
             raise PlotError(f"column {column!r} is not a number in {run.summary_path}; numeric fields: {', '.join(available)}")
@@ -421,7 +429,9 @@ def command_windows(args, runs, keys, grid, argv) -> None:
 
 
 def command_table(args, runs, keys, grid, argv) -> None:
-    header = [*keys, "n", *args.columns]
+    if args.labels is not None and len(args.labels) != len(args.columns):
+        raise PlotError(f"--labels gives {len(args.labels)} names for {len(args.columns)} --columns; give one per column")
+    header = [*keys, "n", *(args.labels or args.columns)]
     rows = []
     for values, members in group_runs(runs, keys, grid):
         rows.append([*values, str(len(members)), *(format_mean_std(*column_stats(members, c)[:2]) for c in args.columns)])
@@ -447,6 +457,46 @@ def command_bars(args, runs, keys, grid, argv) -> None:
 
 def report(path: pathlib.Path) -> None:
     print(f"wrote {path}", file=sys.stderr)
+
+
+def mean_map(runs: list[RunData], column: str) -> np.ndarray:
+    """The mean over runs of a per-bin map field (a list of rows; null for a bin without a value -> NaN)."""
+    maps = []
+    for run in runs:
+        rows = run.summary.get(column)
+        if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
+            raise PlotError(f"{run.summary_path} has no {column!r} map (runs with --task-sampler plr or cvar have one)")
+        maps.append(np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=float))
+    if len({m.shape for m in maps}) > 1:
+        raise PlotError(f"the runs' {column!r} maps differ in shape: {sorted({m.shape for m in maps})}")
+    stacked = np.stack(maps)
+    counts = np.isfinite(stacked).sum(0)
+    return np.where(counts > 0, np.nansum(stacked, 0) / np.maximum(counts, 1), math.nan)
+
+
+def command_map(args, runs, keys, grid, argv) -> None:
+    """summary.json's `difficulty_map` (rows are y bins from the bottom) averaged over each group's runs, one
+    panel per group, with the obstacles drawn over it."""
+    panels = [(f"{group_label(keys, values)} (n={len(members)})", mean_map(members, args.column),
+               members[0].summary.get("args", {}).get("obstacles", "none"))
+              for values, members in group_runs(runs, keys, grid)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1.5, 4.8), layout="constrained", squeeze=False)
+    finite = [m[np.isfinite(m)] for _, m, _ in panels]
+    vmax = max((float(v.max()) for v in finite if v.size), default=1.0)
+    for ax, (label, values, obstacles) in zip(axes[0], panels):
+        image = ax.imshow(values, origin="lower", extent=(0, nav_env.MAP_SIZE, 0, nav_env.MAP_SIZE), cmap="magma",
+                          vmin=0, vmax=vmax)
+        for index, ((x0, y0), (x1, y1)) in enumerate(nav_env.OBSTACLES.get(obstacles, ())):
+            ax.plot([x0, x1], [y0, y1], color="#3cb4ff", linewidth=3, label="obstacle" if index == 0 else None)
+        ax.plot(*nav_env.START, marker="s", color="#2ca02c", markersize=9, linestyle="none", label="start")
+        ax.set_title(textwrap.fill(label, 40), fontsize=9)
+        ax.set_xlabel("goal x")
+        ax.set_ylabel("goal y")
+        ax.legend(loc="upper left", fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), label=args.ylabel or args.column.replace("_", " "), shrink=0.8)
+    fig.suptitle(textwrap.fill(args.title or f"{args.column}: mean over each group's runs (blank: no value in the bin)", 90))
+    fig.text(0.01, 0.002, textwrap.fill(provenance(args, argv), 200), fontsize=5, color="#555555")
+    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.column)}.png"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -486,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     table = add("table", "summary.json columns, mean ± std over seeds per group, as a Markdown table (also printed)")
     table.add_argument("--columns", nargs="+", required=True, metavar="COLUMN",
                        help="numeric summary fields, e.g. post_adaptation_distance adaptation_gain (args.x for an argument)")
+    table.add_argument("--labels", nargs="+", metavar="LABEL", help="column headers, one per --columns (default: the columns)")
     table.add_argument("--out", type=pathlib.Path, help="Markdown path (default: docs/results/<sweeps>_table_<columns>.md)")
 
     bars = add("bars", "one summary.json column per group as bars (mean ± std, runs as dots)")
@@ -493,10 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     bars.add_argument("--xlabel", help="x-axis label (default: the group keys)")
     bars.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_bars_<column>.png)")
     bars.add_argument("--table-out", type=pathlib.Path, help="also write the numbers as a Markdown table here")
+
+    difficulty = add("map", "a per-goal-bin map of the task samplers (summary.json's difficulty_map) over the map, per group")
+    difficulty.add_argument("--column", default="difficulty_map", help="the map field (default: difficulty_map)")
+    difficulty.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_map_<column>.png)")
     return parser
 
 
-COMMANDS = {"curves": command_curves, "windows": command_windows, "table": command_table, "bars": command_bars}
+COMMANDS = {"curves": command_curves, "windows": command_windows, "table": command_table, "bars": command_bars,
+            "map": command_map}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,16 +2,19 @@
 papers' Figure 3a): one row per run, columns "before adaptation" and "after N inner steps".
 
 Each argument is a run folder of a sweep (or any folder holding runs/<run>/summary.json and a model
-saved with --save-model). The goals are the first two of the run's held-out test goals; each panel
-shows 3 sampled episodes per goal, the adapted ones after the run's own number of inner steps.
+saved with --save-model). The goals are the first two of the run's held-out test goals, or those given
+with --goals; each panel shows 3 sampled episodes per goal, the adapted ones after the run's own number
+of inner steps. The command that made the figure is written under it.
 
     python benchmark/trajectories.py --out docs/maml_vs_fomaml_trajectories.png RUN_DIR [RUN_DIR ...]
+    python benchmark/trajectories.py --goals 4.5,1.0 2.0,3.5 --out behind_the_cross.png RUN_DIR
 """
 
 import argparse
 import json
 import pathlib
 import sys
+import textwrap
 
 import numpy as np
 import torch
@@ -43,10 +46,20 @@ def load_run(run_dir: pathlib.Path):
     return summary, run_dir / summary["model_path"]
 
 
-def panels(summary: dict, model_path: pathlib.Path, seed: int, size: int) -> list[np.ndarray]:
+def parse_goal(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a goal is X,Y (two numbers in [0, 10]), got {text!r}") from None
+    if not (0 <= x <= nav_env.MAP_SIZE and 0 <= y <= nav_env.MAP_SIZE):
+        raise argparse.ArgumentTypeError(f"a goal is X,Y with both in [0, 10], got {text!r}")
+    return x, y
+
+
+def panels(summary: dict, model_path: pathlib.Path, seed: int, size: int, goals=None) -> list[np.ndarray]:
     args = maml_vpg.Args(**{k: v for k, v in summary["args"].items() if k in maml_vpg.Args.__dataclass_fields__})
     args.episodes_per_task = EPISODES_SHOWN
-    goals = np.array(summary["test_goals"][:2])
+    goals = np.array(summary["test_goals"][:2] if goals is None else goals)
     torch.manual_seed(seed)
     envs = nav_env.NavigationVectorEnv(len(goals) * EPISODES_SHOWN, obstacles=args.obstacles, see_goal=args.see_goal,
                                        collision=args.collision, autoreset_mode="Disabled")
@@ -72,16 +85,28 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="PNG to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes")
     parser.add_argument("--size", type=int, default=320, help="pixels per panel")
+    parser.add_argument("--goals", nargs="+", type=parse_goal, metavar="X,Y",
+                        help="the goals to show, e.g. 4.5,1.0 2.0,3.5 (default: the run's first two test goals)")
     args = parser.parse_args()
     rows = []
     for run_dir in args.run_dirs:
         summary, model_path = load_run(run_dir)
-        row = np.concatenate(panels(summary, model_path, args.seed, args.size), axis=1)
+        row = np.concatenate(panels(summary, model_path, args.seed, args.size, args.goals), axis=1)
         label = Image.new("RGB", (row.shape[1], 18), (255, 255, 255))
         ImageDraw.Draw(label).text((6, 3), f"{summary['args']['exp_name']}  ({run_dir})", fill=(0, 0, 0))
         rows.append(np.concatenate([np.asarray(label), row], axis=0))
+    figure = np.concatenate(rows, axis=0)
+    legend = (f"green square: the start (9.9, 9.9); circles: the goals; each line one sampled episode, in its goal's "
+              f"colour ({EPISODES_SHOWN} per goal); dark lines: the obstacles; the map is 10 x 10, grid lines every 1")
+    command = "python benchmark/trajectories.py " + " ".join(sys.argv[1:])
+    width = max(20, figure.shape[1] // 6)  # characters per footer line (the default font is about 6 pixels wide)
+    lines = textwrap.wrap(legend, width) + textwrap.wrap(command, width)
+    footer = Image.new("RGB", (figure.shape[1], 12 * len(lines) + 6), (255, 255, 255))
+    for index, line in enumerate(lines):
+        ImageDraw.Draw(footer).text((6, 3 + 12 * index), line, fill=(0, 0, 0) if index < len(lines) - len(
+            textwrap.wrap(command, width)) else (90, 90, 90))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out)
+    Image.fromarray(np.concatenate([figure, np.asarray(footer)], axis=0)).save(args.out)
     print(f"wrote {args.out}")
 
 

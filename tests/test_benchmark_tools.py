@@ -51,7 +51,9 @@ FAKE_SCRIPT = textwrap.dedent('''
             writer.add_scalar("charts/score", args.scale * (args.seed ** 2 + step), step)
         writer.close()
     summary = {"args": vars(args), "score": args.scale * args.seed, "wall_time_s": 0.5 + args.seed,
-               "omp_threads": os.environ.get("OMP_NUM_THREADS"), "reached": True}
+               "omp_threads": os.environ.get("OMP_NUM_THREADS"), "reached": True,
+               "by_quadrant": [args.scale * args.seed, 2 * args.scale * args.seed, None, 0],
+               "difficulty_map": [[args.seed, 2 * args.seed], [0, None if args.seed < 3 else 1.5 * args.scale]]}
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f)
 ''')
@@ -255,6 +257,41 @@ def test_table_and_bars_of_summary_columns(fake_event_sweep, tmp_path):
     assert "| sweep | n | score |" in two and "| fake | 3 | 4.000 ± 2.000 |" in two and "| copy | 3 | 4.000 ± 2.000 |" in two
     assert plots.main(["table", str(fake_event_sweep), "--where", "scael=2", "--columns", "score", "--out", str(tmp_path / "x.md")]) == 2
     assert not (tmp_path / "x.md").exists()
+
+
+def test_table_of_a_list_element_and_the_map_of_a_per_bin_field(fake_event_sweep, tmp_path):
+    # by_quadrant[1] = 2 * scale * seed over seeds 1..3: mean 4 * scale, stdev 2 * scale
+    assert plots.main(["table", str(fake_event_sweep), "--columns", "by_quadrant[1]", "--out", str(tmp_path / "q.md")]) == 0
+    assert mean_std_cells((tmp_path / "q.md").read_text()) == [[(4.0, 2.0)], [(8.0, 4.0)]]
+    assert plots.main(["table", str(fake_event_sweep), "--columns", "by_quadrant[1]", "score", "--labels", "Q2", "the score",
+                       "--out", str(tmp_path / "l.md")]) == 0
+    assert "| scale | n | Q2 | the score |" in (tmp_path / "l.md").read_text()
+    assert plots.main(["table", str(fake_event_sweep), "--columns", "score", "--labels", "a", "b", "--out", str(tmp_path / "b.md")]) == 2
+    assert plots.main(["table", str(fake_event_sweep), "--columns", "by_quadrant[2]", "--out", str(tmp_path / "n.md")]) == 2
+    assert not (tmp_path / "n.md").exists()  # a null element is not a number: one line, exit 2, nothing written
+    runs, _ = plots.load_runs([fake_event_sweep])
+    scale_1 = [run for run in runs if run.values["scale"] == "1"]
+    # [[seed, 2 seed], [0, null except seed 3: 1.5 * scale]]: a bin's mean is over the runs that have a value
+    np.testing.assert_allclose(plots.mean_map(scale_1, "difficulty_map"), [[2.0, 4.0], [0.0, 1.5]])
+    assert plots.main(["map", str(fake_event_sweep), "--out", str(tmp_path / "m.png")]) == 0
+    with Image.open(tmp_path / "m.png") as image:
+        assert image.format == "PNG" and len(np.unique(np.asarray(image.convert("L")))) > 10
+    assert plots.main(["map", str(fake_event_sweep), "--column", "score", "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_noisy_optimum_reaches_every_reachable_goal_without_noise_and_fewer_with_it(tmp_path):
+    out = tmp_path / "noisy.md"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "noisy_optimum.py"), "--num-goals", "8",
+                             "--epsilons", "0", "1", "--repeats", "8", "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in out.read_text().splitlines()
+            if line.startswith("| ") and "%" in line}
+    assert float(rows["0%"]) == 1.0  # the exact optimal policy reaches every goal it is said to reach
+    assert float(rows["100%"]) < 0.5  # uniformly random actions rarely end within 0.14 of a goal
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmark" / "noisy_optimum.py"), "--epsilons", "1.5"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "1.5" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
