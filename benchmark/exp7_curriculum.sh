@@ -9,12 +9,14 @@
 #   3. the difficulty map the samplers learned (return gap per goal bin);
 #   4. experiment 3's grid (3 target distributions x 4 obstacle levels, FOMAML N = 3) per sampler.
 #   5. how much precision the goals need: the exact optimal policy with a share of random actions.
-# Full: 5 seeds x 500 meta-iterations (1, 2), 3 seeds (4). --quick: 1 seed x 20 iterations (a few minutes).
+# Full: 500 meta-iterations; 5 seeds of the default sampler (uniform) and 3 of the others (1, 2), 3 seeds
+# (4). --quick: 1 seed x 20 iterations (a few minutes).
 #   bash benchmark/exp7_curriculum.sh [--quick]      (WORKERS=2 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2}
-if [[ "${1:-}" == "--quick" ]]; then Q=_quick; SEEDS=1; GRID_SEEDS=1; ITERS=20; else Q=; SEEDS=5; GRID_SEEDS=3; ITERS=500; fi
+if [[ "${1:-}" == "--quick" ]]; then Q=_quick; SEEDS=1; CMP_SEEDS=1; GRID_SEEDS=1; ITERS=20
+else Q=; SEEDS=5; CMP_SEEDS=3; GRID_SEEDS=3; ITERS=500; fi
 SAMPLERS=uniform,plr,cvar
 COMMON=(--set num-iterations=$ITERS --set num-test-tasks=64 --set save-model --workers "$WORKERS")
 COLUMNS=(post_adaptation_success_rate_on_reachable
@@ -22,9 +24,13 @@ COLUMNS=(post_adaptation_success_rate_on_reachable
          "post_adaptation_success_rate_on_reachable_by_quadrant[2]" "post_adaptation_success_rate_on_reachable_by_quadrant[3]"
          pre_adaptation_success_rate_on_reachable post_adaptation_return_gap adaptation_gain)
 
-python benchmark/run.py maml_vpg.py --name curriculum_maml$Q --grid task-sampler=$SAMPLERS --seeds $SEEDS "${COMMON[@]}"
-python benchmark/run.py fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform,plr --set inner-steps=3 \
+# the default (uniform) on $SEEDS seeds, the samplers beside it on the first $CMP_SEEDS
+python benchmark/run.py fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform --set inner-steps=3 \
   --seeds $SEEDS "${COMMON[@]}"
+python benchmark/run.py fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform,plr --set inner-steps=3 \
+  --seeds $CMP_SEEDS "${COMMON[@]}"
+python benchmark/run.py maml_vpg.py --name curriculum_maml$Q --grid task-sampler=$SAMPLERS --seeds $CMP_SEEDS "${COMMON[@]}"
+python benchmark/run.py maml_vpg.py --name curriculum_maml$Q --grid task-sampler=uniform --seeds $SEEDS "${COMMON[@]}"
 for sweep in curriculum_maml$Q curriculum_fomaml3$Q; do
   python benchmark/plots.py table benchmark/sweeps/$sweep --columns "${COLUMNS[@]}" \
     --title "$sweep: held-out success on the goals the optimal policy reaches (overall, Q1..Q4), return gap" \
