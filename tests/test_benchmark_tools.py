@@ -397,3 +397,21 @@ def test_nav_optimal_replays_the_exact_optimum_and_rejects_the_original_collisio
     result = subprocess.run([sys.executable, str(script), "--collision", "original"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_trajectories_of_chosen_goals_from_a_saved_model(tmp_path):
+    train = subprocess.run([sys.executable, str(ROOT / "maml_vpg.py"), "--num-iterations", "1", "--meta-batch-size", "2",
+                            "--episodes-per-task", "2", "--num-test-tasks", "2", "--save-model"],
+                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert train.returncode == 0, train.stderr
+    out = tmp_path / "behind.png"
+    script = str(ROOT / "benchmark" / "trajectories.py")
+    result = subprocess.run([sys.executable, script, "--goals", "4.5,1.0", "2.0,3.5", "--out", str(out), str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:  # 2 panels of 320 pixels; a label above, the legend and the command below
+        assert image.width == 640 and image.height > 320 + 18
+    for bad in ("4.5", "4.5,11", "x,1"):
+        failed = subprocess.run([sys.executable, script, "--goals", bad, "--out", str(tmp_path / "x.png"), str(tmp_path)],
+                                capture_output=True, text=True)
+        assert failed.returncode == 2 and bad in failed.stderr and not (tmp_path / "x.png").exists()
