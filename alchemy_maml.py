@@ -1058,6 +1058,8 @@ if __name__ == "__main__":
                 writer.add_scalar(f"eval_set/post_minus_{agent}_sem", difference_sem, args.num_iterations)
         eval_set_summary.update(eval_episodes=args.eval_episodes, reference_scores=references,
                                 reference_score_sems=reference_sems, post_minus_reference=differences,
+                                pre_minus_reference=reference_comparison(task_means[0], heuristic,
+                                                                         args.eval_episodes)[2],
                                 post_minus_pre=list(mean_and_sem(post - task_means[0])))
     else:
         scores, errors, task_means = log_evaluation(args.num_iterations, eval_steps)
