@@ -89,7 +89,7 @@ class Args:
     # Algorithm
     total_timesteps: int | None = None
     """total env steps of the experiment, run as total_timesteps // (num_envs * num_steps) full rollouts;
-    default 12M for nav (PPO + SIL needs them to get round the cross and then sharpen) and 20M for alchemy"""
+    default 12M for nav (PPO + SIL needs them to get round the cross and then sharpen) and 8M for alchemy"""
     num_iterations: int | None = None
     """the number of iterations (rollouts of --num-envs x --num-steps steps), instead of --total-timesteps;
     default total_timesteps // (num_envs * num_steps)"""
@@ -293,7 +293,7 @@ def resolve(args: Args, given: set[str] = frozenset()) -> Args:
     if args.num_iterations is not None:
         args.total_timesteps = args.num_iterations * batch_size
     if args.total_timesteps is None:
-        args.total_timesteps = 12_000_000 if args.env == "nav" else 20_000_000
+        args.total_timesteps = 12_000_000 if args.env == "nav" else 8_000_000
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps must be at least one rollout, --num-envs x --num-steps = {batch_size}, got "
              f"{args.total_timesteps}")

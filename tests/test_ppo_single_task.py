@@ -197,7 +197,7 @@ def test_defaults_differ_by_env_and_every_given_flag_wins():
     assert not nav.mask_actions and not nav.per_trial_returns
     alchemy = ppo_single_task.resolve(Args(env="alchemy"), {"env"})
     assert (alchemy.learning_rate, alchemy.num_envs, alchemy.num_steps, alchemy.hidden_size,
-            alchemy.total_timesteps) == (1e-3, 256, 100, 128, 20_000_000)
+            alchemy.total_timesteps) == (1e-3, 256, 100, 128, 8_000_000)
     assert alchemy.mask_actions and alchemy.per_trial_returns
     given = Args(env="alchemy", learning_rate=3e-4, num_envs=64, num_steps=200, hidden_size=64,
                  total_timesteps=4_000_000, mask_actions=False, per_trial_returns=False)
@@ -210,7 +210,7 @@ def test_defaults_differ_by_env_and_every_given_flag_wins():
                                text=True, timeout=60, env={**os.environ, "COLUMNS": "400"}).stdout
     words = " ".join(re.sub("[│╭╮╰╯─]", " ", help_text).split())  # the text without tyro's boxes and wrapping
     for both in ("3e-4 for nav and 1e-3 for alchemy", "64 for nav and 256 for alchemy",
-                 "200 for nav and 100 for alchemy", "64 for nav and 128 for alchemy", "12M for nav", "20M for alchemy"):
+                 "200 for nav and 100 for alchemy", "64 for nav and 128 for alchemy", "12M for nav", "8M for alchemy"):
         assert both in words, both
     assert words.lower().count("on by default for alchemy; off for nav") == 2
 
