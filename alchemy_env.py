@@ -1216,6 +1216,28 @@ def eval_set_tasks(data: Mapping[str, Any], episodes: int | None = None) -> list
              "items": {key: np.array(value[row]) for key, value in data["items"].items()}} for row in range(n)]
 
 
+
+def _mean_and_sem(values: np.ndarray) -> tuple[float, float | None]:
+    sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+    return float(values.mean()), sem
+
+
+def compare_with_agents(scores, random_heuristic_scores) -> tuple[dict, dict, dict]:
+    """Scores of the first n = len(scores) evaluation episodes beside the published agents' on the same episodes
+    (load_dm_alchemy_eval_set()'s agent_scores) and the random heuristic's (given: played on the same items).
+
+    Returns three dicts by agent name (DM_ALCHEMY_AGENTS plus "random_heuristic"): the agent's mean score,
+    its standard error, and the paired per-episode difference scores - agent as [mean, standard error]
+    (standard errors are None for n = 1)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    references = {agent: np.asarray(agent_scores[: len(scores)], dtype=np.float64)
+                  for agent, agent_scores in load_dm_alchemy_eval_set()["agent_scores"].items()}
+    references["random_heuristic"] = np.asarray(random_heuristic_scores, dtype=np.float64)
+    means = {agent: _mean_and_sem(r)[0] for agent, r in references.items()}
+    sems = {agent: _mean_and_sem(r)[1] for agent, r in references.items()}
+    differences = {agent: list(_mean_and_sem(scores - r)) for agent, r in references.items()}
+    return means, sems, differences
+
 gymnasium.register(
     id="SymbolicAlchemy-v0",
     entry_point="alchemy_env:SymbolicAlchemyEnv",

@@ -819,18 +819,6 @@ def eval_set_scores(args, model, params, num_steps: int, device) -> tuple[list[n
     return [np.concatenate(per_step) for per_step in zip(*scores)], np.concatenate(heuristic)
 
 
-def reference_comparison(post: np.ndarray, heuristic: np.ndarray, n: int) -> tuple[dict, dict, dict]:
-    """The published agents' (and the random heuristic's) scores on the same n evaluation episodes: their means,
-    standard errors, and the paired per-episode difference post - reference as [mean, standard error]."""
-    references = {agent: np.asarray(scores[:n], dtype=np.float64)
-                  for agent, scores in alchemy_env.load_dm_alchemy_eval_set()["agent_scores"].items()}
-    references["random_heuristic"] = heuristic
-    means = {agent: float(r.mean()) for agent, r in references.items()}
-    sems = {agent: mean_and_sem(r)[1] for agent, r in references.items()}
-    differences = {agent: list(mean_and_sem(post - r)) for agent, r in references.items()}
-    return means, sems, differences
-
-
 if __name__ == "__main__":
     cli = tyro.cli(Args)
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
@@ -1044,7 +1032,7 @@ if __name__ == "__main__":
             stop_diverged(args.num_iterations, error)
         scores, errors = (list(x) for x in zip(*(mean_and_sem(m) for m in task_means)))
         post = task_means[args.inner_steps]
-        references, reference_sems, differences = reference_comparison(post, heuristic, args.eval_episodes)
+        references, reference_sems, differences = alchemy_env.compare_with_agents(post, heuristic)
         for k, (score, error) in enumerate(zip(scores, errors)):
             writer.add_scalar(f"eval_set/score_after_{k}_steps", score, args.num_iterations)
             if error is not None:
@@ -1058,8 +1046,7 @@ if __name__ == "__main__":
                 writer.add_scalar(f"eval_set/post_minus_{agent}_sem", difference_sem, args.num_iterations)
         eval_set_summary.update(eval_episodes=args.eval_episodes, reference_scores=references,
                                 reference_score_sems=reference_sems, post_minus_reference=differences,
-                                pre_minus_reference=reference_comparison(task_means[0], heuristic,
-                                                                         args.eval_episodes)[2],
+                                pre_minus_reference=alchemy_env.compare_with_agents(task_means[0], heuristic)[2],
                                 post_minus_pre=list(mean_and_sem(post - task_means[0])))
     else:
         scores, errors, task_means = log_evaluation(args.num_iterations, eval_steps)

@@ -670,20 +670,6 @@ def eval_set_scores(agent: Agent, args: Args, device) -> tuple[np.ndarray, np.nd
     return scores, heuristic
 
 
-def reference_comparison(scores: np.ndarray, heuristic: np.ndarray, n: int) -> tuple[dict, dict, dict]:
-    """The published agents' (and the random heuristic's) scores on the same n evaluation episodes: their means,
-    standard errors, and the paired per-episode difference scores - reference as [mean, standard error]."""
-    import alchemy_env
-
-    references = {agent: np.asarray(s[:n], dtype=np.float64)
-                  for agent, s in alchemy_env.load_dm_alchemy_eval_set()["agent_scores"].items()}
-    references["random_heuristic"] = heuristic
-    means = {agent: float(r.mean()) for agent, r in references.items()}
-    sems = {agent: mean_and_sem(r)[1] for agent, r in references.items()}
-    differences = {agent: list(mean_and_sem(scores - r)) for agent, r in references.items()}
-    return means, sems, differences
-
-
 if __name__ == "__main__":
     cli = tyro.cli(Args)
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
@@ -1029,7 +1015,9 @@ if __name__ == "__main__":
         # zero-shot: the policy learnt one chemistry and meets 1,000 others here
         eval_scores, heuristic = guard(args.num_iterations, eval_set_scores, agent, args, device)
         score, score_sem = mean_and_sem(eval_scores)
-        references, reference_sems, differences = reference_comparison(eval_scores, heuristic, args.eval_episodes)
+        import alchemy_env
+
+        references, reference_sems, differences = alchemy_env.compare_with_agents(eval_scores, heuristic)
         summary.update(eval_episodes=args.eval_episodes, eval_set_score=score, eval_set_score_sem=score_sem,
                        reference_scores=references, reference_score_sems=reference_sems,
                        post_minus_reference=differences)

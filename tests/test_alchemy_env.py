@@ -636,6 +636,20 @@ def test_eval_set_episodes_replay_step_for_step_like_dm_alchemy(episode):
 
 
 @needs_dm_alchemy
+def test_compare_with_agents_pairs_each_episode_with_the_agents_score_on_it():
+    agents = alchemy_env.load_dm_alchemy_eval_set()["agent_scores"]
+    scores = agents["baseline"][:4] + np.array([1.0, 2.0, 3.0, 6.0])  # V-MPO's own scores plus 1, 2, 3, 6
+    heuristic = np.array([100.0, 110.0, 120.0, 130.0])
+    means, sems, differences = alchemy_env.compare_with_agents(scores, heuristic)
+    assert set(means) == set(alchemy_env.DM_ALCHEMY_AGENTS) | {"random_heuristic"}
+    assert means["baseline"] == pytest.approx(agents["baseline"][:4].mean()) and means["random_heuristic"] == 115.0
+    # paired: the differences 1, 2, 3, 6 have mean 3 and standard error std([1, 2, 3, 6], ddof=1) / 2
+    assert differences["baseline"] == pytest.approx([3.0, np.std([1, 2, 3, 6], ddof=1) / 2])
+    assert sems["random_heuristic"] == pytest.approx(np.std(heuristic, ddof=1) / 2)
+    assert alchemy_env.compare_with_agents(scores[:1], heuristic[:1])[2]["baseline"] == [1.0, None]
+
+
+@needs_dm_alchemy
 def test_eval_set_is_cached_on_disk_and_a_bad_cache_is_converted_again(tmp_path, monkeypatch):
     reference = alchemy_env.load_dm_alchemy_eval_set()
     monkeypatch.setenv("META_RL_CACHE", str(tmp_path))
