@@ -529,19 +529,25 @@ def test_the_brute_force_by_hand():
     assert brute_force_optimum((4.9, 5.5), "medium", "stick", 3, (5.1, 5.5)) == (pytest.approx(-0.12), False)
 
 
-def test_optimal_policy_replayed_in_the_env_earns_its_optimal_return_behind_the_cross():
-    value, reaches, policy = nav_env.optimal_policy((4.5, 1.0), "medium")
-    assert value == pytest.approx(-2913.28) and reaches
-    env = NavigationEnv(obstacles="medium")
-    env.reset(options={"goal": (4.5, 1.0)})
-    total = 0.0
+def replay_policy(policy, goal, obstacles: str, collision: str = "block"):
+    """Play a (steps, 101, 101) policy in NavigationEnv: (return, terminated at the goal, steps taken)."""
+    env = NavigationEnv(obstacles=obstacles, collision=collision)
+    env.reset(options={"goal": goal})
+    total, terminated = 0.0, False
     for t in range(100):
         cell = np.rint(env.position * 10).astype(int)
         _, reward, terminated, truncated, _ = env.step(int(policy[t, cell[0], cell[1]]))
         total += reward
         if terminated or truncated:
             break
-    assert terminated and t + 1 == 88 and total == pytest.approx(-2913.28)
+    return total, terminated, t + 1
+
+
+def test_optimal_policy_replayed_in_the_env_earns_its_optimal_return_behind_the_cross():
+    value, reaches, policy = nav_env.optimal_policy((4.5, 1.0), "medium")
+    assert value == pytest.approx(-2913.28) and reaches
+    total, terminated, steps = replay_policy(policy, (4.5, 1.0), "medium")
+    assert terminated and steps == 88 and total == pytest.approx(-2913.28)
     # parking beside the cross beats the detour to (4, 4)
     assert nav_env.optimal_returns([(4.0, 4.0)], "medium")[0][0] == pytest.approx(-1452.72)
     assert not nav_env.optimal_returns([(4.0, 4.0)], "medium")[1][0]
@@ -554,15 +560,7 @@ def test_batched_optimum_equals_one_goal_at_a_time_and_the_replayed_policy(colli
     for goal, value, reach in zip(goals, values, reached):
         single_value, single_reach, policy = nav_env.optimal_policy(goal, "medium", collision)
         assert (single_value, single_reach) == (value, reach)
-        env = NavigationEnv(obstacles="medium", collision=collision)
-        env.reset(options={"goal": goal})
-        total, terminated = 0.0, False
-        for t in range(100):
-            cell = np.rint(env.position * 10).astype(int)
-            _, reward, terminated, truncated, _ = env.step(int(policy[t, cell[0], cell[1]]))
-            total += reward
-            if terminated or truncated:
-                break
+        total, terminated, _ = replay_policy(policy, goal, "medium", collision)
         assert total == pytest.approx(value, abs=1e-6) and terminated == reach
 
 
