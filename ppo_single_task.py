@@ -1012,11 +1012,11 @@ if __name__ == "__main__":
         )
     summary["eval_set"] = args.eval_set if args.env == "alchemy" else None
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":
+        import alchemy_env
+
         # zero-shot: the policy learnt one chemistry and meets 1,000 others here
         eval_scores, heuristic = guard(args.num_iterations, eval_set_scores, agent, args, device)
         score, score_sem = mean_and_sem(eval_scores)
-        import alchemy_env
-
         references, reference_sems, differences = alchemy_env.compare_with_agents(eval_scores, heuristic)
         summary.update(eval_episodes=args.eval_episodes, eval_set_score=score, eval_set_score_sem=score_sem,
                        reference_scores=references, reference_score_sems=reference_sems,
