@@ -325,7 +325,7 @@ def test_real_ppo_sweep_end_to_end(tmp_path):
     assert mean == pytest.approx(statistics.mean(distances), abs=6e-3) and std == pytest.approx(statistics.stdev(distances), abs=6e-3)
 
 
-TIME_COLUMNS = re.compile(r"(^|\.)(wall_time_s|train_time_s|sps|median_sps|median_iteration_time_s)$")
+TIME_COLUMNS = re.compile(r"(^|\.)(wall_time_s|train_time_s|sps|median_sps|median_iteration_time_s|median_sampler_time_s)$")
 
 
 def results_without_times(path: pathlib.Path) -> list[dict[str, str]]:
