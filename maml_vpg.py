@@ -755,8 +755,7 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
     """The bins' scores over the map, white (0) to red (the highest), grey where there is none yet; obstacles on top."""
     top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
     base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=f"{title} (red: {top:.0f})")
-    margin = max(8, size // 25)  # render_trajectories' layout
-    scale = (size - 2 * margin) / nav_env.MAP_SIZE
+    margin, scale = nav_env.render_layout(size)
     pixels = np.arange(size) + 0.5
     x, y = (pixels - margin) / scale, (size - margin - pixels) / scale  # x per column, y per row
     bins = len(difficulty)

@@ -819,6 +819,13 @@ _PALETTE = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 1
             (240, 228, 66), (0, 0, 0))
 
 
+def render_layout(size: int) -> tuple[int, float]:
+    """render_trajectories' layout of a size x size image: (margin in pixels, pixels per map unit). The map's
+    point (x, y) is at pixel column margin + x * scale and row size - margin - y * scale (the y axis up)."""
+    margin = max(8, size // 25)
+    return margin, (size - 2 * margin) / MAP_SIZE
+
+
 def render_trajectories(
     trajectories: Sequence[np.ndarray],
     goals: Sequence[Sequence[float]] | np.ndarray,
@@ -837,8 +844,7 @@ def render_trajectories(
 
     _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
     colors = list(colors) if colors is not None else list(_PALETTE)
-    margin = max(8, size // 25)
-    scale = (size - 2 * margin) / MAP_SIZE
+    margin, scale = render_layout(size)
 
     def to_pixels(points) -> list[tuple[float, float]]:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)

@@ -613,3 +613,12 @@ def test_optimum_bad_input_raises_value_error(call, match):
 def test_bad_input_raises_value_error_naming_the_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_render_layout_places_map_points_where_render_trajectories_draws_them():
+    size = 400
+    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)])
+    margin, scale = nav_env.render_layout(size)
+    for (x, y), colour in (((2.0, 3.0), (200, 0, 200)), (nav_env.START, (0, 170, 0))):
+        column, row = int(margin + x * scale), int(size - margin - y * scale)
+        assert tuple(image[row, column]) == colour  # a goal disc and the start square are centred there
