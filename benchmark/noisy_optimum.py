@@ -19,7 +19,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import nav_env  # noqa: E402
+import run as sweep_runner  # noqa: E402  (benchmark/run.py: its one-line-error argument parser)
 
 
 def play(goal, policy, epsilon: float, repeats: int, rng: np.random.Generator, obstacles: str):
@@ -45,7 +47,7 @@ def play(goal, policy, epsilon: float, repeats: int, rng: np.random.Generator, o
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep_runner.OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--obstacles", default="medium", choices=tuple(nav_env.OBSTACLES), help="obstacle level")
     parser.add_argument("--targets", default="uniform", choices=nav_env.TARGETS, help="target distribution")
     parser.add_argument("--num-goals", type=int, default=64, help="held-out goals (the scripts' --num-test-tasks)")

@@ -348,12 +348,6 @@ def save_text(text: str, path: pathlib.Path) -> pathlib.Path:
 # Command line
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_where(items: list[str]) -> dict[str, list[str]]:
     where = {}
     for item in items:
@@ -500,7 +494,7 @@ def command_map(args, runs, keys, grid, argv) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep_runner.OneLineErrorParser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:

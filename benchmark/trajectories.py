@@ -80,7 +80,7 @@ def panels(summary: dict, model_path: pathlib.Path, seed: int, size: int, goals=
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = sweep_runner.OneLineErrorParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, help="run folders with a saved model")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="PNG to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes")

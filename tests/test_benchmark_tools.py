@@ -415,3 +415,4 @@ def test_trajectories_of_chosen_goals_from_a_saved_model(tmp_path):
         failed = subprocess.run([sys.executable, script, "--goals", bad, "--out", str(tmp_path / "x.png"), str(tmp_path)],
                                 capture_output=True, text=True)
         assert failed.returncode == 2 and bad in failed.stderr and not (tmp_path / "x.png").exists()
+        assert len(failed.stderr.strip().splitlines()) == 1
