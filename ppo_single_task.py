@@ -67,8 +67,8 @@ class Args:
     """which task family: `nav` (one goal of nav_env) or `alchemy` (one chemistry of alchemy_env); it also
     chooses the defaults of the fields that give both values (`--env alchemy --help` shows Alchemy's)"""
     goal: tuple[float, float] = (4.5, 1.0)
-    """nav: the fixed goal (x, y). The default lies behind the medium cross: the shortest way round it takes
-    88 of the 100 moves (nav_env.optimal_policy)"""
+    """nav: the fixed goal (x, y). The default lies behind the medium cross: the optimal policy
+    (nav_env.optimal_policy) goes round it and arrives after 88 of the 100 moves"""
     obstacles: Literal["none", "easy", "medium", "hard"] = "medium"
     """nav: obstacle level"""
     see_goal: bool = True
@@ -143,7 +143,8 @@ class Args:
     """the target KL divergence threshold: stop the epochs early when exceeded (None: never)"""
     reward_scale: float = 0.01
     """multiplies rewards for learning only; logged returns are unscaled (nav: 0.01, alchemy: 0.1;
-    `--env alchemy --help` shows Alchemy's): nav's per-step rewards reach -160"""
+    `--env alchemy --help` shows Alchemy's): nav's per-step reward, minus a squared distance, is as low
+    as -200 (the squared diagonal of the map)"""
     hidden_size: int = 64
     """width of the two tanh hidden layers of the actor and of the critic (nav: 64, alchemy: 128;
     `--env alchemy --help` shows Alchemy's)"""
@@ -188,7 +189,8 @@ class Args:
 
 
 # The defaults of each env family, applied before parsing (so --help shows them and given flags win).
-# Alchemy's: masking, per-trial returns, a wider network, and larger, shorter rollouts (half an episode).
+# Alchemy's: masking, per-trial returns, a wider network, and larger, shorter rollouts (half an episode);
+# the runs that compare them: docs/ppo_single_task.md.
 ENV_DEFAULTS = {
     "nav": Args(),
     "alchemy": dataclasses.replace(
@@ -797,7 +799,8 @@ if __name__ == "__main__":
     # Where GAE stops: dones, and with --per-trial-returns (alchemy) also each trial's end. Kept apart from
     # dones because a trial's end is no episode's end: the step after it is a real decision, not an autoreset.
     gae_dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    action_masks = None  # (num_steps, num_envs, actions) bool with --mask-actions
+    # --- alchemy: with --mask-actions, the action mask of every step (num_steps, num_envs, actions)
+    action_masks = None
     if action_mask_fn is not None:
         mask_shape = (args.num_steps, args.num_envs, envs.single_action_space.n)
         action_masks = torch.ones(mask_shape, dtype=torch.bool).to(device)
@@ -1009,9 +1012,8 @@ if __name__ == "__main__":
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        # --- navigation: self-imitation (Oh et al. 2018). In the first --sil-fraction of training, also
-        # imitate the best episodes so far: PPO's updates follow the reward's local slope, which for a goal
-        # behind an obstacle leads into the wall; the rare episodes that got round it are kept in memory.
+        # --- navigation: self-imitation (Oh et al. 2018). In the first --sil-fraction of the iterations, a few
+        # gradient steps on the SIL loss over the best episodes so far (why: the module docstring).
         if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
             for _ in range(args.sil_updates):
                 sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
