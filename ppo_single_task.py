@@ -1,16 +1,23 @@
-# PPO (or vanilla policy gradient with --vpg) on ONE fixed task: the papers' sanity check that the
-# environment and the learner work before meta-learning. Docs and measured results: README.md#single-task-ppo
-"""CleanRL's PPO in one file, on one navigation goal (--env nav) or one Alchemy chemistry (--env alchemy).
+# docs and measured results, each with its command: docs/ppo_single_task.md
+"""PPO (Schulman et al. 2017) on ONE fixed task, in the shape of CleanRL's ppo.py: one navigation goal
+(--env nav, the 2D navigation with obstacles of Duan & Wang 2022, nav_env.py) or one Alchemy chemistry
+(--env alchemy, Wang et al. 2021, alchemy_env.py). It checks that an environment and the learner work
+before meta-learning on the task family.
 
-For nav, PPO is joined by self-imitation learning (Oh et al. 2018) by default: plain PPO (--sil-coef 0)
-follows the reward's slope into the corner of the cross and never gets round to a goal behind it.
+For nav, PPO is joined by self-imitation learning (SIL; Oh et al. 2018) by default. The reward is minus the
+squared distance to the goal, so for a goal behind an obstacle its slope points into the wall, not round it;
+SIL imitates the rare episodes that went round.
 
-Rollouts come from the numpy-batched vector envs (no Python loop over envs). The vector envs use
-gymnasium's NEXT_STEP autoreset: the step after an episode ends only resets that env, so that
-transition is not a decision of the policy and is masked out of every loss (`valid` below).
+Rollouts come from numpy-batched vector envs with gymnasium's NEXT_STEP autoreset: the step after an
+episode's end only resets that env. That step is no decision of the policy, so it is masked out of every
+loss (`dones[step]` is 1 exactly there, see the main loop).
+
+Layout: Args and the per-env defaults (ENV_DEFAULTS), validation, runs that survive (checkpoints), the agent
+and PPO's loss, then one section per env family (navigation with SIL; alchemy), then the main loop.
 """
 
 import copy
+import dataclasses
 import importlib.util
 import io
 import json
@@ -35,9 +42,11 @@ from tqdm import tqdm
 
 import nav_env
 
-
 @dataclass
 class Args:
+    """PPO on one task. The defaults shown are those of the --env given (nav when none is): fields whose
+    help gives both values take Alchemy's with --env alchemy (ENV_DEFAULTS)."""
+
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
@@ -51,14 +60,15 @@ class Args:
     wandb_project_name: str = "meta-rl"
     """the wandb's project name"""
     wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
+    """the entity (team) of wandb's project (None: wandb's default entity)"""
 
     # Task
     env: Literal["nav", "alchemy"] = "nav"
-    """which task family: `nav` (one goal of nav_env) or `alchemy` (one chemistry of alchemy_env)"""
+    """which task family: `nav` (one goal of nav_env) or `alchemy` (one chemistry of alchemy_env); it also
+    chooses the defaults of the fields that give both values (`--env alchemy --help` shows Alchemy's)"""
     goal: tuple[float, float] = (4.5, 1.0)
-    """nav: the fixed goal (x, y). The default lies behind the medium cross; the exact optimum
-    (nav_env.optimal_policy) goes round the cross and reaches it in 88 of 100 steps"""
+    """nav: the fixed goal (x, y). The default lies behind the medium cross: the optimal policy
+    (nav_env.optimal_policy) goes round it and arrives after 88 of the 100 moves"""
     obstacles: Literal["none", "easy", "medium", "hard"] = "medium"
     """nav: obstacle level"""
     see_goal: bool = True
@@ -70,42 +80,48 @@ class Args:
     """alchemy: seed of the one chemistry used for all episodes (items still change every trial)"""
     level: str = "alchemy/perceptual_mapping_randomized_with_rotation_and_random_bottleneck"
     """alchemy: level whose chemistry prior the fixed chemistry is drawn from"""
-    per_trial_returns: bool = True
-    """alchemy: returns and GAE stop at each trial's end (on by default for alchemy; off for nav, where
-    giving it is an error). With one fixed chemistry a trial cannot change later ones (they bring fresh
-    items), so later trials' rewards only add noise to a value function that does not see the trial index"""
-    mask_actions: bool = True
+    per_trial_returns: bool = False
+    """alchemy: returns and GAE stop at each trial's end (nav: False, alchemy: True; `--env alchemy --help`
+    shows Alchemy's; nav has no trials, so giving it there is an error). With one fixed chemistry a trial
+    cannot change later ones (they bring fresh items), so later trials' rewards only add noise to a value
+    function that does not see the trial"""
+    mask_actions: bool = False
     """alchemy: the policy never picks an action that does nothing (a stone already in the cauldron, a drunk
-    potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020). On by default for
-    alchemy; off for nav, which has no such actions (giving it there is an error)"""
+    potion; alchemy_env.valid_action_mask): invalid-action masking (Huang & Ontanon 2020) (nav: False,
+    alchemy: True; `--env alchemy --help` shows Alchemy's; nav has no such actions, so giving it there is an
+    error)"""
     eval_set: Literal["sampled", "dm_alchemy"] = "sampled"
     """alchemy: `dm_alchemy` also scores the trained policy on dm_alchemy's 1,000 evaluation episodes
     (chemistries and items as given), where its published agents were scored, with the paired difference to
     each in summary.json (needs the dm_alchemy package). The policy learnt one chemistry (--chemistry-seed),
     so there it plays chemistries it has never seen. `sampled`: no such evaluation"""
     eval_episodes: int | None = None
-    """alchemy, with --eval-set dm_alchemy: score only the first this many of the 1,000 episodes (default: all)"""
+    """alchemy, with --eval-set dm_alchemy: score only the first this many of the 1,000 episodes (None: all)"""
 
     # Algorithm
-    total_timesteps: int | None = None
-    """total env steps of the experiment, run as total_timesteps // (num_envs * num_steps) full rollouts;
-    default 12M for nav (PPO + SIL needs them to get round the cross and then sharpen) and 8M for alchemy"""
+    total_timesteps: int = 12_000_000
+    """total env steps of the experiment, run as total_timesteps // (num_envs * num_steps) full rollouts
+    (nav: 12_000_000, alchemy: 8_000_000; `--env alchemy --help` shows Alchemy's)"""
     num_iterations: int | None = None
-    """the number of iterations (rollouts of --num-envs x --num-steps steps), instead of --total-timesteps;
-    default total_timesteps // (num_envs * num_steps)"""
-    learning_rate: float | None = None
-    """the learning rate of the optimizer (Adam); default 3e-4 for nav and 1e-3 for alchemy"""
-    num_envs: int | None = None
-    """the number of parallel envs (one numpy-batched vector env); default 64 for nav and 256 for alchemy"""
-    num_steps: int | None = None
-    """the number of steps per env per rollout; default 200 for nav and 100 for alchemy (half an episode)"""
+    """the number of iterations (rollouts of --num-envs x --num-steps steps), instead of --total-timesteps
+    (None: total_timesteps // (num_envs * num_steps))"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer (Adam) (nav: 3e-4, alchemy: 1e-3; `--env alchemy --help` shows
+    Alchemy's)"""
+    num_envs: int = 64
+    """the number of parallel envs (one numpy-batched vector env) (nav: 64, alchemy: 256; `--env alchemy
+    --help` shows Alchemy's)"""
+    num_steps: int = 200
+    """the number of steps per env per rollout (nav: 200, alchemy: 100; `--env alchemy --help` shows
+    Alchemy's): two nav episodes, half an Alchemy episode"""
     anneal_lr: bool = True
     """toggle learning rate annealing (linear, to 0 at the end)"""
-    gamma: float | None = None
-    """the discount factor gamma; default 1.0 for nav (a 100-step task whose objective is the
-    undiscounted return: discounting hides the benefit of arriving) and 0.99 for alchemy"""
+    gamma: float = 1.0
+    """the discount factor gamma (nav: 1.0, alchemy: 0.99; `--env alchemy --help` shows Alchemy's). nav's
+    objective is the undiscounted return of a 100-step episode, and discounting would shrink the benefit
+    of arriving, which comes late in it"""
     gae_lambda: float = 0.95
-    """the lambda of generalised advantage estimation"""
+    """the lambda of generalised advantage estimation (Schulman et al. 2016)"""
     num_minibatches: int = 8
     """the number of mini-batches per epoch (--vpg: 1)"""
     update_epochs: int = 4
@@ -116,31 +132,31 @@ class Args:
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
     """toggles whether or not to use a clipped loss for the value function, as per the paper (--vpg: off)"""
-    ent_coef: float | None = None
-    """coefficient of the entropy bonus; default 0.0 for nav (the goal needs ~88 precise moves of the
-    100) and 0.01 for alchemy"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy bonus (nav: 0.0, alchemy: 0.01; `--env alchemy --help` shows Alchemy's).
+    nav's goal needs a precise path of up to 100 moves, which an entropy bonus would blur"""
     vf_coef: float = 0.5
     """coefficient of the value function loss"""
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping (> 0)"""
     target_kl: float | None = None
-    """the target KL divergence threshold (stop the epochs early when exceeded)"""
-    reward_scale: float | None = None
-    """multiplies rewards for learning only (logged returns are unscaled); default: 0.01 for nav,
-    whose per-step rewards reach -160, and 0.1 for alchemy"""
-    hidden_size: int | None = None
-    """width of the two tanh hidden layers of the actor and of the critic; default 64 for nav and 128 for
-    alchemy"""
+    """the target KL divergence threshold: stop the epochs early when exceeded (None: never)"""
+    reward_scale: float = 0.01
+    """multiplies rewards for learning only; logged returns are unscaled (nav: 0.01, alchemy: 0.1;
+    `--env alchemy --help` shows Alchemy's): nav's per-step reward, minus a squared distance, is as low
+    as -200 (the squared diagonal of the map)"""
+    hidden_size: int = 64
+    """width of the two tanh hidden layers of the actor and of the critic (nav: 64, alchemy: 128;
+    `--env alchemy --help` shows Alchemy's)"""
     vpg: bool = False
     """if toggled, vanilla policy gradient instead of PPO: one epoch, one mini-batch, no clipping (so it cannot
     be given with --update-epochs, --num-minibatches, --clip-vloss or --target-kl)"""
 
-    # Self-imitation learning (Oh et al. 2018), joined to PPO for nav by default
-    sil_coef: float | None = None
-    """nav: weight of the self-imitation loss; default 1.0 for nav, and 0 (off, plain PPO; the only choice
-    for alchemy). SIL keeps the best episodes seen so far and imitates their actions where their return
-    beats the critic. It gets PPO round the medium cross (README#single-task-ppo); PPO alone settles on
-    the start's side of it"""
+    # Self-imitation learning (Oh et al. 2018), joined to PPO for nav
+    sil_coef: float = 1.0
+    """weight of the self-imitation loss; 0: off, plain PPO, the only choice for alchemy (nav: 1.0, alchemy:
+    0.0; `--env alchemy --help` shows Alchemy's). SIL keeps the best episodes seen so far and imitates their
+    actions where their return beats the critic"""
     sil_episodes: int = 16
     """nav, SIL: how many of the best episodes so far (by return) are kept for imitation"""
     sil_fraction: float = 0.25
@@ -150,27 +166,56 @@ class Args:
     sil_batch_size: int = 512
     """nav, SIL: transitions per SIL gradient step, drawn uniformly from the kept episodes"""
     sil_value_coef: float = 0.01
-    """nav, SIL: weight of the SIL value loss (beta in Oh et al.)"""
+    """nav, SIL: weight of the SIL value loss (beta in Oh et al. 2018)"""
 
     # Logging
     image_every: int = 20
     """nav: every this many iterations, log an image of a greedy (argmax) episode of the policy (0: never)"""
 
-
-    # Runs that survive (README#runs-that-survive)
+    # Runs that survive: checkpoints, resume, divergence and collapse
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
     always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
     resume: str | None = None
     """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started
-    with; only --torch-threads may be given with it"""
+    with; only --torch-threads may be given with it (None: a new run)"""
     torch_threads: int = 1
-    """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
-    with torch's default of one thread per core (README#threads)"""
+    """torch's CPU threads (torch.set_num_threads). 1, because runs side by side on a few cores slow each
+    other down with torch's default of one thread per core"""
     collapse_patience: int = 20
     """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero gradient
     norm or a mean policy entropy below 1e-3 nats (0: never). A policy that has converged to one action per
     state also has near-zero entropy"""
+
+
+# The defaults of each env family, applied before parsing (so --help shows them and given flags win).
+# Alchemy's: masking, per-trial returns, a wider network, and larger, shorter rollouts (half an episode);
+# the runs that compare them: docs/ppo_single_task.md.
+ENV_DEFAULTS = {
+    "nav": Args(),
+    "alchemy": dataclasses.replace(
+        Args(), env="alchemy", total_timesteps=8_000_000, learning_rate=1e-3, num_envs=256, num_steps=100,
+        gamma=0.99, ent_coef=0.01, reward_scale=0.1, hidden_size=128, sil_coef=0.0, per_trial_returns=True,
+        mask_actions=True,
+    ),
+}
+
+
+def env_on_command_line(argv: list[str]) -> str:
+    """The value of --env X / --env=X in argv (the last one), else "nav"; tyro checks the value itself."""
+    env = "nav"
+    for i, token in enumerate(argv):
+        if token == "--env" and i + 1 < len(argv):
+            env = argv[i + 1]
+        elif token.startswith("--env="):
+            env = token[len("--env="):]
+    return env
+
+
+def parse_args(argv: list[str]) -> tuple[Args, set[str]]:
+    """The command line on top of its env's defaults, and the fields it named (flags_given)."""
+    defaults = ENV_DEFAULTS.get(env_on_command_line(argv), ENV_DEFAULTS["nav"])  # unknown: tyro's error
+    return tyro.cli(Args, default=defaults, args=argv), flags_given(argv)
 
 
 def fail(message: str) -> None:
@@ -219,7 +264,7 @@ def validate(args: Args, given: set[str] = frozenset()) -> None:
         for name in NOT_WITH_VPG:
             if name in given:
                 fail(f"--{name.replace('_', '-')} cannot be given with --vpg (one epoch of one mini-batch, no clipping)")
-    if args.total_timesteps is not None and args.num_iterations is not None:
+    if args.num_iterations is not None and "total_timesteps" in given:
         fail(f"--total-timesteps {args.total_timesteps} and --num-iterations {args.num_iterations} both set the "
              f"length of the run; give one of them")
     if args.image_every < 0:
@@ -231,22 +276,20 @@ def validate(args: Args, given: set[str] = frozenset()) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     positive = ["total_timesteps", "num_iterations", "learning_rate", "num_envs", "num_steps", "num_minibatches",
                 "update_epochs", "hidden_size", "sil_episodes", "sil_updates", "sil_batch_size", "torch_threads",
-                "max_grad_norm"]
+                "max_grad_norm", "reward_scale"]
     for name in positive:
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
-        if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
+        if not 0 <= getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     for name in ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "sil_value_coef"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
+        if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not 0 < args.sil_fraction <= 1:
         fail(f"--sil-fraction must be in (0, 1], got {args.sil_fraction}")
     if args.sil_coef and args.env != "nav":
         fail(f"--sil-coef applies to --env nav only, got --env {args.env}")
-    if args.reward_scale is not None and args.reward_scale <= 0:
-        fail(f"--reward-scale must be > 0, got {args.reward_scale}")
     if args.eval_set != "dm_alchemy" and args.eval_episodes is not None:
         fail(f"--eval-episodes is for --eval-set dm_alchemy; add it or drop --eval-episodes {args.eval_episodes}")
     if args.env == "nav":
@@ -257,19 +300,11 @@ def validate(args: Args, given: set[str] = frozenset()) -> None:
 
 
 def resolve(args: Args, given: set[str] = frozenset()) -> Args:
-    """Check every value (validate), then fill the env-specific defaults and the run length; exit 2 on bad input."""
+    """Check every value (validate), then set what follows from them: --vpg's fixed values, the run length in
+    whole rollouts, the evaluation episodes. Exit 2 on bad input."""
     validate(args, given)
     if args.vpg:  # vanilla policy gradient: one gradient step on the whole batch, no clipping
         args.update_epochs, args.num_minibatches, args.clip_vloss = 1, 1, False
-    # env-specific defaults (see the Args docstrings). Alchemy's are the configuration that scored highest in
-    # README#single-task-ppo: masking, per-trial returns, a wider network and larger, shorter rollouts.
-    nav = args.env == "nav"
-    if nav:  # alchemy's switches: off, nav has neither invalid actions nor trials
-        args.mask_actions = args.per_trial_returns = False
-    for name, nav_default, alchemy_default in (("learning_rate", 3e-4, 1e-3), ("num_envs", 64, 256),
-                                               ("num_steps", 200, 100), ("hidden_size", 64, 128)):
-        if getattr(args, name) is None:
-            setattr(args, name, nav_default if nav else alchemy_default)
     if args.eval_set == "dm_alchemy":
         try:
             import alchemy_env
@@ -281,19 +316,9 @@ def resolve(args: Args, given: set[str] = frozenset()) -> Args:
             args.eval_episodes = size
         if not 1 <= args.eval_episodes <= size:
             fail(f"--eval-episodes must be in [1, {size}], got {args.eval_episodes}")
-    if args.reward_scale is None:
-        args.reward_scale = 0.01 if args.env == "nav" else 0.1
-    if args.gamma is None:
-        args.gamma = 1.0 if args.env == "nav" else 0.99
-    if args.ent_coef is None:
-        args.ent_coef = 0.0 if args.env == "nav" else 0.01
-    if args.sil_coef is None:
-        args.sil_coef = 1.0 if args.env == "nav" else 0.0
     batch_size = args.num_envs * args.num_steps
     if args.num_iterations is not None:
         args.total_timesteps = args.num_iterations * batch_size
-    if args.total_timesteps is None:
-        args.total_timesteps = 12_000_000 if args.env == "nav" else 8_000_000
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps must be at least one rollout, --num-envs x --num-steps = {batch_size}, got "
              f"{args.total_timesteps}")
@@ -303,7 +328,7 @@ def resolve(args: Args, given: set[str] = frozenset()) -> Args:
     return args
 
 
-# --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
+# --- runs that survive: checkpoints, atomic writes, signals, divergence ---------------------------------
 CHECKPOINT = "checkpoint.pt"
 EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
 COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores
@@ -451,31 +476,13 @@ def env_state(envs) -> dict:
 
 def set_env_state(envs, state: dict) -> None:
     for name, value in state.items():  # in place: a batch keeps views of its arrays
-        target = getattr(envs._batch, name)
-        for mine, saved in (zip(target, value) if isinstance(target, tuple) else [(target, value)]):
+        own = getattr(envs._batch, name)
+        for mine, saved in (zip(own, value) if isinstance(own, tuple) else [(own, value)]):
             mine[...] = saved
 
 
-def make_envs(args: Args):
-    """Return (vector env, reset options that pin the task, observations -> action mask or None)."""
-    if args.env == "nav":
-        envs = nav_env.NavigationVectorEnv(
-            args.num_envs, obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision
-        )
-        return envs, {"goals": np.tile(np.asarray(args.goal, dtype=np.float64), (args.num_envs, 1))}, None
-    try:
-        import alchemy_env
-    except ImportError as error:
-        fail(f"--env alchemy needs alchemy_env.py next to this script ({error})")
-    try:
-        chemistry = alchemy_env.sample_chemistry(args.level, np.random.default_rng(args.chemistry_seed))
-    except ValueError as error:
-        fail(str(error))
-    envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
-    mask_fn = alchemy_env.valid_action_mask if args.mask_actions else None
-    return envs, {"chemistries": chemistry}, mask_fn  # one chemistry for every env, kept across autoresets
 
-
+# --- the agent and PPO's loss (Schulman et al. 2017), the same for every env -------------------------------
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -518,10 +525,11 @@ class Agent(nn.Module):
 
 
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
-    """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016).
+    """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016, eq. 16).
 
-    dones[t] = 1 means obs[t] is the first observation after an episode ended (or, with
-    --per-trial-returns, a trial), so the value of obs[t] must not be bootstrapped into step t - 1.
+    As in CleanRL, dones[t] = 1 means step t - 1 ended its episode (with --per-trial-returns: its trial), so
+    the value of obs[t] is not bootstrapped into step t - 1; next_done is that flag for the step after the
+    rollout.
     """
     num_steps = rewards.shape[0]
     advantages = torch.zeros_like(rewards)
@@ -538,16 +546,17 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
     return advantages
 
 
-def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, valid, args: Args):
-    """PPO's loss on one mini-batch; every mean runs over the valid (non-autoreset) samples only.
+def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, mask, args: Args):
+    """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9); every mean runs over the samples with
+    mask 1 only (mask 0: an autoreset step, which CleanRL's SAME_STEP envs do not have).
 
     Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac). With
     args.vpg the policy term is the plain policy gradient -A * ratio (ratio = 1 on the only epoch).
     """
-    num_valid = valid.sum().clamp(min=1.0)
+    num_samples = mask.sum().clamp(min=1.0)
 
     def masked_mean(x):
-        return (x * valid).sum() / num_valid
+        return (x * mask).sum() / num_samples
 
     logratio = newlogprob - oldlogprob
     ratio = logratio.exp()
@@ -579,6 +588,14 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     entropy_loss = masked_mean(entropy)
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
     return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
+
+
+# --- navigation (nav_env; Duan & Wang 2022): env, self-imitation, greedy evaluation, the exact optimum ------
+def make_nav_envs(args: Args):
+    """(vector env, reset options that pin the goal, no action mask)."""
+    envs = nav_env.NavigationVectorEnv(args.num_envs, obstacles=args.obstacles, see_goal=args.see_goal,
+                                       collision=args.collision)
+    return envs, {"goals": np.tile(np.asarray(args.goal, dtype=np.float64), (args.num_envs, 1))}, None
 
 
 def sil_loss(logprob, value, returns, value_coef: float):
@@ -640,6 +657,48 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
     return np.array(positions), total, info["distance"]
 
 
+def greedy_trajectory_image(positions: np.ndarray, args: Args, global_step: int) -> np.ndarray:
+    """The map with the greedy episode's path, the start (green square) and the goal (dot), titled."""
+    title = f"greedy policy at step {global_step:,}; goal ({args.goal[0]:g}, {args.goal[1]:g})"
+    return nav_env.render_trajectories([positions], [args.goal], obstacles=args.obstacles, size=320, title=title)
+
+
+def nav_summary(agent: Agent, args: Args, device, finished_returns: list, finished_distances: list) -> dict:
+    """The sampling policy's last 100 episodes, one greedy (argmax) episode, and the gaps to the task's exact
+    optimum R* (nav_env's dynamic programme; none for collision "original", whose dynamics are not on the grid)."""
+    final_return = float(np.mean(finished_returns[-100:])) if finished_returns else None
+    summary = {"final_distance": float(np.mean(finished_distances[-100:])) if finished_distances else None,
+               "goal_reached_rate": float(np.mean(np.array(finished_distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))}
+    _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
+    summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
+                   greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
+    summary["success_rate"] = summary["goal_reached_rate"]
+    optimum = None if args.collision == "original" else nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
+    summary.update(
+        optimal_return=None if optimum is None else float(optimum[0][0]),
+        optimal_success_rate=None if optimum is None else float(optimum[1][0]),
+        return_gap=None if optimum is None or final_return is None else float(optimum[0][0]) - final_return,
+        greedy_return_gap=None if optimum is None else float(optimum[0][0]) - greedy_return,
+    )
+    return summary
+
+
+# --- alchemy (alchemy_env; Wang et al. 2021): env with one chemistry, action masks, dm_alchemy's eval set ---
+def make_alchemy_envs(args: Args):
+    """(vector env, reset options that pin the chemistry, observations -> action mask or None)."""
+    try:
+        import alchemy_env
+    except ImportError as error:
+        fail(f"--env alchemy needs alchemy_env.py next to this script ({error})")
+    try:
+        chemistry = alchemy_env.sample_chemistry(args.level, np.random.default_rng(args.chemistry_seed))
+    except ValueError as error:
+        fail(str(error))
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
+    mask_fn = alchemy_env.valid_action_mask if args.mask_actions else None
+    return envs, {"chemistries": chemistry}, mask_fn  # one chemistry for every env, kept across autoresets
+
+
 def mean_and_sem(values: np.ndarray) -> tuple[float, float | None]:
     """The mean and its standard error (None for a single value)."""
     sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
@@ -670,13 +729,43 @@ def eval_set_scores(agent: Agent, args: Args, device) -> tuple[np.ndarray, np.nd
     return scores, heuristic
 
 
+def eval_set_summary(scores: np.ndarray, heuristic: np.ndarray, args: Args, writer, global_step: int) -> dict:
+    """Zero-shot on dm_alchemy's evaluation episodes (chemistries never trained on): the score, each published
+    agent's on the same episodes and the paired differences; logged, printed and returned for summary.json."""
+    import alchemy_env
+
+    score, score_sem = mean_and_sem(scores)
+    references, reference_sems, differences = alchemy_env.compare_with_agents(scores, heuristic)
+    writer.add_scalar("eval_set/score", score, global_step)
+    if score_sem is not None:
+        writer.add_scalar("eval_set/score_sem", score_sem, global_step)
+    print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}, chemistries never trained on): score "
+          f"{score:.2f} +- {score_sem if score_sem is None else round(score_sem, 2)}")
+    for agent_name, (difference, difference_sem) in differences.items():
+        writer.add_scalar(f"eval_set/reference_{agent_name}", references[agent_name], global_step)
+        writer.add_scalar(f"eval_set/post_minus_{agent_name}", difference, global_step)
+        if difference_sem is not None:
+            writer.add_scalar(f"eval_set/post_minus_{agent_name}_sem", difference_sem, global_step)
+        sem_text = difference_sem if difference_sem is None else round(difference_sem, 2)
+        print(f"  {agent_name}: {references[agent_name]:.2f} on the same episodes; the policy minus it: "
+              f"{difference:+.2f} +- {sem_text} (paired)")
+    return dict(eval_episodes=args.eval_episodes, eval_set_score=score, eval_set_score_sem=score_sem,
+                reference_scores=references, reference_score_sems=reference_sems, post_minus_reference=differences)
+
+
+def make_envs(args: Args):
+    """(vector env, reset options that pin the task, observations -> action mask or None) of args.env."""
+    return make_nav_envs(args) if args.env == "nav" else make_alchemy_envs(args)
+
+
+# --- the main loop, as in CleanRL's ppo.py; env-specific steps are marked "navigation" or "alchemy" -------
 if __name__ == "__main__":
-    cli = tyro.cli(Args)
+    cli, given = parse_args(sys.argv[1:])
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
     if cli.resume is not None:  # the run's own flags, and everything its loop carried
         args, checkpoint, run_dir = resume_args(cli)
     else:
-        args, checkpoint = resolve(cli, flags_given(sys.argv[1:])), None
+        args, checkpoint = resolve(cli, given), None
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     torch.set_num_threads(args.torch_threads)
@@ -707,8 +796,11 @@ if __name__ == "__main__":
     rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
     dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
     values = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    valid = torch.zeros((args.num_steps, args.num_envs)).to(device)  # 0 for autoreset transitions
-    action_masks = None  # (num_steps, num_envs, actions) bool with --mask-actions
+    # Where GAE stops: dones, and with --per-trial-returns (alchemy) also each trial's end. Kept apart from
+    # dones because a trial's end is no episode's end: the step after it is a real decision, not an autoreset.
+    gae_dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    # --- alchemy: with --mask-actions, the action mask of every step (num_steps, num_envs, actions)
+    action_masks = None
     if action_mask_fn is not None:
         mask_shape = (args.num_steps, args.num_envs, envs.single_action_space.n)
         action_masks = torch.ones(mask_shape, dtype=torch.bool).to(device)
@@ -723,18 +815,19 @@ if __name__ == "__main__":
     next_mask = valid_actions(next_obs)
     next_obs = torch.as_tensor(next_obs).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
-    next_start = torch.zeros(args.num_envs).to(device)  # 1 where the value must not bootstrap backwards
+    next_gae_done = torch.zeros(args.num_envs).to(device)
     episode_return = np.zeros(args.num_envs)
     episode_length = np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
-    memory = None  # with --sil-coef: the best episodes so far, and each env's episode in progress
+    # --- navigation: with --sil-coef, SIL's memory (the best episodes so far) and each env's episode in progress
+    memory = None
     episode_obs = episode_actions = episode_rewards = None
     if args.sil_coef > 0:
         memory = BestEpisodes(args.sil_episodes)
         episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + obs_space.shape, dtype=np.float32)
         episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
         episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
-    collapse_count, collapsed_at = 0, None  # iterations in a row with a zero gradient or entropy; when
+    collapse_count, collapsed_at = 0, None  # iterations in a row with a zero gradient or entropy; when it collapsed
     generators = {"envs": envs.np_random}
     checkpoint_path = os.path.join(run_dir, CHECKPOINT)
     if checkpoint is not None:  # continue where the checkpoint left off, in the run's own folder
@@ -743,8 +836,8 @@ if __name__ == "__main__":
         start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
         set_env_state(envs, checkpoint["env_state"])
         loop = checkpoint["loop"]
-        next_obs, next_done, next_start = loop["next_obs"], loop["next_done"], loop["next_start"]
-        next_obs, next_done, next_start = next_obs.to(device), next_done.to(device), next_start.to(device)
+        next_obs, next_done, next_gae_done = loop["next_obs"], loop["next_done"], loop["next_gae_done"]
+        next_obs, next_done, next_gae_done = next_obs.to(device), next_done.to(device), next_gae_done.to(device)
         next_mask = None if loop["next_mask"] is None else loop["next_mask"].to(device)
         episode_return, episode_length = loop["episode_return"], loop["episode_length"]
         finished_returns, finished_lengths = loop["finished_returns"], loop["finished_lengths"]
@@ -766,7 +859,7 @@ if __name__ == "__main__":
 
     def checkpoint_state(iteration: int) -> dict:
         """Everything the loop carries from one iteration to the next."""
-        loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu(), "next_start": next_start.cpu(),
+        loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu(), "next_gae_done": next_gae_done.cpu(),
                 "next_mask": None if next_mask is None else next_mask.cpu(), "episode_return": episode_return,
                 "episode_length": episode_length, "finished_returns": finished_returns,
                 "finished_lengths": finished_lengths, "finished_distances": finished_distances,
@@ -830,8 +923,8 @@ if __name__ == "__main__":
         for step in range(0, args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
-            dones[step] = next_start
-            valid[step] = 1.0 - next_done  # after a done, this step only resets the env
+            dones[step] = next_done  # 1: the last step ended an episode, so this one only resets the env
+            gae_dones[step] = next_gae_done
 
             # ALGO LOGIC: action logic
             if action_masks is not None:
@@ -849,11 +942,11 @@ if __name__ == "__main__":
             next_mask = valid_actions(next_obs_np)
             next_obs = torch.as_tensor(next_obs_np).to(device)
             next_done = torch.as_tensor(ended, dtype=torch.float32).to(device)
-            starts = (ended | infos["new_trial"]) if args.per_trial_returns else ended
-            next_start = torch.as_tensor(starts, dtype=torch.float32).to(device)
+            gae_done = ended | infos["new_trial"] if args.per_trial_returns else ended  # alchemy: trials too
+            next_gae_done = torch.as_tensor(gae_done, dtype=torch.float32).to(device)
 
-            stepped = valid[step].cpu().numpy() > 0
-            if memory is not None:
+            stepped = dones[step].cpu().numpy() == 0  # a decision of the policy, not an autoreset
+            if memory is not None:  # navigation, SIL: record the episodes in progress
                 rows = np.flatnonzero(stepped)
                 episode_obs[rows, episode_length[rows]] = obs[step].cpu().numpy()[rows]
                 episode_actions[rows, episode_length[rows]] = actions[step].cpu().numpy()[rows]
@@ -863,7 +956,7 @@ if __name__ == "__main__":
             for i in np.flatnonzero(ended & stepped):
                 finished_returns.append(episode_return[i])
                 finished_lengths.append(episode_length[i])
-                if "distance" in infos:
+                if "distance" in infos:  # navigation
                     finished_distances.append(float(infos["distance"][i]))
                 if memory is not None:
                     length = episode_length[i]
@@ -879,7 +972,7 @@ if __name__ == "__main__":
         # bootstrap value if not done
         with torch.no_grad():
             next_value = agent.get_value(next_obs).reshape(1, -1)
-            advantages = compute_gae(rewards, values, dones, next_value, next_start, args.gamma, args.gae_lambda)
+            advantages = compute_gae(rewards, values, gae_dones, next_value, next_gae_done, args.gamma, args.gae_lambda)
             returns = advantages + values
 
         # flatten the batch
@@ -889,7 +982,7 @@ if __name__ == "__main__":
         b_advantages = advantages.reshape(-1)
         b_returns = returns.reshape(-1)
         b_values = values.reshape(-1)
-        b_valid = valid.reshape(-1)
+        b_dones = dones.reshape(-1)
         b_action_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
 
         # Optimizing the policy and value network
@@ -906,7 +999,7 @@ if __name__ == "__main__":
                 )
                 loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_loss(
                     newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], newvalue.view(-1), b_values[mb_inds],
-                    b_returns[mb_inds], entropy, b_valid[mb_inds], args,
+                    b_returns[mb_inds], entropy, 1.0 - b_dones[mb_inds], args,
                 )
                 clipfracs.append(clipfrac)
 
@@ -919,9 +1012,8 @@ if __name__ == "__main__":
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        # Self-imitation (Oh et al. 2018): in the first --sil-fraction of training, also imitate the best
-        # episodes so far. PPO's updates follow the reward's local slope, which on the medium cross leads
-        # into the corner on the start's side; the rare episodes that get round the cross are kept here.
+        # --- navigation: self-imitation (Oh et al. 2018). In the first --sil-fraction of the iterations, a few
+        # gradient steps on the SIL loss over the best episodes so far (why: the module docstring).
         if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
             for _ in range(args.sil_updates):
                 sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
@@ -963,7 +1055,7 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or iteration == args.num_iterations):
             positions, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
-            image = nav_env.render_trajectories([positions], [args.goal], obstacles=args.obstacles, size=256)
+            image = greedy_trajectory_image(positions, args, global_step)
             writer.add_image("charts/greedy_trajectory", image, global_step, dataformats="HWC")
             writer.add_scalar("charts/greedy_final_distance", greedy_distance, global_step)
         recent = np.mean(finished_returns[-100:]) if finished_returns else float("nan")
@@ -995,45 +1087,11 @@ if __name__ == "__main__":
         "sps": global_step / wall_time,
     }
     if args.env == "nav":
-        # the sampling policy's last 100 episodes, and one episode of the greedy (argmax) policy
-        summary["final_distance"] = float(np.mean(finished_distances[-100:])) if finished_distances else None
-        summary["goal_reached_rate"] = float(np.mean(np.array(finished_distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))
-        _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
-        summary.update(greedy_return=greedy_return, greedy_final_distance=greedy_distance,
-                       greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9))
-        # the task's exact optimum R* (nav_env's DP; none for collision "original"): success and gap against it
-        summary["success_rate"] = summary["goal_reached_rate"]
-        optimum = None if args.collision == "original" else nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
-        summary.update(
-            optimal_return=None if optimum is None else float(optimum[0][0]),
-            optimal_success_rate=None if optimum is None else float(optimum[1][0]),
-            return_gap=None if optimum is None or not finished_returns else float(optimum[0][0]) - summary["final_episodic_return"],
-            greedy_return_gap=None if optimum is None else float(optimum[0][0]) - greedy_return,
-        )
+        summary.update(nav_summary(agent, args, device, finished_returns, finished_distances))
     summary["eval_set"] = args.eval_set if args.env == "alchemy" else None
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":
-        import alchemy_env
-
-        # zero-shot: the policy learnt one chemistry and meets 1,000 others here
         eval_scores, heuristic = guard(args.num_iterations, eval_set_scores, agent, args, device)
-        score, score_sem = mean_and_sem(eval_scores)
-        references, reference_sems, differences = alchemy_env.compare_with_agents(eval_scores, heuristic)
-        summary.update(eval_episodes=args.eval_episodes, eval_set_score=score, eval_set_score_sem=score_sem,
-                       reference_scores=references, reference_score_sems=reference_sems,
-                       post_minus_reference=differences)
-        writer.add_scalar("eval_set/score", score, global_step)
-        if score_sem is not None:
-            writer.add_scalar("eval_set/score_sem", score_sem, global_step)
-        print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}, chemistries never trained on): score "
-              f"{score:.2f} +- {score_sem if score_sem is None else round(score_sem, 2)}")
-        for agent_name, (difference, difference_sem) in differences.items():
-            writer.add_scalar(f"eval_set/reference_{agent_name}", references[agent_name], global_step)
-            writer.add_scalar(f"eval_set/post_minus_{agent_name}", difference, global_step)
-            if difference_sem is not None:
-                writer.add_scalar(f"eval_set/post_minus_{agent_name}_sem", difference_sem, global_step)
-            sem_text = difference_sem if difference_sem is None else round(difference_sem, 2)
-            print(f"  {agent_name}: {references[agent_name]:.2f} on the same episodes; the policy minus it: "
-                  f"{difference:+.2f} +- {sem_text} (paired)")
+        summary.update(eval_set_summary(eval_scores, heuristic, args, writer, global_step))
     write_json(os.path.join(run_dir, "summary.json"), summary)
     print(f"summary: {run_dir}/summary.json")
     envs.close()

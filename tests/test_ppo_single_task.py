@@ -1,23 +1,30 @@
-"""ppo_single_task.py: GAE and the loss pieces against hand-computed values, and runs through the CLI."""
+"""ppo_single_task.py: GAE and the loss pieces against hand-computed values, the per-env defaults and the
+validation in-process, one bad command line through the real entry point, and tiny runs through the CLI."""
 
+import ast
 import importlib.util
 import json
 import math
-import os
 import pathlib
 import re
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing import event_accumulator
 
 import alchemy_env
-from ppo_single_task import Agent, Args, BestEpisodes, compute_gae, ppo_loss, sil_loss
+import nav_env
+import ppo_single_task
+from ppo_single_task import ENV_DEFAULTS, Agent, Args, BestEpisodes, compute_gae, parse_args, ppo_loss, resolve, sil_loss
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "ppo_single_task.py"
+# nav, goal (4.5, 1): the farthest point of the map [0, 10]^2 from the goal is the corner (10, 10), at squared
+# distance 5.5^2 + 9^2 = 111.25, so no step's reward is below -111.25 and no 100-step return below -11125
+NAV_WORST_RETURN = -111.25 * nav_env.MAX_EPISODE_STEPS
 
 
 def column(*values):
@@ -34,13 +41,13 @@ def test_gae_by_hand():
     a1 = 2.35 + 0.9 * 0.8 * a2
     a0 = 1.4 + 0.9 * 0.8 * a1
     assert advantages[:, 0].tolist() == pytest.approx([a0, a1, a2])
-    # obs[1] starts a new episode: step 0 neither bootstraps from nor accumulates past it
+    # step 0 ended its episode (dones[1] = 1): step 0 neither bootstraps from nor accumulates past obs[1]
     advantages = compute_gae(rewards, values, column(0.0, 1.0, 0.0), torch.tensor([[2.0]]), torch.tensor([1.0]), 0.9, 0.8)
     assert advantages[:, 0].tolist() == pytest.approx([1.0 - 0.5, 2.35 + 0.72 * (3.0 - 1.5), 3.0 - 1.5])
 
 
 def tiny_batch():
-    # Two real samples and one autoreset sample (valid = 0) whose numbers are garbage on purpose.
+    # Two samples of the policy and one autoreset sample (mask = 0) whose numbers are garbage on purpose.
     return dict(
         newlogprob=torch.log(torch.tensor([0.6, 0.2, 0.9])),
         oldlogprob=torch.log(torch.tensor([0.4, 0.4, 0.1])),
@@ -49,7 +56,7 @@ def tiny_batch():
         oldvalue=torch.tensor([0.5, 0.5, -50.0]),
         returns=torch.tensor([2.0, 0.0, 7.0]),
         entropy=torch.tensor([1.0, 0.5, 9.0]),
-        valid=torch.tensor([1.0, 1.0, 0.0]),
+        mask=torch.tensor([1.0, 1.0, 0.0]),
     )
 
 
@@ -67,11 +74,11 @@ def test_ppo_loss_pieces_by_hand():
     assert clipfrac == pytest.approx(1.0)
 
 
-def test_ppo_loss_normalises_advantages_over_valid_samples_only():
+def test_ppo_loss_normalises_advantages_over_the_masked_samples_only():
     args = Args(clip_coef=10.0, norm_adv=True, clip_vloss=False, ent_coef=0.0, vf_coef=0.0)
     _, pg_loss, *_ = ppo_loss(**tiny_batch(), args=args)
-    # valid advantages (1, -1) normalise to (1, -1); no clipping at 10: mean(-A*r) = (-1.5 + 0.5) / 2
-    assert pg_loss.item() == pytest.approx(-0.5, rel=1e-6)
+    # the advantages (1, -1) of the two kept samples normalise to (1, -1); no clipping at 10: mean(-A*r)
+    assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2, rel=1e-6)
 
 
 def test_vpg_is_the_unclipped_policy_gradient():
@@ -80,12 +87,8 @@ def test_vpg_is_the_unclipped_policy_gradient():
     batch["newlogprob"] = batch["newlogprob"].clone().requires_grad_(True)
     loss, pg_loss, *_ = ppo_loss(**batch, args=args)
     assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2)
-    loss.backward()  # d/dlogp of -A*exp(logp - old) = -A*ratio, averaged over the 2 valid samples
+    loss.backward()  # d/dlogp of -A*exp(logp - old) = -A*ratio, averaged over the 2 kept samples
     assert batch["newlogprob"].grad.tolist() == pytest.approx([-1.5 / 2, 0.5 / 2, 0.0])
-
-
-def run_cli(tmp_path, *flags):
-    return subprocess.run([sys.executable, str(SCRIPT), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 def test_sil_loss_by_hand():
@@ -124,32 +127,6 @@ def test_best_episodes_keeps_the_highest_returns_with_their_returns_to_go():
         assert expected[o] == (a, g)
 
 
-def test_smoke_nav_through_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--total-timesteps", "2400", "--num-envs", "8", "--num-steps", "150", "--image-every", "1")
-    assert result.returncode == 0, result.stderr
-    (summary_path,) = tmp_path.glob("runs/nav-medium__ppo_single_task__1__*/summary.json")
-    summary = json.loads(summary_path.read_text())
-    assert summary["env_steps"] == 2400 and summary["episodes"] >= 8
-    assert summary["final_episodic_return"] < 0 and summary["final_distance"] > 0
-    assert summary["args"]["goal"] == [4.5, 1.0] and summary["sps"] > 0
-    assert summary["greedy_final_distance"] > 0 and isinstance(summary["greedy_reached"], bool)
-    assert list(summary_path.parent.glob("events.out.tfevents.*"))
-    # the default goal behind the cross: R* = -2913.28, reached by the optimal policy
-    assert summary["optimal_return"] == pytest.approx(-2913.28) and summary["optimal_success_rate"] == 1.0
-    assert summary["return_gap"] == pytest.approx(-2913.28 - summary["final_episodic_return"]) and summary["return_gap"] > 0
-    assert summary["greedy_return_gap"] == pytest.approx(-2913.28 - summary["greedy_return"])
-    assert summary["success_rate"] == summary["goal_reached_rate"]
-
-
-def test_smoke_nav_with_self_imitation_through_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--sil-coef", "1", "--sil-fraction", "1", "--total-timesteps", "4800", "--num-envs", "8",
-                     "--num-steps", "150", "--image-every", "0")
-    assert result.returncode == 0, result.stderr
-    (summary_path,) = tmp_path.glob("runs/nav-medium__ppo_single_task__1__*/summary.json")
-    summary = json.loads(summary_path.read_text())
-    assert summary["args"]["sil_coef"] == 1.0 and summary["env_steps"] == 4800 and summary["episodes"] >= 40
-
-
 def test_action_mask_gives_invalid_actions_probability_zero():
     """--mask-actions: the policy is the softmax over the valid actions alone (hand-computed), never
     samples an invalid one, and its entropy is that of the renormalised distribution."""
@@ -177,65 +154,62 @@ def test_action_mask_gives_invalid_actions_probability_zero():
         assert math.isclose(entropy[env].item(), -(probs * probs.clamp_min(1e-300).log()).sum().item(), abs_tol=1e-4)
 
 
-def test_smoke_alchemy_with_its_default_masking_and_per_trial_returns_through_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--env", "alchemy", "--total-timesteps", "3200", "--num-envs", "8")
-    assert result.returncode == 0, result.stderr
-    (summary_path,) = tmp_path.glob("runs/alchemy__ppo_single_task__1__*/summary.json")
-    summary = json.loads(summary_path.read_text())
-    assert summary["env_steps"] == 3200 and summary["episodes"] >= 8 and summary["args"]["mask_actions"]
-    assert summary["args"]["per_trial_returns"] and summary["args"]["num_steps"] == 100
-    assert summary["eval_set"] == "sampled" and "reference_scores" not in summary
-    assert summary["final_episodic_return"] >= -3 * alchemy_env.NUM_STONES * alchemy_env.NUM_TRIALS  # every stone at -3
+# --- the per-env defaults: applied before parsing, shown by --help, given flags win ------------------------
+NAV = dict(total_timesteps=12_000_000, learning_rate=3e-4, num_envs=64, num_steps=200, gamma=1.0, ent_coef=0.0,
+           reward_scale=0.01, hidden_size=64, sil_coef=1.0, mask_actions=False, per_trial_returns=False)
+ALCHEMY = dict(total_timesteps=8_000_000, learning_rate=1e-3, num_envs=256, num_steps=100, gamma=0.99, ent_coef=0.01,
+               reward_scale=0.1, hidden_size=128, sil_coef=0.0, mask_actions=True, per_trial_returns=True)
 
 
-def test_defaults_differ_by_env_and_every_given_flag_wins():
-    import ppo_single_task
-
-    nav = ppo_single_task.resolve(Args())
-    assert (nav.learning_rate, nav.num_envs, nav.num_steps, nav.hidden_size, nav.total_timesteps) == \
-        (3e-4, 64, 200, 64, 12_000_000)
-    assert not nav.mask_actions and not nav.per_trial_returns
-    alchemy = ppo_single_task.resolve(Args(env="alchemy"), {"env"})
-    assert (alchemy.learning_rate, alchemy.num_envs, alchemy.num_steps, alchemy.hidden_size,
-            alchemy.total_timesteps) == (1e-3, 256, 100, 128, 8_000_000)
-    assert alchemy.mask_actions and alchemy.per_trial_returns
-    given = Args(env="alchemy", learning_rate=3e-4, num_envs=64, num_steps=200, hidden_size=64,
-                 total_timesteps=4_000_000, mask_actions=False, per_trial_returns=False)
-    given = ppo_single_task.resolve(given, {"env", "learning_rate", "num_envs", "num_steps", "hidden_size",
-                                            "total_timesteps", "mask_actions", "per_trial_returns"})
-    assert (given.learning_rate, given.num_envs, given.num_steps, given.hidden_size, given.total_timesteps) == \
-        (3e-4, 64, 200, 64, 4_000_000)
-    assert not given.mask_actions and not given.per_trial_returns
-    help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
-                               text=True, timeout=60, env={**os.environ, "COLUMNS": "400"}).stdout
-    words = " ".join(re.sub("[│╭╮╰╯─]", " ", help_text).split())  # the text without tyro's boxes and wrapping
-    for both in ("3e-4 for nav and 1e-3 for alchemy", "64 for nav and 256 for alchemy",
-                 "200 for nav and 100 for alchemy", "64 for nav and 128 for alchemy", "12M for nav", "8M for alchemy"):
-        assert both in words, both
-    assert words.lower().count("on by default for alchemy; off for nav") == 2
+def picked(args: Args) -> dict:
+    return {name: getattr(args, name) for name in NAV}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dm_alchemy") is None,
-                    reason=f"DeepMind's dm_alchemy is not installed ({alchemy_env.DM_ALCHEMY_INSTALL})")
-def test_alchemy_eval_set_scores_the_policy_against_every_published_agent(tmp_path):
-    result = run_cli(tmp_path, "--env", "alchemy", "--num-iterations", "1", "--num-envs", "8", "--eval-set",
-                     "dm_alchemy", "--eval-episodes", "4")
-    assert result.returncode == 0, result.stderr
-    (summary_path,) = tmp_path.glob("runs/alchemy__ppo_single_task__1__*/summary.json")
-    summary = json.loads(summary_path.read_text())
-    assert summary["eval_set"] == "dm_alchemy" and summary["eval_episodes"] == 4
-    data = alchemy_env.load_dm_alchemy_eval_set()
-    assert sorted(summary["reference_scores"]) == sorted([*alchemy_env.DM_ALCHEMY_AGENTS, "random_heuristic"])
-    for agent in alchemy_env.DM_ALCHEMY_AGENTS:
-        assert summary["reference_scores"][agent] == pytest.approx(data["agent_scores"][agent][:4].mean())
-    for agent, (difference, sem) in summary["post_minus_reference"].items():
-        assert difference == pytest.approx(summary["eval_set_score"] - summary["reference_scores"][agent])
-        assert sem is not None and sem >= 0
-    assert -90 <= summary["eval_set_score"] <= 450 and summary["eval_set_score_sem"] >= 0
+def test_env_picks_its_defaults_and_every_given_flag_wins():
+    nav, given = parse_args([])
+    assert picked(nav) == NAV and nav.env == "nav" and given == set()
+    for argv in (["--env", "alchemy"], ["--env=alchemy"], ["--env", "nav", "--env", "alchemy"]):
+        alchemy, _ = parse_args(argv)
+        assert picked(alchemy) == ALCHEMY and alchemy.env == "alchemy", argv
+    flags = ["--learning-rate", "3e-4", "--num-envs", "64", "--num-steps", "200", "--hidden-size", "64",
+             "--total-timesteps", "4000000", "--no-mask-actions", "--no-per-trial-returns"]
+    given_alchemy, given = parse_args(["--env", "alchemy", *flags])
+    assert picked(given_alchemy) == {**ALCHEMY, "learning_rate": 3e-4, "num_envs": 64, "num_steps": 200, "hidden_size": 64,
+                                     "total_timesteps": 4_000_000, "mask_actions": False, "per_trial_returns": False}
+    assert {"env", "learning_rate", "mask_actions", "per_trial_returns"} <= given
+    assert resolve(given_alchemy, given).num_iterations == 4_000_000 // (64 * 200)  # no env flag rejected
+    # the fields that differ between the two sets are exactly those with both values in their help
+    differ = {f.name for f in fields(Args) if getattr(ENV_DEFAULTS["nav"], f.name) != getattr(ENV_DEFAULTS["alchemy"], f.name)}
+    assert differ == set(NAV) | {"env"}
 
 
+def help_text(argv, capsys, monkeypatch) -> str:
+    """--help of the script in-process: its words without tyro's boxes and line wrapping."""
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as exit:
+        parse_args([*argv, "--help"])
+    assert exit.value.code == 0
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+
+
+@pytest.mark.parametrize("env", ["nav", "alchemy"])
+def test_help_shows_the_real_defaults_of_its_env_and_names_both(env, capsys, monkeypatch):
+    words = help_text([] if env == "nav" else ["--env", env], capsys, monkeypatch)
+    expected = NAV if env == "nav" else ALCHEMY
+    for name, value in expected.items():
+        flag = "--" + name.replace("_", "-")
+        (entry,) = re.findall(rf"{flag}(?: [A-Z]+|, --no-{flag[2:]}) (.*?)\(default: ([^)]*)\)", words)
+        text, shown = entry
+        assert ast.literal_eval(shown) == value, (flag, shown)  # the value in effect, never None
+        # the help states both envs' values, and they are the ones in effect for each
+        (both,) = re.findall(r"\(nav: ([^,]+), alchemy: ([^;]+); `--env alchemy --help` shows Alchemy's", text)
+        assert (ast.literal_eval(both[0]), ast.literal_eval(both[1])) == (NAV[name], ALCHEMY[name]), flag
+    assert f"--env {{nav,alchemy}} " in words and f"(default: {env})" in words
+
+
+# --- bad input: one line on stderr naming the value, exit code 2, nothing written ----------------------------
 @pytest.mark.parametrize(
-    "flags, message",
+    "argv, message",
     [
         (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
         (["--goal", "5", "5"], "goal (5, 5) lies on an obstacle of level 'medium'"),
@@ -245,103 +219,155 @@ def test_alchemy_eval_set_scores_the_policy_against_every_published_agent(tmp_pa
         (["--per-trial-returns"], "--per-trial-returns applies to --env alchemy only, got --env nav"),
         (["--no-mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
         (["--eval-set", "dm_alchemy"], "--eval-set applies to --env alchemy only, got --env nav"),
+        (["--chemistry-seed", "3"], "--chemistry-seed applies to --env alchemy only, got --env nav"),
         (["--env", "alchemy", "--eval-episodes", "3"], "--eval-episodes is for --eval-set dm_alchemy"),
         (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef applies to --env nav only, got --env alchemy"),
+        (["--env", "alchemy", "--goal", "1", "1"], "--goal applies to --env nav only, got --env alchemy"),
+        (["--env", "alchemy", "--no-see-goal"], "--see-goal applies to --env nav only, got --env alchemy"),
+        (["--env", "alchemy", "--image-every", "5"], "--image-every applies to --env nav only, got --env alchemy"),
         (["--sil-coef", "-1"], "--sil-coef must be >= 0, got -1.0"),
         (["--sil-fraction", "0"], "--sil-fraction must be in (0, 1], got 0.0"),
         (["--sil-episodes", "0"], "--sil-episodes must be > 0, got 0"),
+        (["--sil-coef", "0", "--sil-episodes", "4"], "--sil-episodes applies with self-imitation only, got --sil-coef 0"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
+        (["--learning-rate", "inf"], "--learning-rate must be finite, got inf"),
+        (["--max-grad-norm", "nan"], "--max-grad-norm must be finite, got nan"),
+        (["--goal", "nan", "1"], "--goal must be finite, got (nan, 1.0)"),
+        (["--max-grad-norm", "0"], "--max-grad-norm must be > 0, got 0.0"),
+        (["--reward-scale", "0"], "--reward-scale must be > 0, got 0.0"),
+        (["--image-every", "-1"], "--image-every must be >= 0 (0: never), got -1"),
+        (["--target-kl", "0"], "--target-kl must be > 0, got 0.0"),
+        (["--total-timesteps", "1000", "--num-iterations", "2"], "--total-timesteps 1000 and --num-iterations 2 both set"),
+        (["--total-timesteps", "1000"], "--total-timesteps must be at least one rollout, --num-envs x --num-steps = 12800, got 1000"),
+        (["--vpg", "--update-epochs", "3"], "--update-epochs cannot be given with --vpg"),
+        (["--vpg", "--no-clip-vloss"], "--clip-vloss cannot be given with --vpg"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0, got -1"),
+        (["--torch-threads", "0"], "--torch-threads must be > 0, got 0"),
+        (["--exp-name", "a/b"], "--exp-name must be a non-empty name without '/', got 'a/b'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
-    result = run_cli(tmp_path, *flags)
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
-
-
-def test_unknown_obstacle_level_is_rejected_by_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--obstacles", "extreme")
-    assert result.returncode == 2 and "extreme" in result.stderr and not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize(
-    "values, given, message",
-    [
-        (dict(seed=-1), (), "--seed must be in [0, 2**32 - 1], got -1"),
-        (dict(chemistry_seed=-1), (), "--chemistry-seed must be in [0, 2**32 - 1], got -1"),
-        (dict(learning_rate=float("inf")), (), "--learning-rate must be finite, got inf"),
-        (dict(max_grad_norm=float("nan")), (), "--max-grad-norm must be finite, got nan"),
-        (dict(goal=(float("nan"), 1.0)), (), "--goal must be finite, got (nan, 1.0)"),
-        (dict(max_grad_norm=0.0), (), "--max-grad-norm must be > 0, got 0.0"),
-        (dict(image_every=-1), (), "--image-every must be >= 0 (0: never), got -1"),
-        (dict(target_kl=0.0), (), "--target-kl must be > 0, got 0.0"),
-        (dict(total_timesteps=1000, num_iterations=2), (), "--total-timesteps 1000 and --num-iterations 2 both set"),
-        (dict(total_timesteps=1000), (), "--total-timesteps must be at least one rollout, --num-envs x --num-steps = 12800"),
-        (dict(vpg=True, update_epochs=3), ("vpg", "update_epochs"), "--update-epochs cannot be given with --vpg"),
-        (dict(vpg=True), ("vpg", "clip_vloss"), "--clip-vloss cannot be given with --vpg"),
-        (dict(env="alchemy", goal=(1.0, 1.0)), ("env", "goal"), "--goal applies to --env nav only, got --env alchemy"),
-        (dict(env="alchemy"), ("env", "see_goal"), "--see-goal applies to --env nav only, got --env alchemy"),
-        (dict(env="alchemy", image_every=5), ("env", "image_every"), "--image-every applies to --env nav only"),
-        (dict(chemistry_seed=3), ("chemistry_seed",), "--chemistry-seed applies to --env alchemy only, got --env nav"),
-        (dict(sil_coef=0.0, sil_episodes=4), ("sil_coef", "sil_episodes"), "--sil-episodes applies with self-imitation only"),
-        (dict(checkpoint_every=-1), (), "--checkpoint-every must be >= 0, got -1"),
-        (dict(torch_threads=0), (), "--torch-threads must be > 0, got 0"),
-    ],
-)
-def test_bad_values_exit_2_with_one_line(values, given, message, capsys):
-    import ppo_single_task
-
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    args, given = parse_args(argv)
     with pytest.raises(SystemExit) as exit:
-        ppo_single_task.resolve(Args(**values), set(given))
+        resolve(args, given)
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_through_the_entry_point_exits_2_in_one_line_and_writes_nothing(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--goal", "1", "1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: --goal applies to --env nav only, got --env alchemy\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_named_runs_exits_2_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file named runs")
+    with pytest.raises(SystemExit) as exit:
+        ppo_single_task.make_run_dir("runs/r")
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith("error: cannot create the run folder runs/r") and err.count("\n") == 1
+    assert (tmp_path / "runs").read_text() == "a file named runs"
 
 
 def test_flags_given_names_every_field_set_on_the_command_line():
-    import ppo_single_task
-
     given = ppo_single_task.flags_given(["--vpg", "--no-see-goal", "--goal", "1", "2", "--update-epochs=3"])
     assert {"vpg", "see_goal", "goal", "update_epochs"} <= given and "num_steps" not in given
 
 
-def test_num_iterations_is_honoured_and_the_run_length_is_whole_rollouts():
-    import ppo_single_task
-
-    args = ppo_single_task.resolve(Args(num_iterations=2, num_envs=8, num_steps=50))
+def test_the_run_length_is_whole_rollouts_and_vpg_takes_one_step_per_rollout():
+    args = resolve(*parse_args(["--num-iterations", "2", "--num-envs", "8", "--num-steps", "50"]))
     assert args.num_iterations == 2 and args.total_timesteps == 800
-    assert ppo_single_task.resolve(Args()).num_iterations == 12_000_000 // (64 * 200)
-    assert ppo_single_task.resolve(Args(vpg=True)).update_epochs == 1
+    assert resolve(*parse_args([])).num_iterations == 12_000_000 // (64 * 200)
+    assert resolve(*parse_args(["--env", "alchemy"])).num_iterations == 8_000_000 // (256 * 100)
+    vpg = resolve(*parse_args(["--vpg"]))
+    assert (vpg.update_epochs, vpg.num_minibatches, vpg.clip_vloss) == (1, 1, False)
 
 
-def test_num_iterations_runs_that_many_iterations_through_the_cli(tmp_path):
-    result = run_cli(tmp_path, "--num-iterations", "2", "--num-envs", "4", "--num-steps", "50", "--image-every", "0")
+# --- tiny runs through the CLI -------------------------------------------------------------------------------
+def run_cli(tmp_path, *flags):
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def the_run(tmp_path, result) -> tuple[dict, event_accumulator.EventAccumulator]:
+    """The summary.json and the TensorBoard events of the one run in tmp_path."""
     assert result.returncode == 0, result.stderr
     (summary_path,) = tmp_path.glob("runs/*/summary.json")
-    summary = json.loads(summary_path.read_text())
-    assert summary["iterations"] == 2 and summary["env_steps"] == 2 * 4 * 50 and "iteration 2/2" in result.stdout
+    events = event_accumulator.EventAccumulator(str(summary_path.parent), size_guidance={"images": 0, "scalars": 0})
+    return json.loads(summary_path.read_text()), events.Reload()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
-    (["--vpg", "--update-epochs", "3"], "--update-epochs cannot be given with --vpg"),
-    (["--image-every", "-1"], "--image-every must be >= 0 (0: never), got -1"),
-])
-def test_more_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, message):
-    result = run_cli(tmp_path, *flags)
-    assert result.returncode == 2 and message in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert not (tmp_path / "runs").exists()
+def scalars(events, tag: str) -> tuple[list[int], np.ndarray]:
+    logged = events.Scalars(tag)
+    return [e.step for e in logged], np.array([e.value for e in logged])
 
 
-@pytest.mark.parametrize("flag", ["--batch-size", "--minibatch-size"])
-def test_computed_fields_cannot_be_given(tmp_path, flag):
-    result = run_cli(tmp_path, flag, "7")
-    assert result.returncode == 2 and flag in result.stderr and not (tmp_path / "runs").exists()
+def test_smoke_nav_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--num-iterations", "2", "--num-envs", "8", "--num-steps", "150", "--image-every", "1")
+    summary, events = the_run(tmp_path, result)
+    assert summary["iterations"] == 2 and summary["env_steps"] == 2400 and "iteration 2/2" in result.stdout
+    assert summary["args"]["goal"] == [4.5, 1.0] and summary["args"]["sil_coef"] == 1.0
+    # 300 steps per env: at least two episodes of at most 100 steps (each followed by one autoreset step)
+    assert summary["episodes"] >= 16
+    assert set(scalars(events, "charts/episodic_length")[1]) <= set(range(1, nav_env.MAX_EPISODE_STEPS + 1))
+    # the goal behind the cross: the DP optimum R* (nav_env.optimal_returns) bounds every policy's return
+    optimum, reaches = nav_env.optimal_returns([(4.5, 1.0)], "medium", "block")
+    assert summary["optimal_return"] == pytest.approx(optimum[0]) and summary["optimal_success_rate"] == float(reaches[0])
+    for key in ("final_episodic_return", "greedy_return"):
+        assert NAV_WORST_RETURN <= summary[key] <= summary["optimal_return"] + 1e-9, key
+    assert summary["return_gap"] == pytest.approx(summary["optimal_return"] - summary["final_episodic_return"])
+    assert summary["greedy_return_gap"] == pytest.approx(summary["optimal_return"] - summary["greedy_return"])
+    assert summary["greedy_reached"] == (summary["greedy_final_distance"] <= nav_env.GOAL_RADIUS + 1e-9)
+    assert summary["success_rate"] == summary["goal_reached_rate"] and 0 <= summary["success_rate"] <= 1
+    # one greedy-trajectory image per iteration, 320 x 320
+    images = events.Images("charts/greedy_trajectory")
+    assert [(image.step, image.width, image.height) for image in images] == [(1200, 320, 320), (2400, 320, 320)]
 
 
-def test_a_file_named_runs_exits_2_in_one_line(tmp_path):
-    (tmp_path / "runs").write_text("a file named runs")
-    result = run_cli(tmp_path, "--num-iterations", "1", "--num-envs", "4", "--num-steps", "50")
-    assert result.returncode == 2 and "cannot create the run folder runs/" in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and (tmp_path / "runs").read_text() == "a file named runs"
+def test_smoke_nav_with_self_imitation_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--sil-fraction", "1", "--num-iterations", "4", "--num-envs", "8", "--num-steps", "150",
+                     "--image-every", "0")
+    summary, events = the_run(tmp_path, result)
+    assert summary["args"]["sil_coef"] == 1.0 and summary["env_steps"] == 4800 and summary["episodes"] >= 32
+    # SIL ran in every iteration (each one finishes episodes, so its memory is never empty) and learnt something
+    steps, policy_loss = scalars(events, "losses/sil_policy_loss")
+    _, value_loss = scalars(events, "losses/sil_value_loss")
+    assert steps == [1200, 2400, 3600, 4800] and (value_loss > 0).any() and (policy_loss != 0).any()
+    # the best return kept can only grow, and is at least the mean of any episodes offered to the memory
+    best_steps, best = scalars(events, "charts/sil_best_return")
+    recent_steps, recent = scalars(events, "charts/episodic_return")
+    assert best_steps == recent_steps == steps and (np.diff(best) >= 0).all() and (best >= recent - 1e-2).all()
+    assert NAV_WORST_RETURN <= best.min() and best.max() <= summary["optimal_return"] + 1e-3
+
+
+def test_smoke_alchemy_with_its_default_masking_and_per_trial_returns_through_the_cli(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--total-timesteps", "3200", "--num-envs", "8")
+    summary, events = the_run(tmp_path, result)
+    assert summary["args"]["mask_actions"] and summary["args"]["per_trial_returns"] and summary["args"]["num_steps"] == 100
+    assert summary["eval_set"] == "sampled" and "reference_scores" not in summary
+    # 400 steps per env: one 200-step episode, its autoreset step, then 199 steps of an unfinished one
+    assert summary["env_steps"] == 3200 and summary["episodes"] == 8
+    assert scalars(events, "charts/episodic_length")[1].tolist() == [alchemy_env.EPISODE_STEPS] * 3  # iterations 2-4
+    worst, best = -3 * alchemy_env.NUM_STONES * alchemy_env.NUM_TRIALS, 15 * alchemy_env.NUM_STONES * alchemy_env.NUM_TRIALS
+    assert worst <= summary["final_episodic_return"] <= best  # every stone at -3, every stone at +15
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dm_alchemy") is None,
+                    reason=f"DeepMind's dm_alchemy is not installed ({alchemy_env.DM_ALCHEMY_INSTALL})")
+def test_alchemy_eval_set_scores_the_policy_against_every_published_agent(tmp_path):
+    result = run_cli(tmp_path, "--env", "alchemy", "--num-iterations", "1", "--num-envs", "8", "--eval-set",
+                     "dm_alchemy", "--eval-episodes", "4")
+    summary, _ = the_run(tmp_path, result)
+    assert summary["eval_set"] == "dm_alchemy" and summary["eval_episodes"] == 4
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    assert sorted(summary["reference_scores"]) == sorted([*alchemy_env.DM_ALCHEMY_AGENTS, "random_heuristic"])
+    for agent in alchemy_env.DM_ALCHEMY_AGENTS:
+        assert summary["reference_scores"][agent] == pytest.approx(data["agent_scores"][agent][:4].mean())
+    for agent, (difference, sem) in summary["post_minus_reference"].items():
+        assert difference == pytest.approx(summary["eval_set_score"] - summary["reference_scores"][agent])
+        assert sem is not None and sem >= 0
+    assert -90 <= summary["eval_set_score"] <= 450 and summary["eval_set_score_sem"] >= 0
