@@ -826,6 +826,25 @@ def render_layout(size: int) -> tuple[int, float]:
     return margin, (size - 2 * margin) / MAP_SIZE
 
 
+def legend_height(size: int) -> int:
+    """Height in pixels of the legend strip that render_trajectories(..., legend=True) adds under a size x size
+    map: four rows of text, scaled with the image."""
+    return 4 * _legend_row_height(size) + max(8, size // 25)
+
+
+def _marker_radius(size: int) -> int:
+    return max(3, size // 80)  # start square's half side; goal discs are one pixel larger
+
+
+def _legend_font_size(size: int) -> int:
+    return max(11, size // 28)
+
+
+def _legend_row_height(size: int) -> int:
+    font_size = _legend_font_size(size)
+    return font_size + max(4, font_size // 2)
+
+
 def render_trajectories(
     trajectories: Sequence[np.ndarray],
     goals: Sequence[Sequence[float]] | np.ndarray,
@@ -833,46 +852,99 @@ def render_trajectories(
     size: int = 400,
     colors: Sequence[tuple[int, int, int]] | None = None,
     title: str | None = None,
+    legend: bool = False,
 ) -> np.ndarray:
-    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (size, size, 3).
+    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (height, size, 3).
 
     trajectories: positions (T_i, 2) in map units, one array per trajectory (may be empty); goals:
     (x, y) per goal. Trajectory i and goal i share colour i of the palette (or `colors`), so a figure
-    of several tasks reads at a glance. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
+    of several tasks reads at a glance. The map is the top size x size pixels (`render_layout` gives
+    where a map point lands); with `legend=True` a strip of `legend_height(size)` pixels below it says
+    what the markers mean (green square: the start; discs: goals, one colour per task; a trajectory has
+    its goal's colour; dark lines: obstacles; grid: 1 map unit on the 10 x 10 map), so the image reads
+    without the code. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
     """
     from PIL import Image, ImageDraw  # Pillow comes with TensorBoard; imported here to keep `import nav_env` light
 
     _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
     colors = list(colors) if colors is not None else list(_PALETTE)
     margin, scale = render_layout(size)
+    grid_colour, obstacle_colour, start_colour = (235, 235, 235), (60, 60, 60), (0, 170, 0)
+    obstacle_width, trajectory_width = max(3, size // 100), max(2, size // 200)
+    radius = _marker_radius(size)
 
     def to_pixels(points) -> list[tuple[float, float]]:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         return [(margin + x * scale, size - margin - y * scale) for x, y in points]  # y axis points up
 
-    image = Image.new("RGB", (size, size), (255, 255, 255))
+    def goal_disc(draw, x, y, colour) -> None:
+        r = radius + 1
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0))
+
+    def start_square(draw, x, y) -> None:
+        draw.rectangle([x - radius, y - radius, x + radius, y + radius], fill=start_colour, outline=(0, 0, 0))
+
+    image = Image.new("RGB", (size, size + (legend_height(size) if legend else 0)), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for k in range(1, int(MAP_SIZE)):  # light unit grid
         (a,), (b,) = to_pixels([k, 0]), to_pixels([k, MAP_SIZE])
-        draw.line([a, b], fill=(235, 235, 235))
+        draw.line([a, b], fill=grid_colour)
         (a,), (b,) = to_pixels([0, k]), to_pixels([MAP_SIZE, k])
-        draw.line([a, b], fill=(235, 235, 235))
+        draw.line([a, b], fill=grid_colour)
     draw.rectangle([*to_pixels([0, MAP_SIZE])[0], *to_pixels([MAP_SIZE, 0])[0]], outline=(0, 0, 0), width=2)
     for segment in OBSTACLES[obstacles]:
-        draw.line(to_pixels(segment), fill=(60, 60, 60), width=max(3, size // 100))
-    radius = max(3, size // 80)
+        draw.line(to_pixels(segment), fill=obstacle_colour, width=obstacle_width)
     for i, trajectory in enumerate(trajectories):
         points = to_pixels(trajectory)
         if len(points) > 1:
-            draw.line(points, fill=colors[i % len(colors)], width=max(2, size // 200), joint="curve")
+            draw.line(points, fill=colors[i % len(colors)], width=trajectory_width, joint="curve")
     for i, goal in enumerate(goals):
-        (gx, gy), r = to_pixels(goal)[0], radius + 1
-        draw.ellipse([gx - r, gy - r, gx + r, gy + r], fill=colors[i % len(colors)], outline=(0, 0, 0))
-    (sx, sy), r = to_pixels(START)[0], radius
-    draw.rectangle([sx - r, sy - r, sx + r, sy + r], fill=(0, 170, 0), outline=(0, 0, 0))
+        goal_disc(draw, *to_pixels(goal)[0], colors[i % len(colors)])
+    start_square(draw, *to_pixels(START)[0])
     if title:
         draw.text((margin, 1), title, fill=(0, 0, 0))
+    if legend:
+        _draw_legend(draw, size, margin, colors, goal_disc, start_square,
+                     dict(grid=grid_colour, obstacle=obstacle_colour, obstacle_width=obstacle_width,
+                          trajectory_width=trajectory_width))
     return np.asarray(image)
+
+
+def _draw_legend(draw, size: int, margin: int, colors, goal_disc, start_square, style: dict) -> None:
+    """The legend strip under the map (rows from y = size on), with the map's own markers."""
+    from PIL import ImageFont
+
+    font_size, row = _legend_font_size(size), _legend_row_height(size)
+    try:
+        font = ImageFont.load_default(size=font_size)  # scalable with FreeType (Pillow >= 10.1)
+    except (TypeError, OSError):
+        font = ImageFont.load_default()
+    key = max(3 * font_size, 3 * (2 * _marker_radius(size) + 4)) + 4  # width of the column of symbols
+    top = size + max(2, size // 50)
+
+    def centre(r: int) -> float:
+        return top + r * row + row / 2
+
+    def text(x: float, r: int, words: str) -> None:  # x: where the symbol column ends
+        draw.text((x + font_size // 2, centre(r)), words, fill=(0, 0, 0), font=font, anchor="lm")
+
+    half = size // 2
+    start_square(draw, margin + key / 2, centre(0))
+    text(margin + key, 0, f"start ({START[0]}, {START[1]})")
+    draw.line([(half, centre(0)), (half + key - 4, centre(0))], fill=style["obstacle"], width=style["obstacle_width"])
+    text(half + key, 0, "obstacle")
+    shown = min(3, len(colors))
+    for i in range(shown):  # a few task colours side by side
+        goal_disc(draw, margin + (i + 0.5) * key / shown, centre(1), colors[i])
+    text(margin + key, 1, "goals: one colour per task")
+    y = centre(2)
+    draw.line([(margin, y), (margin + key - 4, y)], fill=colors[0], width=style["trajectory_width"])
+    text(margin + key, 2, "trajectory: its goal's colour")
+    y, cell = centre(3), (row - 4) // 2
+    for k in range(3):  # two by two cells of the map's grid
+        draw.line([(margin + k * cell, y - cell), (margin + k * cell, y + cell)], fill=style["grid"])
+        draw.line([(margin, y + (k - 1) * cell), (margin + 2 * cell, y + (k - 1) * cell)], fill=style["grid"])
+    text(margin + key, 3, f"light grid: 1 map unit; the map is {MAP_SIZE:g} x {MAP_SIZE:g}")
 
 
 gymnasium.register(

@@ -615,10 +615,37 @@ def test_bad_input_raises_value_error_naming_the_value(make, match):
         make()
 
 
-def test_render_layout_places_map_points_where_render_trajectories_draws_them():
+@pytest.mark.parametrize("legend", [False, True])
+def test_render_layout_places_map_points_where_render_trajectories_draws_them(legend):
     size = 400
-    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)])
+    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)],
+                                        legend=legend)
     margin, scale = nav_env.render_layout(size)
     for (x, y), colour in (((2.0, 3.0), (200, 0, 200)), (nav_env.START, (0, 170, 0))):
         column, row = int(margin + x * scale), int(size - margin - y * scale)
         assert tuple(image[row, column]) == colour  # a goal disc and the start square are centred there
+
+
+TASK_COLOURS = [(200, 0, 200), (0, 200, 200), (200, 200, 0)]  # none of them is drawn by the map itself
+
+
+@pytest.mark.parametrize("size", [256, 400])
+def test_legend_adds_a_strip_under_the_same_map_with_the_markers_and_four_rows_of_text(size):
+    trajectories = [np.array([[9.9, 9.9], [5.0, 9.9], [2.0, 3.0]]), np.array([[9.9, 9.9], [8.0, 2.0]])]
+    goals = [(2.0, 3.0), (8.0, 2.0)]
+    plain = nav_env.render_trajectories(trajectories, goals, "medium", size=size, colors=TASK_COLOURS)
+    with_legend = nav_env.render_trajectories(trajectories, goals, "medium", size=size, colors=TASK_COLOURS,
+                                              legend=True)
+    assert plain.shape == (size, size, 3)
+    assert with_legend.shape == (size + nav_env.legend_height(size), size, 3) and nav_env.legend_height(size) > 0
+    assert np.array_equal(with_legend[:size], plain)  # the map part is the image without a legend
+    strip = with_legend[size:]
+    colours = {tuple(c) for c in strip.reshape(-1, 3)}
+    assert (0, 170, 0) in colours  # the start's green square
+    assert (60, 60, 60) in colours  # an obstacle line
+    assert set(TASK_COLOURS) <= colours  # a goal disc in every task colour (three are shown)
+    # Text: the rows of the strip holding dark pixels form four bands, one per legend line.
+    dark_rows = (strip.max(-1) < 100).any(1)
+    bands = np.count_nonzero(dark_rows[1:] & ~dark_rows[:-1]) + int(dark_rows[0])
+    assert bands == 4
+
