@@ -602,26 +602,36 @@ class _NavigationTasks:
 
 
 class NavigationEnv(_NavigationTasks, gymnasium.Env):
-    """One navigation task at a time: `reset(options={"goal": (x, y)})` sets it, else it is drawn.
+    """2D navigation with obstacles (Duan & Wang, AAAI-22 student abstract), one task at a time.
+
+    ## Description
+    A point agent starts in the upper right corner of the map [0, 10] x [0, 10] and has 100 moves of
+    0.1 to reach a goal; line-segment obstacles (four levels) lie between the start and many goals. A
+    task is a goal: meta-RL adapts a policy to a new goal from a few episodes. Positions and goals lie
+    on the 0.1 grid, so the dynamics are exact integer-cell arithmetic (module docstring).
 
     ## Action Space
-    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the named axes.
+    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the named axes
+    (a diagonal move changes both x and y by 0.1).
 
     ## Observation Space
+    `Box(0, 10, (4,), float32)`, or `(2,)` with `see_goal=False`:
+
     | index | observation | min | max |
     |---|---|---|---|
     | 0, 1 | position x, y | 0 | 10 |
     | 2, 3 | goal gx, gy (only with `see_goal=True`) | 0 | 10 |
 
-    float32. With `collision="original"` the values are the original's float64 and positions can
-    leave the map: x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
+    With `collision="original"` the values are the original's float64 and positions can leave the map:
+    x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
 
     ## Rewards
     -((x - gx)^2 + (y - gy)^2) after each move; 0 on the move that reaches the goal. With
     `collision="original"`: -800 for every step that ends outside the map.
 
     ## Starting State
-    (9.9, 9.9), the upper right corner. The goal is given in `options` or drawn from `targets`.
+    (9.9, 9.9), the upper right corner. The goal is given in `options`, set by `set_task`, or drawn
+    from `targets`.
 
     ## Episode End
     Terminated when the agent comes within sqrt(0.02) of the goal (on the grid: a cell at squared
@@ -630,21 +640,28 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
     last reward).
 
     ## Arguments
-    - `obstacles`: "none", "easy", "medium" (default) or "hard", the levels of the papers.
+    - `obstacles`: "none", "easy", "medium" (default) or "hard", the levels of the papers (`OBSTACLES`).
     - `targets`: "uniform" (default), "random" or "narrow" (see `sample_goals`).
     - `see_goal`: include the goal in the observation (default True, the papers' baseline).
     - `collision`: "block" (default; a move that would leave the map or cross or touch an obstacle is
       cancelled), "stick" (the same grid, but touching an obstacle freezes the agent where it is for
       the rest of the episode) or "original" (the papers' code: see the module docstring).
-    - `render_mode`: None or "rgb_array".
+    - `render_mode`: None or "rgb_array" (`render_trajectories` of the episode so far).
+
+    ## Reset Options
+    - `"goal"`: (x, y), the goal of this episode (rounded to the 0.1 grid; not on an obstacle).
 
     ## Tasks
     A task is a goal, {"goal": np.ndarray (2,)}. `sample_tasks(n)` draws n from `targets`; after
     `set_task(task)` every reset uses its goal until the next `set_task`; `get_task()` returns the set
-    task, or the current episode's goal while none is set. Without a set task, a reset draws the next
-    goal of `targets`, and `reset(options={"goal": (x, y)})` sets the goal of that episode.
+    task, or the current episode's goal while none is set (learn2learn's MetaEnv convention). Without a
+    set task, a reset draws the next goal of `targets`.
 
-    `info["distance"]` is the Euclidean distance from the position to the goal.
+    ## Info
+    `info["distance"]`: the Euclidean distance from the position to the goal.
+
+    ## Version History
+    - v0: the task family of Duan & Wang's code (duanwenbo/aaai22), with three collision modes.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -719,13 +736,26 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
 class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
     """num_envs navigation envs stepped together as numpy arrays (no Python loop over envs).
 
-    Each env keeps its goal (task) across its episodes until `reset` is called again:
-    `reset(options={"goals": array (num_envs, 2)})` sets one goal per env, a plain `reset()` draws
-    them from the target distribution (env i gets task i of the quadrant cycle), or uses the tasks of
-    `set_task` (one per env, or one for all; see NavigationEnv's Tasks). Autoreset modes:
-    NEXT_STEP (gymnasium's default: the step after an episode ends resets that env, same goal) or
-    DISABLED (an ended env stays put with reward 0 and its done flags set until `reset`, which
-    accepts `options={"reset_mask": bool array}`; handy for fixed-horizon batched rollouts).
+    ## Action Space, Observation Space, Rewards, Starting State, Episode End
+    As NavigationEnv, per env: actions int (num_envs,) in 0..7, observations float32 (num_envs, 4) or
+    (num_envs, 2), rewards, `terminated`, `truncated` and `info["distance"]` arrays (num_envs,). A batch
+    of one steps exactly like NavigationEnv (the same code).
+
+    ## Arguments
+    - `num_envs`: the number of envs (a positive integer).
+    - `obstacles`, `targets`, `see_goal`, `collision`: as NavigationEnv.
+    - `autoreset_mode`: NEXT_STEP (gymnasium's default: the step after an episode ends resets that env,
+      with the same goal, and ignores its action) or DISABLED (an ended env stays put with reward 0 and
+      its done flags set until `reset`; for fixed-horizon batched rollouts).
+
+    ## Reset Options
+    - `"goals"`: array (num_envs, 2), one goal per env. Without it a reset uses the tasks of `set_task`,
+      else draws goals from the target distribution (env i gets task i of the quadrant cycle).
+    - `"reset_mask"`: bool (num_envs,); only the envs where it is True restart.
+
+    ## Tasks
+    As NavigationEnv, with one task per env (a sequence of num_envs tasks) or one task for every env.
+    Each env keeps its goal across its episodes (autoresets included) until the next `reset`.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
