@@ -756,7 +756,7 @@ def _read_eval_set_cache(path: str) -> dict[str, Any] | None:
 
 
 def _write_eval_set_cache(path: str, data: dict[str, Any]) -> None:
-    """Write the cache atomically (a temporary file renamed over it); a folder we cannot write in only costs
+    """Write the cache atomically (a temporary file renamed over it); a folder that cannot be written only costs
     the next process the conversion again."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{f"{group}.{key}": value for group in _EVAL_SET_GROUPS for key, value in data[group].items()})

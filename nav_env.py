@@ -850,8 +850,9 @@ _PALETTE = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 1
 
 
 def render_layout(size: int) -> tuple[int, float]:
-    """render_trajectories' layout of a size x size image: (margin in pixels, pixels per map unit). The map's
-    point (x, y) is at pixel column margin + x * scale and row size - margin - y * scale (the y axis up)."""
+    """render_trajectories' layout of its size x size map (the whole image, or its top part with legend=True):
+    (margin in pixels, pixels per map unit). The map's point (x, y) is at pixel column margin + x * scale and
+    row size - margin - y * scale (the y axis up)."""
     margin = max(8, size // 25)
     return margin, (size - 2 * margin) / MAP_SIZE
 

@@ -182,7 +182,7 @@ def test_walks_never_cross_a_segment_and_are_blocked_only_when_they_must_be(leve
             blocked_moves += must_block
             if moved:  # the executed move touches no segment (independent check)
                 assert not oracle_blocked(level, start, cell_to_map(np.rint(after[i] * 10)))
-    assert blocked_moves > 20  # the walks really met the obstacles
+    assert blocked_moves > 20  # the walks ran into the obstacles
 
 
 def test_walls_hold_and_the_agent_never_leaves_the_map():
@@ -475,8 +475,22 @@ def test_render_draws_map_goal_and_trajectory():
     ys, xs = np.nonzero(changed)
     # the trajectory runs from the upper right towards the centre of the picture
     assert xs.min() > 150 and ys.max() < 250
-    many = nav_env.render_trajectories([np.array([[9.9, 9.9], [5.0, 9.9]])] * 2, [(1.0, 1.0), (8.0, 1.0)], "hard", size=200)
-    assert many.shape == (200, 200, 3)
+
+
+def test_each_trajectory_is_drawn_in_its_goals_colour():
+    size, colours = 200, [(200, 0, 200), (0, 200, 200)]
+    trajectories = [np.array([[9.9, 9.9], [9.9, 1.0]]), np.array([[1.0, 9.9], [1.0, 1.0]])]  # two vertical lines
+    goals = [(8.0, 1.0), (2.0, 1.0)]
+    image = nav_env.render_trajectories(trajectories, goals, "none", size=size, colors=colours)
+    assert image.shape == (size, size, 3)
+    margin, scale = nav_env.render_layout(size)
+
+    def pixel(x, y):
+        return tuple(image[int(size - margin - y * scale), int(margin + x * scale)])
+
+    for i, colour in enumerate(colours):
+        assert pixel(*goals[i]) == colour  # goal i's disc
+        assert pixel(trajectories[i][0, 0], 5.0) == colour  # trajectory i, halfway down
 
 
 
