@@ -207,10 +207,12 @@ class SymbolicAlchemyEnv(gymnasium.Env):
 
     @property
     def chemistry(self) -> dict[str, Any]:
+        """The current chemistry, canonical (§7) and unbatched."""
         return _unbatch(self._vector.chemistries)
 
     @property
     def episode_items(self) -> dict[str, np.ndarray]:
+        """The items of every trial of the current episode (§8): stones_latent (10, 3, 3), potions_latent (10, 12, 2)."""
         return {key: value[0] for key, value in self._vector.episode_items.items()}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
