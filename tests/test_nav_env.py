@@ -3,6 +3,7 @@ agreement, seeding and bad input. The geometry oracle below is an independent ex
 (parametric intersection in rational arithmetic), not the env's orientation test. collision="original"
 is checked against episodes recorded from the papers' own environment (../shared/nav/)."""
 
+import itertools
 import math
 import pathlib
 from fractions import Fraction
@@ -111,10 +112,20 @@ small_int = st.integers(-4, 4)
 point = st.tuples(small_int, small_int)
 
 
-@settings(max_examples=3000, deadline=None)
+def test_segments_intersect_matches_oracle_for_every_pair_of_segments_on_a_3_by_3_lattice():
+    # All 6,561 ordered pairs of segments with endpoints on {0, 1, 2}^2: every collinear, touching,
+    # crossing and degenerate (point) configuration of that lattice, exact in both implementations.
+    points = list(itertools.product(range(3), repeat=2))
+    pairs = np.array([[*a, *b, *c, *d] for a, b, c, d in itertools.product(points, repeat=4)], dtype=np.float64)
+    fast = nav_env.segments_intersect(pairs[:, 0:2], pairs[:, 2:4], pairs[:, 4:6], pairs[:, 6:8])
+    exact = [oracle_intersect(row[0:2], row[2:4], row[4:6], row[6:8]) for row in pairs.tolist()]
+    assert np.asarray(fast).tolist() == exact
+
+
+@settings(max_examples=500, deadline=None)
 @given(point, point, point, point)
 def test_segments_intersect_matches_oracle_on_integer_points(p0, p1, q0, q1):
-    # Small integer coordinates make collinear, touching and degenerate cases common; exact in both.
+    # Wider integer coordinates than the lattice above, so more slopes; still exact in both.
     assert bool(nav_env.segments_intersect(p0, p1, q0, q1)) == oracle_intersect(p0, p1, q0, q1)
 
 
@@ -160,7 +171,7 @@ def test_collision_table_matches_oracle_for_every_cell_and_action(level):
 def test_walks_never_cross_a_segment_and_are_blocked_only_when_they_must_be(level):
     # Goal-seeking walks with 30% random moves, so they run into the obstacles often.
     rng = np.random.default_rng(1)
-    num_envs = 96
+    num_envs = 48
     goals = sample_goals("uniform", num_envs, rng)
     envs = NavigationVectorEnv(num_envs, obstacles=level, autoreset_mode=AutoresetMode.DISABLED)
     envs.reset(options={"goals": goals})
