@@ -602,26 +602,36 @@ class _NavigationTasks:
 
 
 class NavigationEnv(_NavigationTasks, gymnasium.Env):
-    """One navigation task at a time: `reset(options={"goal": (x, y)})` sets it, else it is drawn.
+    """2D navigation with obstacles (Duan & Wang, AAAI-22 student abstract), one task at a time.
+
+    ## Description
+    A point agent starts in the upper right corner of the map [0, 10] x [0, 10] and has 100 moves of
+    0.1 to reach a goal; line-segment obstacles (four levels) lie between the start and many goals. A
+    task is a goal: meta-RL adapts a policy to a new goal from a few episodes. Positions and goals lie
+    on the 0.1 grid, so the dynamics are exact integer-cell arithmetic (module docstring).
 
     ## Action Space
-    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the named axes.
+    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the named axes
+    (a diagonal move changes both x and y by 0.1).
 
     ## Observation Space
+    `Box(0, 10, (4,), float32)`, or `(2,)` with `see_goal=False`:
+
     | index | observation | min | max |
     |---|---|---|---|
     | 0, 1 | position x, y | 0 | 10 |
     | 2, 3 | goal gx, gy (only with `see_goal=True`) | 0 | 10 |
 
-    float32. With `collision="original"` the values are the original's float64 and positions can
-    leave the map: x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
+    With `collision="original"` the values are the original's float64 and positions can leave the map:
+    x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
 
     ## Rewards
     -((x - gx)^2 + (y - gy)^2) after each move; 0 on the move that reaches the goal. With
     `collision="original"`: -800 for every step that ends outside the map.
 
     ## Starting State
-    (9.9, 9.9), the upper right corner. The goal is given in `options` or drawn from `targets`.
+    (9.9, 9.9), the upper right corner. The goal is given in `options`, set by `set_task`, or drawn
+    from `targets`.
 
     ## Episode End
     Terminated when the agent comes within sqrt(0.02) of the goal (on the grid: a cell at squared
@@ -630,21 +640,28 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
     last reward).
 
     ## Arguments
-    - `obstacles`: "none", "easy", "medium" (default) or "hard", the levels of the papers.
+    - `obstacles`: "none", "easy", "medium" (default) or "hard", the levels of the papers (`OBSTACLES`).
     - `targets`: "uniform" (default), "random" or "narrow" (see `sample_goals`).
     - `see_goal`: include the goal in the observation (default True, the papers' baseline).
     - `collision`: "block" (default; a move that would leave the map or cross or touch an obstacle is
       cancelled), "stick" (the same grid, but touching an obstacle freezes the agent where it is for
       the rest of the episode) or "original" (the papers' code: see the module docstring).
-    - `render_mode`: None or "rgb_array".
+    - `render_mode`: None or "rgb_array" (`render_trajectories` of the episode so far).
+
+    ## Reset Options
+    - `"goal"`: (x, y), the goal of this episode (rounded to the 0.1 grid; not on an obstacle).
 
     ## Tasks
     A task is a goal, {"goal": np.ndarray (2,)}. `sample_tasks(n)` draws n from `targets`; after
     `set_task(task)` every reset uses its goal until the next `set_task`; `get_task()` returns the set
-    task, or the current episode's goal while none is set. Without a set task, a reset draws the next
-    goal of `targets`, and `reset(options={"goal": (x, y)})` sets the goal of that episode.
+    task, or the current episode's goal while none is set (learn2learn's MetaEnv convention). Without a
+    set task, a reset draws the next goal of `targets`.
 
-    `info["distance"]` is the Euclidean distance from the position to the goal.
+    ## Info
+    `info["distance"]`: the Euclidean distance from the position to the goal.
+
+    ## Version History
+    - v0: the task family of Duan & Wang's code (duanwenbo/aaai22), with three collision modes.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -719,13 +736,26 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
 class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
     """num_envs navigation envs stepped together as numpy arrays (no Python loop over envs).
 
-    Each env keeps its goal (task) across its episodes until `reset` is called again:
-    `reset(options={"goals": array (num_envs, 2)})` sets one goal per env, a plain `reset()` draws
-    them from the target distribution (env i gets task i of the quadrant cycle), or uses the tasks of
-    `set_task` (one per env, or one for all; see NavigationEnv's Tasks). Autoreset modes:
-    NEXT_STEP (gymnasium's default: the step after an episode ends resets that env, same goal) or
-    DISABLED (an ended env stays put with reward 0 and its done flags set until `reset`, which
-    accepts `options={"reset_mask": bool array}`; handy for fixed-horizon batched rollouts).
+    ## Action Space, Observation Space, Rewards, Starting State, Episode End
+    As NavigationEnv, per env: actions int (num_envs,) in 0..7, observations float32 (num_envs, 4) or
+    (num_envs, 2), rewards, `terminated`, `truncated` and `info["distance"]` arrays (num_envs,). A batch
+    of one steps exactly like NavigationEnv (the same code).
+
+    ## Arguments
+    - `num_envs`: the number of envs (a positive integer).
+    - `obstacles`, `targets`, `see_goal`, `collision`: as NavigationEnv.
+    - `autoreset_mode`: NEXT_STEP (gymnasium's default: the step after an episode ends resets that env,
+      with the same goal, and ignores its action) or DISABLED (an ended env stays put with reward 0 and
+      its done flags set until `reset`; for fixed-horizon batched rollouts).
+
+    ## Reset Options
+    - `"goals"`: array (num_envs, 2), one goal per env. Without it a reset uses the tasks of `set_task`,
+      else draws goals from the target distribution (env i gets task i of the quadrant cycle).
+    - `"reset_mask"`: bool (num_envs,); only the envs where it is True restart.
+
+    ## Tasks
+    As NavigationEnv, with one task per env (a sequence of num_envs tasks) or one task for every env.
+    Each env keeps its goal across its episodes (autoresets included) until the next `reset`.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -820,10 +850,30 @@ _PALETTE = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 1
 
 
 def render_layout(size: int) -> tuple[int, float]:
-    """render_trajectories' layout of a size x size image: (margin in pixels, pixels per map unit). The map's
-    point (x, y) is at pixel column margin + x * scale and row size - margin - y * scale (the y axis up)."""
+    """render_trajectories' layout of its size x size map (the whole image, or its top part with legend=True):
+    (margin in pixels, pixels per map unit). The map's point (x, y) is at pixel column margin + x * scale and
+    row size - margin - y * scale (the y axis up)."""
     margin = max(8, size // 25)
     return margin, (size - 2 * margin) / MAP_SIZE
+
+
+def legend_height(size: int) -> int:
+    """Height in pixels of the legend strip that render_trajectories(..., legend=True) adds under a size x size
+    map: four rows of text, scaled with the image."""
+    return 4 * _legend_row_height(size) + max(8, size // 25)
+
+
+def _marker_radius(size: int) -> int:
+    return max(3, size // 80)  # start square's half side; goal discs are one pixel larger
+
+
+def _legend_font_size(size: int) -> int:
+    return max(11, size // 28)
+
+
+def _legend_row_height(size: int) -> int:
+    font_size = _legend_font_size(size)
+    return font_size + max(4, font_size // 2)
 
 
 def render_trajectories(
@@ -833,46 +883,99 @@ def render_trajectories(
     size: int = 400,
     colors: Sequence[tuple[int, int, int]] | None = None,
     title: str | None = None,
+    legend: bool = False,
 ) -> np.ndarray:
-    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (size, size, 3).
+    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (height, size, 3).
 
     trajectories: positions (T_i, 2) in map units, one array per trajectory (may be empty); goals:
     (x, y) per goal. Trajectory i and goal i share colour i of the palette (or `colors`), so a figure
-    of several tasks reads at a glance. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
+    of several tasks reads at a glance. The map is the top size x size pixels (`render_layout` gives
+    where a map point lands); with `legend=True` a strip of `legend_height(size)` pixels below it says
+    what the markers mean (green square: the start; discs: goals, one colour per task; a trajectory has
+    its goal's colour; dark lines: obstacles; grid: 1 map unit on the 10 x 10 map), so the image reads
+    without the code. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
     """
     from PIL import Image, ImageDraw  # Pillow comes with TensorBoard; imported here to keep `import nav_env` light
 
     _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
     colors = list(colors) if colors is not None else list(_PALETTE)
     margin, scale = render_layout(size)
+    grid_colour, obstacle_colour, start_colour = (235, 235, 235), (60, 60, 60), (0, 170, 0)
+    obstacle_width, trajectory_width = max(3, size // 100), max(2, size // 200)
+    radius = _marker_radius(size)
 
     def to_pixels(points) -> list[tuple[float, float]]:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         return [(margin + x * scale, size - margin - y * scale) for x, y in points]  # y axis points up
 
-    image = Image.new("RGB", (size, size), (255, 255, 255))
+    def goal_disc(draw, x, y, colour) -> None:
+        r = radius + 1
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0))
+
+    def start_square(draw, x, y) -> None:
+        draw.rectangle([x - radius, y - radius, x + radius, y + radius], fill=start_colour, outline=(0, 0, 0))
+
+    image = Image.new("RGB", (size, size + (legend_height(size) if legend else 0)), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for k in range(1, int(MAP_SIZE)):  # light unit grid
         (a,), (b,) = to_pixels([k, 0]), to_pixels([k, MAP_SIZE])
-        draw.line([a, b], fill=(235, 235, 235))
+        draw.line([a, b], fill=grid_colour)
         (a,), (b,) = to_pixels([0, k]), to_pixels([MAP_SIZE, k])
-        draw.line([a, b], fill=(235, 235, 235))
+        draw.line([a, b], fill=grid_colour)
     draw.rectangle([*to_pixels([0, MAP_SIZE])[0], *to_pixels([MAP_SIZE, 0])[0]], outline=(0, 0, 0), width=2)
     for segment in OBSTACLES[obstacles]:
-        draw.line(to_pixels(segment), fill=(60, 60, 60), width=max(3, size // 100))
-    radius = max(3, size // 80)
+        draw.line(to_pixels(segment), fill=obstacle_colour, width=obstacle_width)
     for i, trajectory in enumerate(trajectories):
         points = to_pixels(trajectory)
         if len(points) > 1:
-            draw.line(points, fill=colors[i % len(colors)], width=max(2, size // 200), joint="curve")
+            draw.line(points, fill=colors[i % len(colors)], width=trajectory_width, joint="curve")
     for i, goal in enumerate(goals):
-        (gx, gy), r = to_pixels(goal)[0], radius + 1
-        draw.ellipse([gx - r, gy - r, gx + r, gy + r], fill=colors[i % len(colors)], outline=(0, 0, 0))
-    (sx, sy), r = to_pixels(START)[0], radius
-    draw.rectangle([sx - r, sy - r, sx + r, sy + r], fill=(0, 170, 0), outline=(0, 0, 0))
+        goal_disc(draw, *to_pixels(goal)[0], colors[i % len(colors)])
+    start_square(draw, *to_pixels(START)[0])
     if title:
         draw.text((margin, 1), title, fill=(0, 0, 0))
+    if legend:
+        _draw_legend(draw, size, margin, colors, goal_disc, start_square,
+                     dict(grid=grid_colour, obstacle=obstacle_colour, obstacle_width=obstacle_width,
+                          trajectory_width=trajectory_width))
     return np.asarray(image)
+
+
+def _draw_legend(draw, size: int, margin: int, colors, goal_disc, start_square, style: dict) -> None:
+    """The legend strip under the map (rows from y = size on), with the map's own markers."""
+    from PIL import ImageFont
+
+    font_size, row = _legend_font_size(size), _legend_row_height(size)
+    try:
+        font = ImageFont.load_default(size=font_size)  # scalable with FreeType (Pillow >= 10.1)
+    except (TypeError, OSError):
+        font = ImageFont.load_default()
+    key = max(3 * font_size, 3 * (2 * _marker_radius(size) + 4)) + 4  # width of the column of symbols
+    top = size + max(2, size // 50)
+
+    def centre(r: int) -> float:
+        return top + r * row + row / 2
+
+    def text(x: float, r: int, words: str) -> None:  # x: where the symbol column ends
+        draw.text((x + font_size // 2, centre(r)), words, fill=(0, 0, 0), font=font, anchor="lm")
+
+    half = size // 2
+    start_square(draw, margin + key / 2, centre(0))
+    text(margin + key, 0, f"start ({START[0]}, {START[1]})")
+    draw.line([(half, centre(0)), (half + key - 4, centre(0))], fill=style["obstacle"], width=style["obstacle_width"])
+    text(half + key, 0, "obstacle")
+    shown = min(3, len(colors))
+    for i in range(shown):  # a few task colours side by side
+        goal_disc(draw, margin + (i + 0.5) * key / shown, centre(1), colors[i])
+    text(margin + key, 1, "goals: one colour per task")
+    y = centre(2)
+    draw.line([(margin, y), (margin + key - 4, y)], fill=colors[0], width=style["trajectory_width"])
+    text(margin + key, 2, "trajectory: its goal's colour")
+    y, cell = centre(3), (row - 4) // 2
+    for k in range(3):  # two by two cells of the map's grid
+        draw.line([(margin + k * cell, y - cell), (margin + k * cell, y + cell)], fill=style["grid"])
+        draw.line([(margin, y + (k - 1) * cell), (margin + 2 * cell, y + (k - 1) * cell)], fill=style["grid"])
+    text(margin + key, 3, f"light grid: 1 map unit; the map is {MAP_SIZE:g} x {MAP_SIZE:g}")
 
 
 gymnasium.register(

@@ -1,6 +1,8 @@
-"""Tests of alchemy_env: bit-exact agreement with dm_alchemy's recorded episodes (../shared/alchemy), an
-independent slow re-implementation of SPEC.md for the levels the golden file lacks, the chemistry count
-and graph prior, vector env vs replay, autoreset modes, seeding, gymnasium conformance and bad input."""
+"""Tests of alchemy_env: bit-exact agreement with dm_alchemy's recorded episodes (../shared/alchemy) and
+evaluation set (the dm_alchemy package), an independent slow re-implementation of docs/alchemy_spec.md
+for the levels the golden file lacks, the chemistry count and graph prior, vector env vs replay, autoreset
+modes, seeding, gymnasium conformance and bad input. The tests that need ../shared or dm_alchemy skip,
+saying which, where they are absent."""
 
 import importlib.util
 import os
@@ -29,7 +31,8 @@ needs_dm_alchemy = pytest.mark.skipif(
     reason=f"DeepMind's dm_alchemy is not installed ({alchemy_env.DM_ALCHEMY_INSTALL}; .ci/run installs it)",
 )
 
-# The 109 valid graphs as 12-bit edge masks, in SPEC 3.3's enumeration order.
+# The 109 valid graphs as 12-bit edge masks, in dm_alchemy's enumeration order (docs/alchemy_spec.md §3.3),
+# as listed with the golden episodes (../shared/alchemy).
 SPEC_GRAPH_MASKS = [int(m) for m in """
     223 1749 1567 1739 1759 478 2004 1822 1994 2014 479 2005 1807 1867 1871
     1819 1931 1947 1823 1995 2015 254 1780 1598 1770 1790 2270 3796 3614 3786
@@ -77,7 +80,8 @@ def test_tables_match_the_recorded_ones():
 
 
 def oracle_episode(chemistry: dict, items: dict, actions) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC 9-10 step by step in plain Python, independent of alchemy_env's tables: (obs (201, 39), rewards)."""
+    """docs/alchemy_spec.md §9-§10 step by step in plain Python, independent of alchemy_env's tables:
+    (obs (201, 39), rewards)."""
     dim_map, dir_map, stone_map = (list(chemistry[k]) for k in ("potion_dim_map", "potion_dir_map", "stone_dir_map"))
     rotation_matrix = alchemy_env.ROTATION_MATRICES[chemistry["rotation"]].astype(float)
     edges = {tuple(pair) for pair, exists in zip(alchemy_env.CUBE_EDGES.tolist(), chemistry["graph_edges"]) if exists}
@@ -148,6 +152,13 @@ def test_replay_matches_an_independent_implementation_on_every_level(level):
 
 
 # --- chemistries -----------------------------------------------------------------------------------
+
+
+def test_the_spec_page_lists_the_recorded_graphs():
+    text = (ROOT / "docs" / "alchemy_spec.md").read_text()
+    section = text[text.index("### 3.3"):text.index("## 4.")]
+    listed = [int(word) for line in section.splitlines() if line.startswith("    ") for word in line.split()]
+    assert listed == SPEC_GRAPH_MASKS
 
 
 def test_graph_enumeration_and_prior_follow_the_spec():
@@ -503,8 +514,12 @@ def test_unknown_level_raises(level):
         alchemy_env.sample_episode(level, 0)
 
 
-def test_shaping_suffix_is_accepted():
-    assert alchemy_env.level_config("alchemy/all_fixed_w_shaping").graph_candidates == (alchemy_env.FULL_CUBE,)
+@pytest.mark.parametrize("level", alchemy_env.LEVELS)
+def test_shaping_suffix_gives_the_base_level(level):
+    base, shaped = alchemy_env.level_config(level), alchemy_env.level_config(level + "_w_shaping")
+    assert (shaped.randomized_maps, shaped.graph_candidates, shaped.rotation) == (
+        base.randomized_maps, base.graph_candidates, base.rotation)
+    np.testing.assert_array_equal(shaped.graph_prior, base.graph_prior)
 
 
 @pytest.mark.parametrize("actions, message", [
@@ -653,7 +668,6 @@ def test_compare_with_agents_pairs_each_episode_with_the_agents_score_on_it():
 def test_eval_set_is_cached_on_disk_and_a_bad_cache_is_converted_again(tmp_path, monkeypatch):
     reference = alchemy_env.load_dm_alchemy_eval_set()
     monkeypatch.setenv("META_RL_CACHE", str(tmp_path))
-    convert = alchemy_env._convert_dm_alchemy_eval_set
     try:
         alchemy_env._load_dm_alchemy_eval_set.cache_clear()
         alchemy_env.load_dm_alchemy_eval_set()  # converts and writes the cache
@@ -671,12 +685,23 @@ def test_eval_set_is_cached_on_disk_and_a_bad_cache_is_converted_again(tmp_path,
                 np.testing.assert_array_equal(cached[group][key], value)
                 assert cached[group][key].dtype == value.dtype and not cached[group][key].flags.writeable
         assert cached["level"] == reference["level"]
+        size = path.stat().st_size
         path.write_bytes(b"truncated")
-        monkeypatch.setattr(alchemy_env, "_convert_dm_alchemy_eval_set", convert)
+        conversions = []
+
+        def conversion():  # the real conversion was exercised above; this one only counts the call
+            conversions.append(1)
+            return convert_result
+
+        convert_result = {group: {key: np.array(value) for key, value in reference[group].items()}
+                          for group in ("chemistries", "items", "agent_actions", "agent_scores")}
+        convert_result["level"] = reference["level"]
+        monkeypatch.setattr(alchemy_env, "_convert_dm_alchemy_eval_set", conversion)
         alchemy_env._load_dm_alchemy_eval_set.cache_clear()
         again = alchemy_env.load_dm_alchemy_eval_set()
+        assert conversions == [1]  # the truncated cache was not read
         np.testing.assert_array_equal(again["agent_scores"]["baseline"], reference["agent_scores"]["baseline"])
-        assert path.stat().st_size > 1000  # rewritten whole
+        assert path.stat().st_size == size and alchemy_env._read_eval_set_cache(str(path)) is not None  # rewritten whole
     finally:
         alchemy_env._load_dm_alchemy_eval_set.cache_clear()
 

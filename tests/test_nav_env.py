@@ -3,6 +3,7 @@ agreement, seeding and bad input. The geometry oracle below is an independent ex
 (parametric intersection in rational arithmetic), not the env's orientation test. collision="original"
 is checked against episodes recorded from the papers' own environment (../shared/nav/)."""
 
+import itertools
 import math
 import pathlib
 from fractions import Fraction
@@ -111,10 +112,20 @@ small_int = st.integers(-4, 4)
 point = st.tuples(small_int, small_int)
 
 
-@settings(max_examples=3000, deadline=None)
+def test_segments_intersect_matches_oracle_for_every_pair_of_segments_on_a_3_by_3_lattice():
+    # All 6,561 ordered pairs of segments with endpoints on {0, 1, 2}^2: every collinear, touching,
+    # crossing and degenerate (point) configuration of that lattice, exact in both implementations.
+    points = list(itertools.product(range(3), repeat=2))
+    pairs = np.array([[*a, *b, *c, *d] for a, b, c, d in itertools.product(points, repeat=4)], dtype=np.float64)
+    fast = nav_env.segments_intersect(pairs[:, 0:2], pairs[:, 2:4], pairs[:, 4:6], pairs[:, 6:8])
+    exact = [oracle_intersect(row[0:2], row[2:4], row[4:6], row[6:8]) for row in pairs.tolist()]
+    assert np.asarray(fast).tolist() == exact
+
+
+@settings(max_examples=500, deadline=None)
 @given(point, point, point, point)
 def test_segments_intersect_matches_oracle_on_integer_points(p0, p1, q0, q1):
-    # Small integer coordinates make collinear, touching and degenerate cases common; exact in both.
+    # Wider integer coordinates than the lattice above, so more slopes; still exact in both.
     assert bool(nav_env.segments_intersect(p0, p1, q0, q1)) == oracle_intersect(p0, p1, q0, q1)
 
 
@@ -160,7 +171,7 @@ def test_collision_table_matches_oracle_for_every_cell_and_action(level):
 def test_walks_never_cross_a_segment_and_are_blocked_only_when_they_must_be(level):
     # Goal-seeking walks with 30% random moves, so they run into the obstacles often.
     rng = np.random.default_rng(1)
-    num_envs = 96
+    num_envs = 48
     goals = sample_goals("uniform", num_envs, rng)
     envs = NavigationVectorEnv(num_envs, obstacles=level, autoreset_mode=AutoresetMode.DISABLED)
     envs.reset(options={"goals": goals})
@@ -182,7 +193,7 @@ def test_walks_never_cross_a_segment_and_are_blocked_only_when_they_must_be(leve
             blocked_moves += must_block
             if moved:  # the executed move touches no segment (independent check)
                 assert not oracle_blocked(level, start, cell_to_map(np.rint(after[i] * 10)))
-    assert blocked_moves > 20  # the walks really met the obstacles
+    assert blocked_moves > 20  # the walks ran into the obstacles
 
 
 def test_walls_hold_and_the_agent_never_leaves_the_map():
@@ -475,8 +486,22 @@ def test_render_draws_map_goal_and_trajectory():
     ys, xs = np.nonzero(changed)
     # the trajectory runs from the upper right towards the centre of the picture
     assert xs.min() > 150 and ys.max() < 250
-    many = nav_env.render_trajectories([np.array([[9.9, 9.9], [5.0, 9.9]])] * 2, [(1.0, 1.0), (8.0, 1.0)], "hard", size=200)
-    assert many.shape == (200, 200, 3)
+
+
+def test_each_trajectory_is_drawn_in_its_goals_colour():
+    size, colours = 200, [(200, 0, 200), (0, 200, 200)]
+    trajectories = [np.array([[9.9, 9.9], [9.9, 1.0]]), np.array([[1.0, 9.9], [1.0, 1.0]])]  # two vertical lines
+    goals = [(8.0, 1.0), (2.0, 1.0)]
+    image = nav_env.render_trajectories(trajectories, goals, "none", size=size, colors=colours)
+    assert image.shape == (size, size, 3)
+    margin, scale = nav_env.render_layout(size)
+
+    def pixel(x, y):
+        return tuple(image[int(size - margin - y * scale), int(margin + x * scale)])
+
+    for i, colour in enumerate(colours):
+        assert pixel(*goals[i]) == colour  # goal i's disc
+        assert pixel(trajectories[i][0, 0], 5.0) == colour  # trajectory i, halfway down
 
 
 
@@ -615,10 +640,37 @@ def test_bad_input_raises_value_error_naming_the_value(make, match):
         make()
 
 
-def test_render_layout_places_map_points_where_render_trajectories_draws_them():
+@pytest.mark.parametrize("legend", [False, True])
+def test_render_layout_places_map_points_where_render_trajectories_draws_them(legend):
     size = 400
-    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)])
+    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)],
+                                        legend=legend)
     margin, scale = nav_env.render_layout(size)
     for (x, y), colour in (((2.0, 3.0), (200, 0, 200)), (nav_env.START, (0, 170, 0))):
         column, row = int(margin + x * scale), int(size - margin - y * scale)
         assert tuple(image[row, column]) == colour  # a goal disc and the start square are centred there
+
+
+TASK_COLOURS = [(200, 0, 200), (0, 200, 200), (200, 200, 0)]  # none of them is drawn by the map itself
+
+
+@pytest.mark.parametrize("size", [256, 400])
+def test_legend_adds_a_strip_under_the_same_map_with_the_markers_and_four_rows_of_text(size):
+    trajectories = [np.array([[9.9, 9.9], [5.0, 9.9], [2.0, 3.0]]), np.array([[9.9, 9.9], [8.0, 2.0]])]
+    goals = [(2.0, 3.0), (8.0, 2.0)]
+    plain = nav_env.render_trajectories(trajectories, goals, "medium", size=size, colors=TASK_COLOURS)
+    with_legend = nav_env.render_trajectories(trajectories, goals, "medium", size=size, colors=TASK_COLOURS,
+                                              legend=True)
+    assert plain.shape == (size, size, 3)
+    assert with_legend.shape == (size + nav_env.legend_height(size), size, 3) and nav_env.legend_height(size) > 0
+    assert np.array_equal(with_legend[:size], plain)  # the map part is the image without a legend
+    strip = with_legend[size:]
+    colours = {tuple(c) for c in strip.reshape(-1, 3)}
+    assert (0, 170, 0) in colours  # the start's green square
+    assert (60, 60, 60) in colours  # an obstacle line
+    assert set(TASK_COLOURS) <= colours  # a goal disc in every task colour (three are shown)
+    # Text: the rows of the strip holding dark pixels form four bands, one per legend line.
+    dark_rows = (strip.max(-1) < 100).any(1)
+    bands = np.count_nonzero(dark_rows[1:] & ~dark_rows[:-1]) + int(dark_rows[0])
+    assert bands == 4
+
