@@ -608,10 +608,15 @@ def optimal_metrics(quadrants: np.ndarray, optimum) -> dict:
 
 
 def trajectory_image(stats, goals, args) -> np.ndarray:
-    """First episode of up to 4 test tasks before (left) and after (right) adaptation."""
+    """Two panels of the first episode of the first (up to) 4 held-out test tasks (test_goals' order in
+    summary.json): left before adaptation (theta), right after the N inner steps (theta_N). Each panel's title
+    says which; a task's trajectory and goal share a colour (nav_env.render_trajectories)."""
     shown = min(4, len(goals))
+    tasks = f"test tasks 1-{shown}" if shown > 1 else "test task 1"
+    steps = len(stats) - 1
     panels = []
-    for title, batch_stats in (("before adaptation", stats[0]), (f"after {len(stats) - 1} inner step(s)", stats[-1])):
+    for title, batch_stats in ((f"{tasks}, episode 1: before adaptation", stats[0]),
+                               (f"{tasks}, episode 1: after {steps} inner step{'s' * (steps != 1)}", stats[-1])):
         first_episodes = [batch_stats["positions"][:, task * args.episodes_per_task] for task in range(shown)]
         panels.append(nav_env.render_trajectories(first_episodes, goals[:shown], obstacles=args.obstacles, size=320,
                                                   title=title))
@@ -739,10 +744,24 @@ class TaskSampler:
         return scores.reshape(self.bins, self.bins).T
 
 
+def heat_colours(level: np.ndarray) -> np.ndarray:
+    """difficulty_image's colour scale: level 0 -> white, 1 -> red, as RGB floats (..., 3)."""
+    fade = 255 * (1 - 0.85 * np.asarray(level, dtype=np.float64))
+    return np.stack([np.full(fade.shape, 255.0), fade, fade], -1)
+
+
+NO_SCORE_GREY = 190  # difficulty_image's colour of a bin with no score yet
+
+
 def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: int = 320) -> np.ndarray:
-    """The bins' scores over the map, white (0) to red (the highest), grey where there is none yet; obstacles on top."""
-    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
-    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=f"{title} (red: {top:.0f})")
+    """The bins' scores over the map (obstacles on top), with a colour scale under it: white is a return gap of
+    0 (the optimum R*), red the highest gap so far (its value written at the bar's end), grey a bin with no
+    score yet. The gap is in units of return (nav_env's reward summed over an episode). Returns uint8 (H, size, 3)."""
+    from PIL import Image, ImageDraw  # as nav_env.render_trajectories
+
+    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 0.0
+    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=title)
+    map_part = base[:size]  # anything render_trajectories draws below the size x size map stays as it is
     margin, scale = nav_env.render_layout(size)
     pixels = np.arange(size) + 0.5
     x, y = (pixels - margin) / scale, (size - margin - pixels) / scale  # x per column, y per row
@@ -751,11 +770,29 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
     row = np.clip((y / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
     column = np.clip((x / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
     values = difficulty[row[:, None], column[None, :]]
-    level = np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0)
-    heat = np.stack([np.full(level.shape, 255.0), 255 * (1 - 0.85 * level), 255 * (1 - 0.85 * level)], -1)
-    heat[np.isnan(values)] = 190.0
+    heat = heat_colours(np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0))
+    heat[np.isnan(values)] = NO_SCORE_GREY
     heat[~inside] = 255.0
-    return np.minimum(base, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+    heat_map = np.minimum(map_part, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+
+    # the colour scale: a bar from 0 (white) to the highest gap (red), and the grey of "no score yet"
+    legend = Image.new("RGB", (size, 44), (255, 255, 255))
+    draw = ImageDraw.Draw(legend)
+    draw.text((margin, 2), "colour: return gap R* - return after adaptation", fill=(0, 0, 0))
+    bar_left, bar_right, bar_top, bar_bottom = margin + 10, margin + 10 + size * 2 // 5, 17, 27
+    legend_pixels = np.asarray(legend).copy()
+    legend_pixels[bar_top:bar_bottom, bar_left:bar_right] = heat_colours(
+        np.linspace(0.0, 1.0, bar_right - bar_left))[None].astype(np.uint8)
+    legend = Image.fromarray(legend_pixels)
+    draw = ImageDraw.Draw(legend)
+    draw.rectangle([bar_left - 1, bar_top - 1, bar_right, bar_bottom], outline=(0, 0, 0))
+    draw.text((margin, bar_top - 1), "0", fill=(0, 0, 0))
+    draw.text((bar_right + 4, bar_top - 1), f"{top:.0f}", fill=(0, 0, 0))
+    grey_left = bar_right + 4 + 6 * max(len(f"{top:.0f}"), 4) + 8
+    draw.rectangle([grey_left, bar_top, grey_left + 10, bar_bottom - 1], fill=(NO_SCORE_GREY,) * 3, outline=(0, 0, 0))
+    draw.text((grey_left + 14, bar_top - 1), "no score yet", fill=(0, 0, 0))
+    draw.text((margin, 31), "(return: the reward summed over an episode)", fill=(0, 0, 0))
+    return np.concatenate([heat_map, base[size:], np.asarray(legend)], axis=0)
 
 
 def none_if_nan(values) -> list:
@@ -899,7 +936,7 @@ if __name__ == "__main__":
                         writer.add_scalar(f"eval/{when}_{name}_q{q + 1}", value, iteration)
         if sampler.kind != "uniform":
             writer.add_image("charts/difficulty_map", difficulty_image(
-                sampler.difficulty_map(), args.obstacles, f"{args.task_sampler}: R* - return per goal bin"),
+                sampler.difficulty_map(), args.obstacles, f"{args.task_sampler}: return gap per goal bin ({args.sampler_bins} x {args.sampler_bins})"),
                 iteration, dataformats="HWC")
         if test_optimum is not None:
             writer.add_scalar("eval/optimal_success_rate", optimal_metrics(test_quadrants, test_optimum)["optimal_success_rate"],
