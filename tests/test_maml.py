@@ -6,6 +6,7 @@ import subprocess
 import sys
 from copy import deepcopy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
 
+# estimated_meta_gradients calls meta_gradient(model, params, adapted_params, inner_batches, validation_batch,
+# inner_lr); each script's meta_gradient takes only the part of that its algorithm uses.
+MAML_PIPELINE = SimpleNamespace(
+    inner_update=maml_vpg.inner_update,
+    meta_gradient=lambda model, params, adapted, inner, validation, lr: maml_vpg.meta_gradient(
+        model, params, inner, validation, lr))
+FOMAML_PIPELINE = SimpleNamespace(
+    inner_update=fomaml_vpg.inner_update,
+    meta_gradient=lambda model, params, adapted, inner, validation, lr: fomaml_vpg.meta_gradient(
+        model, adapted, validation))
+
 
 @pytest.mark.parametrize("num_steps", [1, 2])
 def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
-    estimates = estimated_meta_gradients(maml_vpg, num_steps, groups=20, tasks=500, samples=400)
+    estimates = estimated_meta_gradients(MAML_PIPELINE, num_steps, groups=20, tasks=500, samples=400)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     exact, first_order = exact_meta_gradient(num_steps), exact_meta_gradient(num_steps, first_order=True)
     # the test can tell MAML from its first-order approximation: they differ by many standard errors
@@ -35,7 +47,7 @@ def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
 
 
 def test_fomaml_estimates_the_gradient_at_the_adapted_parameters_on_a_bandit():
-    estimates = estimated_meta_gradients(fomaml_vpg, 1, groups=20, tasks=500, samples=400)
+    estimates = estimated_meta_gradients(FOMAML_PIPELINE, 1, groups=20, tasks=500, samples=400)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     assert torch.all((mean - exact_meta_gradient(1, first_order=True)).abs() < 5 * sem + 2e-3)
     assert ((mean - exact_meta_gradient(1)).abs() > 5 * sem).any()  # and is not MAML's gradient
@@ -92,7 +104,7 @@ def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
     params = dict(model.named_parameters())
     validation = random_batch(tasks, 40, seed=2)
     adapted = {name: p.detach() + 0.1 * torch.randn((tasks,) + p.shape) for name, p in params.items()}
-    grads, loss = fomaml_vpg.meta_gradient(model, params, adapted, [], validation, 0.1)
+    grads, loss = fomaml_vpg.meta_gradient(model, adapted, validation)
     expected = {name: torch.zeros_like(p) for name, p in params.items()}
     expected_loss = 0.0
     for task in range(tasks):
@@ -114,7 +126,7 @@ def test_maml_vmap_over_tasks_equals_a_per_task_loop_with_create_graph(num_steps
     params = dict(model.named_parameters())
     inner_batches = [random_batch(tasks, 30, seed=10 + k) for k in range(num_steps)]
     validation = random_batch(tasks, 30, seed=99)
-    grads, loss = maml_vpg.meta_gradient(model, params, None, inner_batches, validation, lr)
+    grads, loss = maml_vpg.meta_gradient(model, params, inner_batches, validation, lr)
 
     expected, expected_loss = classic_maml_meta_gradient(model, params, inner_batches, validation, lr)
     for name in params:
