@@ -173,17 +173,22 @@ def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
     assert summary["median_sampler_time_s"] > 0
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--task-sampler", "plr", "--collision", "original"], "error: --task-sampler plr scores tasks by their gap"),
-        (["--cvar-alpha", "0"], "error: --cvar-alpha must be in (0, 1], got 0.0"),
-        (["--plr-staleness", "1.5"], "error: --plr-staleness must be in [0, 1], got 1.5"),
-        (["--sampler-bins", "0"], "error: --sampler-bins must be > 0, got 0"),
-    ],
-)
-def test_bad_sampler_flags_exit_2_with_one_line(flags, message, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "maml_vpg.py"), *flags], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().startswith(message) and len(result.stderr.splitlines()) == 1
-    assert not (tmp_path / "runs").exists()
+@pytest.mark.parametrize("values, message", [
+    (dict(task_sampler="plr", collision="original"), "--task-sampler plr scores tasks by their gap to the exact "
+     "optimum, which nav_env computes for --collision block and stick; allowed with original: uniform"),
+    (dict(task_sampler="cvar", collision="original"), "--task-sampler cvar scores tasks by their gap"),
+    (dict(cvar_alpha=0.0), "--cvar-alpha must be in (0, 1], got 0.0"),
+    (dict(cvar_uniform=1.5), "--cvar-uniform must be in (0, 1], got 1.5"),
+    (dict(sampler_ema=0.0), "--sampler-ema must be in (0, 1], got 0.0"),
+    (dict(plr_staleness=1.5), "--plr-staleness must be in [0, 1], got 1.5"),
+    (dict(plr_temperature=0.0), "--plr-temperature must be > 0, got 0.0"),
+    (dict(sampler_bins=0), "--sampler-bins must be > 0, got 0"),
+])
+@pytest.mark.parametrize("module", MODULES)
+def test_bad_sampler_values_exit_2_with_one_line(module, values, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        module.resolve(module.Args(**values))
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    module.resolve(module.Args(**{name: getattr(module.Args(), name) for name in values}))  # defaults pass
