@@ -1,23 +1,25 @@
 # MAML with a vanilla-policy-gradient inner loop on the 2D navigation tasks (second order).
-# Docs and measured results: README.md#maml-and-fomaml.  `diff maml_vpg.py fomaml_vpg.py` shows what FOMAML changes.
+# Docs: docs/maml_vpg.md.  `diff maml_vpg.py fomaml_vpg.py` shows what FOMAML changes.
 """MAML (Finn et al. 2017, Algorithm 3) with a policy-gradient inner loop, as studied by Duan & Wang.
 
 Each meta-iteration, for every task of a meta-batch (a goal of nav_env):
   1. sample episodes with the current parameters theta_0 = theta,
-  2. take N inner policy-gradient steps theta_{k+1} = theta_k - inner_lr * grad L_in(theta_k), sampling
-     fresh episodes with theta_k before each step,
+  2. take N inner policy-gradient steps theta_{k+1} = theta_k - inner_lr * grad L_in(theta_k) (Finn et al.'s
+     Eq. 1), sampling fresh episodes with theta_k before each step,
   3. sample validation episodes with the adapted theta_N; their policy-gradient loss L_out(theta_N) is
      the task's meta-loss.
-The meta-gradient of the summed meta-losses flows back through all N inner steps (second order).
-For that gradient to be right, the inner loss must credit the distribution the inner episodes were
-sampled from: REINFORCE's -log pi * A differentiated twice drops that term. We use ProMP's low-variance
-curvature (LVC) surrogate (Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A: its value and gradient equal
-REINFORCE's, and its Hessian adds the missing score-function term (exact for one-step episodes; for
-longer ones LVC drops the cross-time terms that DiCE would keep, trading that bias for lower variance).
+The meta-gradient d/d theta of the summed meta-losses (Eq. 3) flows back through all N inner steps, so it
+holds the second-order terms of each inner step.
+
+The inner loss L_in is ProMP's low-variance curvature (LVC) surrogate (Rothfuss et al. 2018),
+sum_t pi/stopgrad(pi) * A: its value and gradient equal REINFORCE's, and its Hessian adds the term of the
+sampling distribution that REINFORCE's -log pi * A differentiated twice drops (exact for one-step episodes;
+for longer ones LVC drops the cross-time terms that DiCE keeps, trading that bias for lower variance). A
+second-order meta-gradient needs that term; a first-order one uses the gradient only.
 
 Fast: every task's episodes run at once in one NavigationVectorEnv (tasks x episodes envs), each step
 is one batched forward pass of all tasks' (possibly adapted) policies (batched matrix products), advantages
-are one matrix product, and the meta-gradient is torch.func.grad of a vmap over tasks.
+are one matrix product, and the meta-gradient is one torch.func transform (grad, vmap) over all tasks.
 """
 
 import copy
@@ -31,7 +33,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -43,19 +45,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import nav_env
-
-ALGORITHM = "maml"
-PRESETS = {  # fields left unset on the command line take their value from the chosen preset
-    # Adaptation needs a large inner step. On normalised advantages, one step of 0.1 barely moves a policy
-    # (held-out distance 6.96 -> 6.86 from a random init, --no-see-goal), 1.0 does (-> 6.29), and
-    # meta-training with 1.0 or 5.0 ends at the same post-adaptation return. Adam makes the outer step
-    # robust to the meta-gradient's scale, which differs between MAML and FOMAML and grows with N.
-    "default": dict(inner_lr=1.0, outer_lr=1e-3, hidden_size=64, outer_optimizer="adam", collision="block"),
-    # Duan & Wang's setting: their values (MAML with SGD, FOMAML with Adam, as in their paper) and their
-    # environment (nav_env's collision="original" replays their code's episodes exactly).
-    "paper": dict(inner_lr=3e-4, outer_lr=5e-4, hidden_size=128, outer_optimizer="sgd", collision="original"),
-}
-
 
 @dataclass
 class Args:
@@ -72,11 +61,12 @@ class Args:
     wandb_project_name: str = "meta-rl"
     """the wandb's project name"""
     wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
+    """the entity (team) of wandb's project (None: wandb's default entity)"""
     preset: Literal["default", "paper"] = "default"
-    """`default`: values that make adaptation work in minutes on a CPU; `paper`: Duan & Wang's setting
-    (inner lr 3e-4, outer lr 5e-4 with SGD for MAML / Adam for FOMAML, hidden 128, and their environment,
-    --collision original). Flags given explicitly override the preset"""
+    """the defaults the other flags start from (flags given explicitly win; `--preset paper --help` shows them).
+    `default`: adaptation in minutes on a CPU.
+    `paper`: Duan & Wang's values and environment:
+    --inner-lr 3e-4 --outer-lr 5e-4 --outer-optimizer sgd --hidden-size 128 --collision original"""
 
     # Tasks
     obstacles: Literal["none", "easy", "medium", "hard"] = "medium"
@@ -86,10 +76,11 @@ class Args:
     see_goal: bool = True
     """if toggled, the observation includes the goal (x, y, gx, gy); with --no-see-goal it is (x, y) and
     the goal must be found by adaptation"""
-    collision: Literal["block", "stick", "original"] | None = None
-    """nav_env's collision mode; preset default `block` (a move into an obstacle or off the map is
-    cancelled), paper `original` (the papers' own environment: no walls, -800 off the map, sticky
-    obstacles); `stick` freezes the agent on the grid after a contact"""
+    collision: Literal["block", "stick", "original"] = "block"
+    """nav_env's collision mode:
+    `block`: a move into an obstacle or off the map is cancelled;
+    `stick`: a contact with an obstacle freezes the agent on the grid;
+    `original`: the papers' own environment (no walls, -800 off the map, sticky obstacles)"""
 
     # Algorithm
     num_iterations: int = 500
@@ -100,20 +91,22 @@ class Args:
     """episodes sampled per task for each inner step and for the validation (outer) loss"""
     inner_steps: int = 1
     """N, the number of inner policy-gradient steps (fresh episodes before each)"""
-    inner_lr: float | None = None
-    """the inner (adaptation) SGD step size; preset default 1.0, paper 3e-4"""
-    outer_lr: float | None = None
-    """the meta (outer) learning rate; preset default 1e-3, paper 5e-4"""
-    outer_optimizer: Literal["sgd", "adam"] | None = None
-    """the meta optimizer; preset default adam, paper sgd (MAML) / adam (FOMAML)"""
+    inner_lr: float = 1.0
+    """alpha, the inner (adaptation) SGD step size;
+    large, because on normalised advantages (--norm-adv) a small step barely moves the policy"""
+    outer_lr: float = 1e-3
+    """beta, the meta (outer) learning rate"""
+    outer_optimizer: Literal["sgd", "adam"] = "adam"
+    """the meta optimizer;
+    Adam's step does not scale with the meta-gradient's norm, which differs between MAML and FOMAML and grows with N"""
     gamma: float = 0.99
     """the discount factor gamma of the returns and advantages"""
     gae_lambda: float = 1.0
     """the lambda of generalised advantage estimation (1.0: discounted return minus the baseline)"""
     norm_adv: bool = True
     """toggles advantage normalisation (per task and batch), which makes inner_lr scale-free"""
-    hidden_size: int | None = None
-    """width of the policy's two tanh hidden layers; preset default 64, paper 128"""
+    hidden_size: int = 64
+    """width of the policy's two tanh hidden layers"""
     max_grad_norm: float = 1.0
     """clip the meta-gradient to this norm (0: no clipping)"""
 
@@ -144,26 +137,37 @@ class Args:
     test_seed: int = 0
     """seed of the held-out test tasks (kept apart from --seed so every run is tested on the same goals)"""
     eval_inner_steps: int | None = None
-    """the final evaluation also measures adaptation after 0..K inner steps (K >= --inner-steps; default
-    --inner-steps), reported as return_after_steps / distance_after_steps in summary.json"""
+    """K: the final evaluation also measures adaptation after 0..K inner steps (K >= --inner-steps),
+    reported as return_after_steps / distance_after_steps in summary.json (None: K = --inner-steps)"""
     save_model: bool = False
     """if toggled, save the meta-parameters to runs/{run_name}/{exp_name}.cleanrl_model"""
     load_model: str | None = None
-    """path of saved meta-parameters to start from; with --num-iterations 0 this evaluates them"""
+    """path of saved meta-parameters to start from (None: a random initialisation);
+    with --num-iterations 0 this evaluates them"""
 
-    # Runs that survive (README#runs-that-survive)
+    # Runs that survive (docs/maml_vpg.md)
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
     always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
     resume: str | None = None
-    """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started
-    with; only --torch-threads may be given with it"""
+    """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started with;
+    only --torch-threads may be given with it (None: start a new run)"""
     torch_threads: int = 1
     """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
-    with torch's default of one thread per core (README#threads)"""
+    with torch's default of one thread per core (docs/maml_vpg.md)"""
     collapse_patience: int = 20
     """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero
     meta-gradient norm or a mean policy entropy below 1e-3 nats (0: never)"""
+
+
+# --preset: the defaults the command line starts from (parse_args). `paper` is Duan & Wang's setting: their
+# values (MAML with SGD, FOMAML with Adam, as in their paper) and their environment (nav_env's
+# collision="original" replays their code's episodes exactly).
+PRESETS = {
+    "default": Args(),
+    "paper": replace(Args(), preset="paper", inner_lr=3e-4, outer_lr=5e-4, outer_optimizer="sgd", hidden_size=128,
+                     collision="original"),
+}
 
 
 def fail(message: str) -> None:
@@ -172,13 +176,22 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def parse_args(argv: list[str]) -> Args:
+    """The command line on top of the preset it names. --preset is read first, so that every other flag defaults
+    to that preset's value (which --help shows) and a flag given explicitly wins."""
+    chosen = "default"
+    for token, following in zip(argv, argv[1:] + [""]):
+        if token == "--preset" and not following.startswith("-"):
+            chosen = following
+        elif token.startswith("--preset="):
+            chosen = token[len("--preset="):]
+    if chosen not in PRESETS:
+        fail(f"--preset {chosen!r} is not a preset; allowed: {', '.join(PRESETS)}")
+    return tyro.cli(Args, default=PRESETS[chosen], args=argv)
+
+
 def resolve(args: Args) -> Args:
-    """Fill the preset's values into unset fields, then check every value; exit 2 on bad input."""
-    if args.preset == "paper" and ALGORITHM == "fomaml" and args.outer_optimizer is None:
-        args.outer_optimizer = "adam"  # the papers trained FOMAML with Adam
-    for name, value in PRESETS[args.preset].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    """Check every value (exit 2 on bad input, in one line) and set --eval-inner-steps' None to --inner-steps."""
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
@@ -222,7 +235,7 @@ def resolve(args: Args) -> Args:
     return args
 
 
-# --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
+# --- runs that survive: checkpoints, atomic writes, signals, divergence (docs/maml_vpg.md) ----------------
 CHECKPOINT = "checkpoint.pt"
 EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
 COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores
@@ -382,6 +395,21 @@ class Policy(nn.Module):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
 
 
+def load_policy(model: Policy, args: Args) -> None:
+    """Load --load-model's saved parameters into model, or exit 2 in one line."""
+    try:
+        saved = torch.load(args.load_model, map_location="cpu")
+    except Exception:  # UnpicklingError, EOFError, a zip error, ...: not a file torch.save wrote
+        fail(f"--load-model {args.load_model} is not a saved policy (torch.load cannot read it); allowed: a "
+             f"{args.exp_name}.cleanrl_model written by --save-model")
+    try:
+        model.load_state_dict(saved)
+    except Exception as error:  # another network: other keys or shapes
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
+             f"with the same --hidden-size and --see-goal): {lines[1] if len(lines) > 1 else lines[0]}")
+
+
 # --- losses and the meta-gradient (one task each; vmap runs them over the meta-batch) ---------------
 # A batch is a dict of one task's samples: obs (n, obs_dim), actions (n,), advantages (n,) and mask (n,),
 # where mask is 0 for the steps after an episode ended (rollouts have a fixed horizon).
@@ -406,27 +434,23 @@ def outer_loss(model, params, batch):
 
 
 def inner_update(model, params, batch, inner_lr: float):
-    """One inner SGD step on the LVC loss; differentiable w.r.t. params (torch.func nests grads)."""
+    """One inner SGD step on the LVC loss (Finn et al. 2017, Eq. 1); differentiable w.r.t. params (torch.func
+    nests grads)."""
     grads = grad(inner_loss, argnums=1)(model, params, batch)
     return {name: params[name] - inner_lr * grads[name] for name in params}
 
 
-def task_meta_loss(model, params, inner_batches, validation_batch, inner_lr: float):
-    """MAML's per-task objective: the validation loss after the N inner steps, as a function of params."""
-    for batch in inner_batches:
-        params = inner_update(model, params, batch, inner_lr)
-    return outer_loss(model, params, validation_batch)
+def meta_gradient(model, params, inner_batches, validation_batch, inner_lr: float):
+    """MAML: the gradient w.r.t. the meta-parameters theta of the validation losses summed over tasks (Finn et
+    al. 2017, Eq. 3), differentiated through all N inner steps. Returns (gradient dict, summed loss)."""
 
-
-def meta_gradient(model, params, adapted_params, inner_batches, validation_batch, inner_lr: float):
-    """MAML: the gradient w.r.t. the meta-parameters of the validation losses summed over tasks,
-    differentiated through all N inner steps. Returns (gradient dict, summed loss)."""
+    def task_meta_loss(params, inner_batches, validation_batch):  # one task's L_out(theta_N), a function of theta
+        for batch in inner_batches:
+            params = inner_update(model, params, batch, inner_lr)
+        return outer_loss(model, params, validation_batch)
 
     def meta_loss(params):
-        task_losses = vmap(task_meta_loss, in_dims=(None, None, 0, 0, None))(
-            model, params, inner_batches, validation_batch, inner_lr
-        )
-        return task_losses.sum()
+        return vmap(task_meta_loss, in_dims=(None, 0, 0))(params, inner_batches, validation_batch).sum()
 
     return grad_and_value(meta_loss)(params)
 
@@ -438,8 +462,8 @@ def task_logits(model, task_params, obs):
     """Every task's own policy on its envs' observations: obs (tasks, n, obs_dim) -> logits (tasks, n, actions).
 
     Policy's MLP written with batched matrix products over the task dim (task_params has a leading task
-    dim), for the sampling loop: there it costs a fraction of vmap(functional_call), whose per-call
-    overhead dominates on a network this small. tests/test_maml.py checks that the two agree.
+    dim), for the sampling loop: it avoids vmap(functional_call)'s per-call overhead, which dominates on a
+    network this small. tests/test_maml.py checks that the two agree.
     """
     x = (obs - model.obs_mid) / model.obs_half_range
     for index, layer in enumerate(model.net):
@@ -620,10 +644,15 @@ def optimal_metrics(quadrants: np.ndarray, optimum) -> dict:
 
 
 def trajectory_image(stats, goals, args) -> np.ndarray:
-    """First episode of up to 4 test tasks before (left) and after (right) adaptation."""
+    """Two panels of the first episode of the first (up to) 4 held-out test tasks (test_goals' order in
+    summary.json): left before adaptation (theta), right after the N inner steps (theta_N). Each panel's title
+    says which; a task's trajectory and goal share a colour (nav_env.render_trajectories)."""
     shown = min(4, len(goals))
+    tasks = f"test tasks 1-{shown}" if shown > 1 else "test task 1"
+    steps = len(stats) - 1
     panels = []
-    for title, batch_stats in (("before adaptation", stats[0]), (f"after {len(stats) - 1} inner step(s)", stats[-1])):
+    for title, batch_stats in ((f"{tasks}, episode 1: before adaptation", stats[0]),
+                               (f"{tasks}, episode 1: after {steps} inner step{'s' * (steps != 1)}", stats[-1])):
         first_episodes = [batch_stats["positions"][:, task * args.episodes_per_task] for task in range(shown)]
         panels.append(nav_env.render_trajectories(first_episodes, goals[:shown], obstacles=args.obstacles, size=320,
                                                   title=title))
@@ -639,12 +668,11 @@ class TaskSampler:
     `uniform` draws the meta-batch from the target distribution (nav_env.sample_goals). `plr` and `cvar`
     pick each task's bin from probabilities(), then take the first goal in that bin among goals drawn from
     the target distribution (in rounds of ROUND goals): the batch's bins follow probabilities() exactly,
-    and inside a bin the goals follow the target distribution, so the support stays the target's. (Weighting
-    a fixed pool of a few candidates per task instead cannot give a bin more than its few candidates: a
-    distribution peaked on one bin of 1% of the mass came out near the target's own.) A bin's score is an
-    exponential moving average of the return gap R* - return after adaptation of its training tasks; a bin
-    with no score yet counts as the hardest until it is trained on. `mass` counts the goals drawn per bin:
-    the target distribution's share of each bin, estimated as training goes.
+    and inside a bin the goals follow the target distribution, so the support stays the target's (weighting
+    a fixed pool of a few candidates per task could give a bin no more than its few candidates). A bin's
+    score is an exponential moving average of the return gap R* - return after adaptation of its training
+    tasks; a bin with no score yet counts as the hardest until it is trained on. `mass` counts the goals
+    drawn per bin: the target distribution's share of each bin, estimated as training goes.
     """
 
     ROUND = 512  # goals drawn from the target distribution at a time
@@ -751,10 +779,24 @@ class TaskSampler:
         return scores.reshape(self.bins, self.bins).T
 
 
+def heat_colours(level: np.ndarray) -> np.ndarray:
+    """difficulty_image's colour scale: level 0 -> white, 1 -> red, as RGB floats (..., 3)."""
+    fade = 255 * (1 - 0.85 * np.asarray(level, dtype=np.float64))
+    return np.stack([np.full(fade.shape, 255.0), fade, fade], -1)
+
+
+NO_SCORE_GREY = 190  # difficulty_image's colour of a bin with no score yet
+
+
 def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: int = 320) -> np.ndarray:
-    """The bins' scores over the map, white (0) to red (the highest), grey where there is none yet; obstacles on top."""
-    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 1.0
-    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=f"{title} (red: {top:.0f})")
+    """The bins' scores over the map (obstacles on top), with a colour scale under it: white is a return gap of
+    0 (the optimum R*), red the highest gap so far (its value written at the bar's end), grey a bin with no
+    score yet. The gap is in units of return (nav_env's reward summed over an episode). Returns uint8 (H, size, 3)."""
+    from PIL import Image, ImageDraw  # as nav_env.render_trajectories
+
+    top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 0.0
+    base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=title)
+    map_part = base[:size]  # anything render_trajectories draws below the size x size map stays as it is
     margin, scale = nav_env.render_layout(size)
     pixels = np.arange(size) + 0.5
     x, y = (pixels - margin) / scale, (size - margin - pixels) / scale  # x per column, y per row
@@ -763,11 +805,29 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
     row = np.clip((y / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
     column = np.clip((x / nav_env.MAP_SIZE * bins).astype(int), 0, bins - 1)
     values = difficulty[row[:, None], column[None, :]]
-    level = np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0)
-    heat = np.stack([np.full(level.shape, 255.0), 255 * (1 - 0.85 * level), 255 * (1 - 0.85 * level)], -1)
-    heat[np.isnan(values)] = 190.0
+    heat = heat_colours(np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0))
+    heat[np.isnan(values)] = NO_SCORE_GREY
     heat[~inside] = 255.0
-    return np.minimum(base, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+    heat_map = np.minimum(map_part, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+
+    # the colour scale: a bar from 0 (white) to the highest gap (red), and the grey of "no score yet"
+    legend = Image.new("RGB", (size, 44), (255, 255, 255))
+    draw = ImageDraw.Draw(legend)
+    draw.text((margin, 2), "colour: return gap R* - return after adaptation", fill=(0, 0, 0))
+    bar_left, bar_right, bar_top, bar_bottom = margin + 10, margin + 10 + size * 2 // 5, 17, 27
+    legend_pixels = np.asarray(legend).copy()
+    legend_pixels[bar_top:bar_bottom, bar_left:bar_right] = heat_colours(
+        np.linspace(0.0, 1.0, bar_right - bar_left))[None].astype(np.uint8)
+    legend = Image.fromarray(legend_pixels)
+    draw = ImageDraw.Draw(legend)
+    draw.rectangle([bar_left - 1, bar_top - 1, bar_right, bar_bottom], outline=(0, 0, 0))
+    draw.text((margin, bar_top - 1), "0", fill=(0, 0, 0))
+    draw.text((bar_right + 4, bar_top - 1), f"{top:.0f}", fill=(0, 0, 0))
+    grey_left = bar_right + 4 + 6 * max(len(f"{top:.0f}"), 4) + 8
+    draw.rectangle([grey_left, bar_top, grey_left + 10, bar_bottom - 1], fill=(NO_SCORE_GREY,) * 3, outline=(0, 0, 0))
+    draw.text((grey_left + 14, bar_top - 1), "no score yet", fill=(0, 0, 0))
+    draw.text((margin, 31), "(return: the reward summed over an episode)", fill=(0, 0, 0))
+    return np.concatenate([heat_map, base[size:], np.asarray(legend)], axis=0)
 
 
 def none_if_nan(values) -> list:
@@ -776,7 +836,7 @@ def none_if_nan(values) -> list:
 
 
 if __name__ == "__main__":
-    cli = tyro.cli(Args)
+    cli = parse_args(sys.argv[1:])
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
     if cli.resume is not None:  # the run's own flags, and everything its loop carried
         args, checkpoint, run_dir = resume_args(cli)
@@ -806,16 +866,7 @@ if __name__ == "__main__":
     obs_space = envs.single_observation_space
     model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
     if args.load_model is not None and checkpoint is None:
-        try:
-            saved = torch.load(args.load_model, map_location="cpu")
-        except Exception:  # UnpicklingError, EOFError, a zip error, ...: not a file torch.save wrote
-            fail(f"--load-model {args.load_model} is not a saved policy (torch.load cannot read it); allowed: a "
-                 f"{args.exp_name}.cleanrl_model written by --save-model")
-        try:
-            model.load_state_dict(saved)
-        except Exception as error:  # another network: other keys or shapes
-            fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
-                 f"with the same --hidden-size and --see-goal): {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        load_policy(model, args)
     model = model.to(device)
     params = dict(model.named_parameters())
     if args.outer_optimizer == "adam":
@@ -911,7 +962,7 @@ if __name__ == "__main__":
                         writer.add_scalar(f"eval/{when}_{name}_q{q + 1}", value, iteration)
         if sampler.kind != "uniform":
             writer.add_image("charts/difficulty_map", difficulty_image(
-                sampler.difficulty_map(), args.obstacles, f"{args.task_sampler}: R* - return per goal bin"),
+                sampler.difficulty_map(), args.obstacles, f"{args.task_sampler}: return gap per goal bin ({args.sampler_bins} x {args.sampler_bins})"),
                 iteration, dataformats="HWC")
         if test_optimum is not None:
             writer.add_scalar("eval/optimal_success_rate", optimal_metrics(test_quadrants, test_optimum)["optimal_success_rate"],
@@ -931,12 +982,10 @@ if __name__ == "__main__":
 
         try:
             # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
-            batches, stats, adapted_params = sample_and_adapt(envs, model, params, goals, args.inner_steps, args,
-                                                              device)
-            inner_batches, validation_batch = batches[:-1], batches[-1]
+            batches, stats, _ = sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
 
-            # ALGO LOGIC: the meta-update
-            grads, loss = meta_gradient(model, params, adapted_params, inner_batches, validation_batch, args.inner_lr)
+            # ALGO LOGIC: the meta-update (batches[-1] holds the validation episodes)
+            grads, loss = meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr)
             for name, p in params.items():
                 p.grad = grads[name]
             grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or float("inf"))

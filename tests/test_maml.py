@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from copy import deepcopy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +24,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
 
+# estimated_meta_gradients calls meta_gradient(model, params, adapted_params, inner_batches, validation_batch,
+# inner_lr); each script's meta_gradient takes only the part of that its algorithm uses.
+MAML_PIPELINE = SimpleNamespace(
+    inner_update=maml_vpg.inner_update,
+    meta_gradient=lambda model, params, adapted, inner, validation, lr: maml_vpg.meta_gradient(
+        model, params, inner, validation, lr))
+FOMAML_PIPELINE = SimpleNamespace(
+    inner_update=fomaml_vpg.inner_update,
+    meta_gradient=lambda model, params, adapted, inner, validation, lr: fomaml_vpg.meta_gradient(
+        model, adapted, validation))
+
 
 @pytest.mark.parametrize("num_steps", [1, 2])
 def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
-    estimates = estimated_meta_gradients(maml_vpg, num_steps, groups=20, tasks=500, samples=400)
+    estimates = estimated_meta_gradients(MAML_PIPELINE, num_steps, groups=20, tasks=500, samples=400)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     exact, first_order = exact_meta_gradient(num_steps), exact_meta_gradient(num_steps, first_order=True)
     # the test can tell MAML from its first-order approximation: they differ by many standard errors
@@ -35,7 +48,7 @@ def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
 
 
 def test_fomaml_estimates_the_gradient_at_the_adapted_parameters_on_a_bandit():
-    estimates = estimated_meta_gradients(fomaml_vpg, 1, groups=20, tasks=500, samples=400)
+    estimates = estimated_meta_gradients(FOMAML_PIPELINE, 1, groups=20, tasks=500, samples=400)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     assert torch.all((mean - exact_meta_gradient(1, first_order=True)).abs() < 5 * sem + 2e-3)
     assert ((mean - exact_meta_gradient(1)).abs() > 5 * sem).any()  # and is not MAML's gradient
@@ -92,7 +105,7 @@ def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
     params = dict(model.named_parameters())
     validation = random_batch(tasks, 40, seed=2)
     adapted = {name: p.detach() + 0.1 * torch.randn((tasks,) + p.shape) for name, p in params.items()}
-    grads, loss = fomaml_vpg.meta_gradient(model, params, adapted, [], validation, 0.1)
+    grads, loss = fomaml_vpg.meta_gradient(model, adapted, validation)
     expected = {name: torch.zeros_like(p) for name, p in params.items()}
     expected_loss = 0.0
     for task in range(tasks):
@@ -114,7 +127,7 @@ def test_maml_vmap_over_tasks_equals_a_per_task_loop_with_create_graph(num_steps
     params = dict(model.named_parameters())
     inner_batches = [random_batch(tasks, 30, seed=10 + k) for k in range(num_steps)]
     validation = random_batch(tasks, 30, seed=99)
-    grads, loss = maml_vpg.meta_gradient(model, params, None, inner_batches, validation, lr)
+    grads, loss = maml_vpg.meta_gradient(model, params, inner_batches, validation, lr)
 
     expected, expected_loss = classic_maml_meta_gradient(model, params, inner_batches, validation, lr)
     for name in params:
@@ -328,20 +341,68 @@ def test_smoke_through_the_cli_save_and_evaluate(script, tmp_path):
     assert len(reloaded["return_after_steps"]) == 4 and reloaded["env_steps"] == 0
 
 
-@pytest.mark.parametrize("extra", [[], ["--cuda"]])
-def test_same_seed_same_run(tmp_path, extra):
-    """The same seed gives the same run; --cuda without a CUDA device says so and runs the same run on the CPU
-    (CI has no GPU, so this is the device path's CPU test)."""
+def test_same_seed_same_run(tmp_path):
+    """The same seed gives the same run. The second run asks for --cuda: without a CUDA device it says so and
+    runs the same run on the CPU (CI has no GPU, so this is the device path's CPU test)."""
+    second = [] if torch.cuda.is_available() else ["--cuda"]
     results = []
-    for name, flags in (("a", []), ("b", extra)):
+    for name, flags in (("a", []), ("b", second)):
         (tmp_path / name).mkdir()
         result = run_script("fomaml_vpg.py", TINY + ["--seed", "7", *flags], tmp_path / name)
         assert result.returncode == 0, result.stderr
-        if flags and not torch.cuda.is_available():
+        if flags:
             assert "--cuda given but no CUDA device is available: running on the CPU" in result.stdout
         summary = read_summary(tmp_path / name)
         results.append((summary["return_after_steps"], summary["env_steps"]))
     assert results[0] == results[1]
+
+
+# Duan & Wang's values, written out here rather than read from PRESETS: (MAML's, FOMAML's) meta optimizer
+PAPER = {"inner_lr": 3e-4, "outer_lr": 5e-4, "hidden_size": 128, "collision": "original"}
+PAPER_OPTIMIZER = {maml_vpg: "sgd", fomaml_vpg: "adam"}
+
+
+def shown_defaults(module, argv, capsys) -> dict:
+    """The default --help shows for each flag, from an in-process --help on top of argv."""
+    with pytest.raises(SystemExit) as exit:
+        module.parse_args(argv + ["--help"])
+    assert exit.value.code == 0
+    text = " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())  # the box and its wrapping gone
+    flag = r"(--[a-z][a-z-]*)(?:, --no-[a-z-]+| [A-Z]+| \{[^}]*\}\S*)"  # --x, --no-x / --x METAVAR / --x {choices}
+    return dict(re.findall(flag + r" .*?\(default: ([^)]*)\)", text))
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_preset_values_are_the_parsed_defaults_and_explicit_flags_win(module, capsys):
+    paper, optimizer = module.parse_args(["--preset", "paper"]), PAPER_OPTIMIZER[module]
+    assert {name: getattr(paper, name) for name in PAPER} == PAPER and paper.outer_optimizer == optimizer
+    assert paper.preset == "paper" and paper.obstacles == "medium" and paper.inner_steps == 1  # the rest: Args'
+    other = "adam" if optimizer == "sgd" else "sgd"
+    for argv in (["--preset", "paper", "--hidden-size", "8", "--outer-optimizer", other],
+                 ["--hidden-size", "8", "--outer-optimizer", other, "--preset=paper"]):  # either order
+        given = module.parse_args(argv)
+        assert (given.hidden_size, given.outer_optimizer, given.inner_lr, given.collision) == (8, other, 3e-4, "original")
+    default = module.parse_args([])
+    assert default == module.Args() and default.preset == "default"
+    assert (default.inner_lr, default.outer_lr, default.outer_optimizer, default.hidden_size, default.collision) == (
+        1.0, 1e-3, "adam", 64, "block")
+
+    # --help shows the values in effect: Args' own, or the preset's after --preset paper
+    shown = shown_defaults(module, [], capsys)
+    assert {flag: shown[flag] for flag in ("--inner-lr", "--outer-lr", "--outer-optimizer", "--hidden-size",
+                                           "--collision", "--preset")} == {
+        "--inner-lr": "1.0", "--outer-lr": "0.001", "--outer-optimizer": "adam", "--hidden-size": "64",
+        "--collision": "block", "--preset": "default"}
+    assert shown["--seed"] == "1" and shown["--num-iterations"] == "500"
+    shown = shown_defaults(module, ["--preset", "paper"], capsys)
+    assert {flag: shown[flag] for flag in ("--inner-lr", "--outer-lr", "--outer-optimizer", "--hidden-size",
+                                           "--collision", "--preset")} == {
+        "--inner-lr": "0.0003", "--outer-lr": "0.0005", "--outer-optimizer": optimizer, "--hidden-size": "128",
+        "--collision": "original", "--preset": "paper"}
+    # every flag but those whose None is documented shows a value
+    assert {flag for flag, value in shown.items() if value == "None"} == {
+        "--wandb-entity", "--eval-inner-steps", "--load-model", "--resume"}
+    assert len(shown) == len(module.Args.__dataclass_fields__)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -352,6 +413,7 @@ def test_same_seed_same_run(tmp_path, extra):
     (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps (2), got 1"),
     (dict(load_model="no/such/file.pt"), "--load-model no/such/file.pt: no such file"),
     (dict(seed=-1), "--seed must be in [0, 2**32 - 1], got -1"),
+    (dict(seed=2**32), "--seed must be in [0, 2**32 - 1], got 4294967296"),
     (dict(test_seed=-1), "--test-seed must be in [0, 2**32 - 1], got -1"),
     (dict(outer_lr=float("inf")), "--outer-lr must be a finite number, got inf"),
     (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number, got nan"),
@@ -359,6 +421,7 @@ def test_same_seed_same_run(tmp_path, extra):
     (dict(torch_threads=0), "--torch-threads must be > 0, got 0"),
     (dict(collapse_patience=-1), "--collapse-patience must be >= 0, got -1"),
     (dict(exp_name="a/b"), "--exp-name must be a non-empty name without '/', got 'a/b'"),
+    (dict(wandb_entity="me"), "--wandb-project-name and --wandb-entity are for --track; add --track or drop them"),
 ])
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
 def test_bad_values_exit_2_with_one_line(module, values, message, capsys):
@@ -368,60 +431,75 @@ def test_bad_values_exit_2_with_one_line(module, values, message, capsys):
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
-@pytest.mark.parametrize("script, flags, message", [
-    ("maml_vpg.py", ["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
-    ("fomaml_vpg.py", ["--outer-lr", "inf"], "--outer-lr must be a finite number, got inf"),
-    ("maml_vpg.py", ["--load-model", "no/such/file.pt"], "--load-model no/such/file.pt: no such file"),
-])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, script, flags, message):
-    result = run_script(script, flags, tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_good_values_pass_validation_unchanged_but_for_eval_inner_steps(module, capsys):
+    args = module.Args(inner_steps=3, seed=2**32 - 1, gamma=1.0, gae_lambda=0.0, max_grad_norm=0.0)
+    resolved = module.resolve(module.Args(**vars(args)))
+    assert resolved.eval_inner_steps == 3  # None: the same as --inner-steps
+    assert {**vars(resolved), "eval_inner_steps": None} == vars(args) and capsys.readouterr().err == ""
 
 
-def test_a_file_that_is_not_a_policy_exits_2_in_one_line(tmp_path):
+def exits_2_with(function, *arguments, capsys) -> str:
+    """The one stderr line of a function that rejects its input with exit code 2."""
+    with pytest.raises(SystemExit) as exit:
+        function(*arguments)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    return err
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_an_unknown_preset_exits_2_with_one_line(module, capsys):
+    for argv in (["--preset", "fast"], ["--seed", "3", "--preset=fast"]):
+        assert exits_2_with(module.parse_args, argv, capsys=capsys) == (
+            "error: --preset 'fast' is not a preset; allowed: default, paper\n")
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_a_file_that_is_not_a_policy_or_another_network_exits_2_in_one_line(module, tmp_path, capsys):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
-    result = run_script("fomaml_vpg.py", ["--load-model", "garbage.pt", "--num-iterations", "0"], tmp_path)
-    assert result.returncode == 2 and "--load-model garbage.pt is not a saved policy" in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()
+    torch.save(nav_policy(hidden=16).state_dict(), tmp_path / "small.pt")
+    model = nav_policy(hidden=64)
+    err = exits_2_with(module.load_policy, model, module.Args(load_model=str(tmp_path / "garbage.pt")), capsys=capsys)
+    assert f"--load-model {tmp_path / 'garbage.pt'} is not a saved policy" in err
+    err = exits_2_with(module.load_policy, model, module.Args(load_model=str(tmp_path / "small.pt")), capsys=capsys)
+    assert f"--load-model {tmp_path / 'small.pt'} does not fit this policy" in err and "size mismatch" in err
+    # and a policy of the same shape loads: its parameters become the model's
+    same = nav_policy(hidden=64)
+    with torch.no_grad():
+        for p in same.parameters():
+            p.add_(1.0)
+    torch.save(same.state_dict(), tmp_path / "same.pt")
+    module.load_policy(model, module.Args(load_model=str(tmp_path / "same.pt")))
+    for (name, p), q in zip(model.named_parameters(), same.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
 
 
-def test_a_file_named_runs_and_an_unwritable_working_directory_exit_2_in_one_line(tmp_path):
-    script = "maml_vpg.py"
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_a_file_named_runs_and_an_unwritable_folder_exit_2_in_one_line(module, tmp_path, capsys):
     (tmp_path / "runs").write_text("a file named runs")
-    result = run_script(script, ["--num-iterations", "0"], tmp_path)
-    assert result.returncode == 2 and "cannot create the run folder runs/" in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and (tmp_path / "runs").read_text() == "a file named runs"
-    # a working directory where runs/ cannot be created (root ignores permissions: /proc refuses it)
+    err = exits_2_with(module.make_run_dir, str(tmp_path / "runs" / "r"), capsys=capsys)
+    assert f"cannot create the run folder {tmp_path / 'runs' / 'r'}" in err
+    assert (tmp_path / "runs").read_text() == "a file named runs"
+    # a folder where runs/ cannot be created (root ignores permissions: /proc refuses it)
     read_only = tmp_path / "read_only"
     read_only.mkdir(mode=0o555)
-    cwd = read_only if os.geteuid() != 0 else Path("/proc")
-    result = run_script(script, ["--num-iterations", "0"], cwd)
-    assert result.returncode == 2 and "cannot create the run folder runs/" in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and not (cwd / "runs").exists()
+    parent = read_only if os.geteuid() != 0 else Path("/proc")
+    exits_2_with(module.make_run_dir, str(parent / "runs" / "r"), capsys=capsys)
+    assert not (parent / "runs").exists()
 
 
-@pytest.mark.parametrize("flag", ["--num-envs", "--episodes-per-iteration"])
-def test_computed_fields_cannot_be_given(tmp_path, flag):
-    result = run_script("maml_vpg.py", [flag, "7"], tmp_path)
-    assert result.returncode == 2 and flag in result.stderr and not (tmp_path / "runs").exists()
-
-
-def test_paper_preset_keeps_an_explicit_outer_optimizer_for_fomaml(tmp_path):
-    result = run_script("fomaml_vpg.py", TINY + ["--preset", "paper", "--outer-optimizer", "sgd", "--hidden-size", "8"],
-                        tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert read_summary(tmp_path)["args"]["outer_optimizer"] == "sgd"
-
-
-def test_unknown_obstacle_level_is_rejected_by_the_cli(tmp_path):
-    result = run_script("fomaml_vpg.py", ["--obstacles", "extreme"], tmp_path)
-    assert result.returncode == 2 and "extreme" in result.stderr and not (tmp_path / "runs").exists()
-
-
-def test_a_model_of_another_shape_is_rejected_in_one_line(tmp_path):
-    torch.save(nav_policy(hidden=16).state_dict(), tmp_path / "small.pt")
-    result = run_script("maml_vpg.py", ["--load-model", str(tmp_path / "small.pt"), "--num-iterations", "0"], tmp_path)
-    assert result.returncode == 2 and "does not fit this policy" in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "runs").exists()
+@pytest.mark.parametrize("script, flags, message", [
+    # past tyro and resolve, in __main__: the policy is loaded before the run's folder is made
+    ("maml_vpg.py", ["--load-model", "garbage.pt", "--num-iterations", "0"],
+     "error: --load-model garbage.pt is not a saved policy"),
+    # --preset is read before tyro parses, and the explicit value after it is checked by resolve
+    ("fomaml_vpg.py", ["--preset", "paper", "--outer-lr", "inf"], "error: --outer-lr must be a finite number, got inf"),
+])
+def test_bad_input_through_the_cli_exits_2_with_one_line_and_writes_nothing(script, flags, message, tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
+    result = run_script(script, flags, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
+    assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["garbage.pt"]

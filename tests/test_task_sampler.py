@@ -76,11 +76,36 @@ def test_bins_scores_and_the_difficulty_map_by_hand(module):
     assert np.isnan(difficulty).sum() == 98
     listed = module.none_if_nan(difficulty)
     assert listed[0][9] == 7.0 and listed[9][9] is None and len(listed) == 10 and len(listed[0]) == 10
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_difficulty_image_puts_each_bin_where_it_is_and_its_colour_scale_under_the_map(module):
+    difficulty = np.full((10, 10), np.nan)  # row: y bin from the bottom, column: x bin
+    difficulty[0, 9], difficulty[0, 0], difficulty[5, 2] = 80.0, 0.0, 20.0
     image = module.difficulty_image(difficulty, "medium", "test")
-    assert image.shape == (320, 320, 3) and image.dtype == np.uint8
-    lower_right = image[320 - 30, 320 - 30]  # inside bin (9, 0): the hardest bin, full red
-    assert lower_right[0] == 255 and lower_right[1] < 60
-    assert (image[30, 30] == 190).all()  # upper left: no score yet, grey
+    assert image.shape[1:] == (320, 3) and image.shape[0] > 320 and image.dtype == np.uint8
+    margin, scale = nav_env.render_layout(320)
+
+    def pixel(x, y):  # the image's pixel at map point (x, y), as nav_env.render_layout places it
+        return image[int(320 - margin - y * scale), int(margin + x * scale)].astype(int)
+
+    # the colours' meaning, derived by hand: white = a gap of 0, red = the highest gap, grey = no score
+    assert pixel(9.5, 0.5).tolist() == [255, int(255 * 0.15), int(255 * 0.15)]  # bin (x 9, y 0): 80, full red
+    assert pixel(0.5, 0.5).tolist() == [255, 255, 255]  # bin (0, 0): a gap of 0, white
+    assert pixel(2.5, 5.5).tolist() == [255, int(255 * (1 - 0.85 / 4)), int(255 * (1 - 0.85 / 4))]  # 20 of 80
+    assert pixel(0.5, 9.5).tolist() == [190] * 3 and pixel(7.5, 2.5).tolist() == [190] * 3  # no score yet
+    # the colour scale under the map: a bar from white (0) to red (the highest gap), and the grey swatch
+    strip = image[320:].astype(int)
+    reddish = (strip[..., 0] == 255) & (strip[..., 1] < 80) & (strip[..., 2] < 80)
+    bar_rows = np.flatnonzero(reddish.any(1))
+    assert len(bar_rows) >= 5
+    row = strip[bar_rows[len(bar_rows) // 2]]
+    red_columns = np.flatnonzero(reddish[bar_rows[len(bar_rows) // 2]])
+    inside = row[red_columns.max() - 120 : red_columns.max() + 1]  # the bar's right end is red, it fades leftwards
+    assert (np.diff(inside[:, 1]) <= 0).all() and inside[0, 1] > 230 and inside[-1, 1] < 60
+    assert ((strip == 190).all(-1)).sum() >= 50  # the swatch of "no score yet"
+    no_score = module.difficulty_image(np.full((10, 10), np.nan), "none", "test")  # nothing scored yet: no error
+    assert no_score.shape == image.shape
 
 
 @pytest.mark.parametrize("kind", ["plr", "cvar"])
@@ -148,17 +173,22 @@ def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
     assert summary["median_sampler_time_s"] > 0
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--task-sampler", "plr", "--collision", "original"], "error: --task-sampler plr scores tasks by their gap"),
-        (["--cvar-alpha", "0"], "error: --cvar-alpha must be in (0, 1], got 0.0"),
-        (["--plr-staleness", "1.5"], "error: --plr-staleness must be in [0, 1], got 1.5"),
-        (["--sampler-bins", "0"], "error: --sampler-bins must be > 0, got 0"),
-    ],
-)
-def test_bad_sampler_flags_exit_2_with_one_line(flags, message, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "maml_vpg.py"), *flags], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().startswith(message) and len(result.stderr.splitlines()) == 1
-    assert not (tmp_path / "runs").exists()
+@pytest.mark.parametrize("values, message", [
+    (dict(task_sampler="plr", collision="original"), "--task-sampler plr scores tasks by their gap to the exact "
+     "optimum, which nav_env computes for --collision block and stick; allowed with original: uniform"),
+    (dict(task_sampler="cvar", collision="original"), "--task-sampler cvar scores tasks by their gap"),
+    (dict(cvar_alpha=0.0), "--cvar-alpha must be in (0, 1], got 0.0"),
+    (dict(cvar_uniform=1.5), "--cvar-uniform must be in (0, 1], got 1.5"),
+    (dict(sampler_ema=0.0), "--sampler-ema must be in (0, 1], got 0.0"),
+    (dict(plr_staleness=1.5), "--plr-staleness must be in [0, 1], got 1.5"),
+    (dict(plr_temperature=0.0), "--plr-temperature must be > 0, got 0.0"),
+    (dict(sampler_bins=0), "--sampler-bins must be > 0, got 0"),
+])
+@pytest.mark.parametrize("module", MODULES)
+def test_bad_sampler_values_exit_2_with_one_line(module, values, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        module.resolve(module.Args(**values))
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    module.resolve(module.Args(**{name: getattr(module.Args(), name) for name in values}))  # defaults pass
