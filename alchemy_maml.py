@@ -637,7 +637,8 @@ def discount_matrix(rate: float, horizon: int, segment: int | None = None) -> to
 
 
 def linear_baseline(features, returns, mask, reg: float = 1e-5):
-    """Per-task ridge regression of returns on features (the MAML paper's linear feature baseline).
+    """Per-task ridge regression of returns on features: the linear feature baseline of Duan et al. 2016, which
+    Finn et al. 2017 (Sec. 5.3) use for MAML's policy gradients.
 
     features (tasks, n, F), returns and mask (tasks, n); returns the fitted values (tasks, n).
     """
