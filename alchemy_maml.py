@@ -13,9 +13,10 @@ edges of the cube exist, the rotation). Each meta-iteration, for every chemistry
 MAML differentiates the summed meta-losses through all N inner steps; --first-order (FOMAML, the first-order
 approximation of Finn et al. 2017, Sec. 5.2, analysed by Nichol et al. 2018) applies the sum of each task's
 gradient at theta_N to theta instead, as if d theta_N / d theta were the identity; Duan & Wang compare the two
-with this policy-gradient inner loop on navigation (maml_vpg.py, fomaml_vpg.py). The inner loss is ProMP's low-variance curvature
-(LVC) surrogate (Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A: its value and gradient equal REINFORCE's,
-and its Hessian has the score-function term that REINFORCE's -log pi * A drops when differentiated twice.
+with this policy-gradient inner loop on navigation (maml_vpg.py, fomaml_vpg.py). The inner loss is ProMP's
+low-variance curvature (LVC) surrogate (Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A: its value and
+gradient equal REINFORCE's, and its Hessian has the score-function term that REINFORCE's -log pi * A drops
+when differentiated twice.
 
 The policy is a memoryless MLP on the 39-float observation (3 stones, 12 potions): what it knows of the
 chemistry comes only from adaptation (or, with --see-chemistry, from the 28-float ground truth appended to
