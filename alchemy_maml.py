@@ -1,5 +1,6 @@
 # MAML (or FOMAML with --first-order) with a policy-gradient inner loop on symbolic Alchemy: a task is a chemistry.
-# Docs and measured results: README.md#maml-on-symbolic-alchemy. The algorithm is maml_vpg.py's, adapted here.
+# Docs (usage, logged metrics, measured results with their commands): docs/alchemy_maml.md. The algorithm is
+# maml_vpg.py's, on another task family.
 """MAML (Finn et al. 2017, Algorithm 3) with a policy-gradient inner loop on symbolic Alchemy (Wang et al. 2021).
 
 A task is a chemistry of the level (which potion colour does what, which stone features are flipped, which
@@ -9,10 +10,13 @@ edges of the cube exist, the rotation). Each meta-iteration, for every chemistry
      K fresh episodes of the same chemistry with theta_k before each step,
   3. sample K validation episodes of the same chemistry with the adapted theta_N; their policy-gradient
      loss L_out(theta_N) is the task's meta-loss.
-MAML differentiates the summed meta-losses through all N inner steps; --first-order (FOMAML) applies the
-sum of each task's gradient at theta_N to theta instead. The inner loss is ProMP's low-variance curvature
-(LVC) surrogate (Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A: its value and gradient equal REINFORCE's,
-and its Hessian has the score-function term that REINFORCE's -log pi * A drops when differentiated twice.
+MAML differentiates the summed meta-losses through all N inner steps; --first-order (FOMAML, the first-order
+approximation of Finn et al. 2017, Sec. 5.2, analysed by Nichol et al. 2018) applies the sum of each task's
+gradient at theta_N to theta instead, as if d theta_N / d theta were the identity; Duan & Wang compare the two
+with this policy-gradient inner loop on navigation (maml_vpg.py, fomaml_vpg.py). The inner loss is ProMP's
+low-variance curvature (LVC) surrogate (Rothfuss et al. 2018), sum_t pi/stopgrad(pi) * A: its value and
+gradient equal REINFORCE's, and its Hessian has the score-function term that REINFORCE's -log pi * A drops
+when differentiated twice.
 
 The policy is a memoryless MLP on the 39-float observation (3 stones, 12 potions): what it knows of the
 chemistry comes only from adaptation (or, with --see-chemistry, from the 28-float ground truth appended to
@@ -65,7 +69,7 @@ class Args:
     wandb_project_name: str = "meta-rl"
     """the wandb's project name"""
     wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
+    """the entity (team) of wandb's project (None: wandb's default entity)"""
     first_order: bool = False
     """if toggled, first-order MAML (FOMAML): no differentiation through the inner steps"""
 
@@ -77,21 +81,17 @@ class Args:
     reference: the task is then visible, and adaptation is not needed to know it)"""
     backend: Literal["fast", "dm_alchemy"] = "fast"
     """`fast`: alchemy_env.py (numpy-batched, bit-exact with dm_alchemy); `dm_alchemy`: DeepMind's package,
-    one Python env per episode, about 100x slower, the same scores for the same flags and seed (install:
-    README.md#dm_alchemy)"""
+    one Python env per episode stepped in a loop (far slower), the same scores for the same flags and seed
+    (needs the dm_alchemy package: alchemy_env.DM_ALCHEMY_INSTALL)"""
 
-    # Algorithm
-    # Defaults: 250 iterations x 20 chemistries x 10 episodes x 2 batches = 100,000 training episodes, about
-    # 4 minutes on one CPU core (390 episodes/s in benchmark/exp5_alchemy.sh). Outer lr 1e-2 scored higher
-    # than 3e-3 in a one-seed tuning run at this budget; hidden 128 and inner lr 1.0 (maml_vpg.py's finding on
-    # nav: 0.1 barely adapts) were not tuned here. Measured scores: README.md#maml-on-symbolic-alchemy.
-    num_iterations: int | None = None
-    """the number of meta-iterations (0: only evaluate the initial parameters); default 250, or what
-    --total-episodes gives"""
+    # Algorithm (Finn et al. 2017, Algorithm 3). The defaults train on 250 x 20 x 10 x 2 = 100,000 episodes;
+    # their scores and run times, with the commands that measured them: docs/alchemy_maml.md
+    num_iterations: int = 250
+    """the number of meta-iterations (0: only evaluate the initial parameters)"""
     total_episodes: int | None = None
-    """if given, train for this many episodes instead of giving --num-iterations (num_iterations =
-    ceil(total_episodes / episodes per iteration), where an iteration samples meta_batch_size *
-    episodes_per_task * (inner_steps + 1) episodes)"""
+    """the run's length in training episodes, given instead of --num-iterations, which then becomes
+    ceil(total_episodes / episodes per iteration), an iteration sampling meta_batch_size times
+    episodes_per_task times (inner_steps + 1) episodes; None: the length is --num-iterations"""
     meta_batch_size: int = 20
     """the number of chemistries (tasks) per meta-iteration"""
     episodes_per_task: int = 10
@@ -99,11 +99,12 @@ class Args:
     inner_steps: int = 1
     """N, the number of inner policy-gradient steps (fresh episodes before each)"""
     inner_lr: float = 1.0
-    """the inner (adaptation) SGD step size, on normalised advantages"""
+    """the inner (adaptation) SGD step size alpha (Finn et al. 2017, Algorithm 3, line 7); with --norm-adv the
+    advantages have unit scale, so its effect does not depend on the size of the rewards"""
     outer_lr: float = 1e-2
-    """the meta (outer) learning rate"""
+    """the meta (outer) learning rate beta (Finn et al. 2017, Algorithm 3, line 10)"""
     outer_optimizer: Literal["sgd", "adam"] = "adam"
-    """the meta optimizer"""
+    """the meta optimizer (Adam: Kingma & Ba 2015; plain SGD is Algorithm 3's update)"""
     gamma: float = 1.0
     """the discount factor gamma of the returns and advantages (the score is the undiscounted return)"""
     gae_lambda: float = 1.0
@@ -126,8 +127,8 @@ class Args:
     eval_every: int = 50
     """evaluate on the held-out test chemistries every this many iterations (0: only at the end)"""
     num_test_tasks: int = 100
-    """the number of held-out test chemistries (each gets episodes_per_task episodes per measurement; the
-    chemistries differ in difficulty, so fewer than about 100 leave a standard error above 3)"""
+    """the number of held-out test chemistries (each gets episodes_per_task episodes per measurement); the
+    chemistries differ in difficulty, so the standard error of a score falls as 1/sqrt(num_test_tasks)"""
     test_seed: int = 0
     """seed of the held-out test chemistries (kept apart from --seed so every run is tested on the same
     ones; training never draws a chemistry equal to one of them)"""
@@ -139,25 +140,26 @@ class Args:
     the paired difference to each (needs the dm_alchemy package). The evaluations during training stay on
     the sampled chemistries"""
     eval_episodes: int | None = None
-    """with --eval-set dm_alchemy, score only the first this many of the 1,000 episodes (default: all)"""
+    """with --eval-set dm_alchemy, score only the first this many of the 1,000 episodes; None: all of them"""
     eval_inner_steps: int | None = None
-    """the final evaluation measures the score after 0..K inner steps (K >= --inner-steps; default
-    --inner-steps), reported as score_after_steps in summary.json"""
+    """the final evaluation measures the score after 0..K inner steps (K >= --inner-steps), reported as
+    score_after_steps in summary.json; None: K is --inner-steps"""
     save_model: bool = False
     """if toggled, save the meta-parameters to runs/{run_name}/{exp_name}.cleanrl_model"""
     load_model: str | None = None
-    """path of saved meta-parameters to start from; with --num-iterations 0 this evaluates them"""
+    """path of saved meta-parameters to start from (None: a fresh initialisation); with --num-iterations 0
+    this evaluates them"""
 
-    # Runs that survive (README#runs-that-survive)
+    # Runs that survive: checkpoints, resuming, threads, collapse
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
     always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
     resume: str | None = None
     """continue the run in this folder (runs/{run_name}) from its checkpoint, with the flags it was started
-    with; only --torch-threads may be given with it"""
+    with; only --torch-threads may be given with it (None: start a new run)"""
     torch_threads: int = 1
-    """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
-    with torch's default of one thread per core (README#threads)"""
+    """torch's CPU threads (torch.set_num_threads). 1: the work is many small tensor operations, and runs side
+    by side (benchmark/) would otherwise each start one thread per core and compete for the cores"""
     collapse_patience: int = 20
     """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero
     meta-gradient norm or a mean policy entropy below 1e-3 nats (0: never)"""
@@ -170,7 +172,8 @@ def fail(message: str) -> None:
 
 
 def resolve(args: Args) -> Args:
-    """Check every value and fill the computed fields; exit 2 on bad input."""
+    """Check every value and fill in what a None stands for (--total-episodes' num_iterations,
+    --eval-inner-steps, --eval-episodes), so the saved args are the ones the run used; exit 2 on bad input."""
     if args.level not in alchemy_env.LEVELS:
         fail(f"--level {args.level} is not a symbolic Alchemy level; allowed: {', '.join(alchemy_env.LEVELS)}")
     for name, value in vars(args).items():
@@ -185,18 +188,16 @@ def resolve(args: Args) -> Args:
             fail(f"--{name.replace('_', '-')} must be in [0, 2**32 - 1], got {getattr(args, name)}")
     if "/" in args.exp_name or not args.exp_name:
         fail(f"--exp-name must be a non-empty name without '/', got {args.exp_name!r}")
-    if args.total_episodes is not None and args.num_iterations is not None:
+    if args.total_episodes is not None and args.num_iterations != Args.num_iterations:
         fail(f"--num-iterations {args.num_iterations} and --total-episodes {args.total_episodes} both set the "
              f"length of the run; give one of them")
-    if args.num_iterations is None and args.total_episodes is None:
-        args.num_iterations = 250
     positive = ["meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr", "hidden_size",
                 "num_test_tasks", "torch_threads"]
     for name in positive:
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("num_iterations", "eval_every", "max_grad_norm", "checkpoint_every", "collapse_patience"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
+        if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
         if not 0 <= getattr(args, name) <= 1:
@@ -227,7 +228,7 @@ def resolve(args: Args) -> Args:
             import dm_alchemy.symbolic_alchemy  # noqa: F401
         except ImportError as error:
             fail(f"--backend dm_alchemy needs DeepMind's dm_alchemy package ({error}); install it with "
-                 f"`{alchemy_env.DM_ALCHEMY_INSTALL}` (README.md#dm_alchemy), or use --backend fast")
+                 f"`{alchemy_env.DM_ALCHEMY_INSTALL}`, or use --backend fast")
     return args
 
 
@@ -236,7 +237,7 @@ def episodes_per_iteration(args: Args) -> int:
     return args.meta_batch_size * args.episodes_per_task * (args.inner_steps + 1)
 
 
-# --- runs that survive: checkpoints, atomic writes, signals, divergence (README#runs-that-survive) -------
+# --- runs that survive: checkpoints, atomic writes, signals, divergence --------------------------------
 CHECKPOINT = "checkpoint.pt"
 EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
 COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores
@@ -407,8 +408,8 @@ def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) ->
 
 class DMAlchemyVectorEnv:
     """A batch of DeepMind `dm_alchemy` symbolic envs with the interface rollout() uses (reset with one
-    chemistry per env, step with an action array), stepping the envs one by one in Python (about 1,100-2,500
-    steps/s, against alchemy_env's hundreds of thousands).
+    chemistry per env, step with an action array), stepping the envs one by one in Python: a reference to
+    check the fast backend against, far slower than it (docs/alchemy_maml.md has both speeds).
 
     Each env's chemistry is dm_alchemy's own: the one `get_symbolic_alchemy_level(level, seed=s)` draws for
     its task seed s (the "seed" entry of task_chemistries' dicts), or, for an episode of dm_alchemy's
@@ -542,6 +543,21 @@ class Policy(nn.Module):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
 
 
+def load_policy(model: Policy, args: Args) -> None:
+    """Load --load-model's saved parameters into model, or exit 2 in one line."""
+    try:
+        saved = torch.load(args.load_model, map_location="cpu")
+    except Exception:  # UnpicklingError, EOFError, a zip error, ...: not a file torch.save wrote
+        fail(f"--load-model {args.load_model} is not a saved policy (torch.load cannot read it); allowed: a "
+             f"{args.exp_name}.cleanrl_model written by --save-model")
+    try:
+        model.load_state_dict(saved)
+    except Exception as error:  # another network: other keys or shapes
+        fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
+             f"with the same --hidden-size and --see-chemistry): "
+             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+
+
 # --- losses and the meta-gradient (one task each; vmap runs them over the meta-batch) ---------------
 # A batch is a dict of one task's samples: obs (n, obs_dim), actions (n,), advantages (n,) and mask (n,)
 # (mask 0 marks steps that are not decisions; every Alchemy episode runs its full 200 steps, so here it is 1),
@@ -622,7 +638,8 @@ def discount_matrix(rate: float, horizon: int, segment: int | None = None) -> to
 
 
 def linear_baseline(features, returns, mask, reg: float = 1e-5):
-    """Per-task ridge regression of returns on features (the MAML paper's linear feature baseline).
+    """Per-task ridge regression of returns on features: the linear feature baseline of Duan et al. 2016, which
+    Finn et al. 2017 (Sec. 5.3) use for MAML's policy gradients.
 
     features (tasks, n, F), returns and mask (tasks, n); returns the fitted values (tasks, n).
     """
@@ -769,9 +786,9 @@ def evaluate_on_items(envs, model, params, chemistries, items, num_steps: int, a
 
 
 def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarray:
-    """Each chemistry's mean episode score of dm_alchemy's random-heuristic bot (the 147 of the reference
-    table), on the same chemistries (and items, if given) as the policy: a paired reference for the
-    held-out score."""
+    """Each chemistry's mean episode score of dm_alchemy's random-heuristic bot (147.0 in dm_alchemy's table of
+    reference scores, Wang et al. 2021), on the same chemistries (and items, if given) as the policy: a paired
+    reference for the held-out score."""
     tasks, episodes = len(chemistries["rotation"]), args.episodes_per_task
     options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
     if items is not None:
@@ -850,17 +867,7 @@ if __name__ == "__main__":
     obs_space = envs.single_observation_space
     model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
     if args.load_model is not None and checkpoint is None:
-        try:
-            saved = torch.load(args.load_model, map_location="cpu")
-        except Exception:  # UnpicklingError, EOFError, a zip error, ...: not a file torch.save wrote
-            fail(f"--load-model {args.load_model} is not a saved policy (torch.load cannot read it); allowed: a "
-                 f"{args.exp_name}.cleanrl_model written by --save-model")
-        try:
-            model.load_state_dict(saved)
-        except Exception as error:  # another network: other keys or shapes
-            fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
-                 f"with the same --hidden-size and --see-chemistry): "
-                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        load_policy(model, args)
     model = model.to(device)
     params = dict(model.named_parameters())
     if args.outer_optimizer == "adam":

@@ -7,6 +7,8 @@ step on the loss -J moves theta to theta + alpha * grad J(theta); MAML's objecti
 the N-times adapted parameters, differentiated exactly by autograd on the closed form.
 """
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -55,11 +57,17 @@ def sample_bandit_batch(task_logits: torch.Tensor, samples: int, generator: torc
     }
 
 
-def estimated_meta_gradients(module, num_steps: int, groups: int, tasks: int, samples: int, seed: int = 0,
-                             **meta_gradient_kwargs):
-    """Run a script's sampling-adaptation-meta-gradient pipeline (its `inner_update` and `meta_gradient`)
-    on the bandit; one estimate (mean over `tasks` independent tasks) per group. Returns (groups, 3)
-    estimates of -(meta-gradient of the loss), i.e. of grad J."""
+def estimated_meta_gradients(inner_update, meta_gradient, num_steps: int, groups: int, tasks: int, samples: int,
+                             seed: int = 0):
+    """Run a script's sampling-adaptation-meta-gradient pipeline on the bandit; one estimate (mean over
+    `tasks` independent tasks) per group. Returns (groups, 3) estimates of -(meta-gradient of the loss),
+    i.e. of grad J.
+
+    inner_update(model, params, batch, lr) -> adapted params: the script's own, vmapped over tasks here.
+    meta_gradient(model, params, adapted_params, inner_batches, validation_batch, lr) -> (gradient dict,
+    loss): the script's meta-gradient, wrapped to take every input either algorithm may use (a script's
+    own function takes only the ones it uses), e.g. `lambda model, params, adapted, inner, validation, lr:
+    maml_vpg.meta_gradient(model, params, inner, validation, lr)`."""
     generator = torch.Generator().manual_seed(seed)
     model = BanditPolicy(THETA)
     params = dict(model.named_parameters())
@@ -70,10 +78,9 @@ def estimated_meta_gradients(module, num_steps: int, groups: int, tasks: int, sa
         for _ in range(num_steps):
             batch = sample_bandit_batch(task_params["logits"], samples, generator)
             inner_batches.append(batch)
-            task_params = torch.func.vmap(module.inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, ALPHA)
+            task_params = torch.func.vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, ALPHA)
         validation_batch = sample_bandit_batch(task_params["logits"], samples, generator)
-        grads, _ = module.meta_gradient(model, params, task_params, inner_batches, validation_batch, ALPHA,
-                                        **meta_gradient_kwargs)
+        grads, _ = meta_gradient(model, params, task_params, inner_batches, validation_batch, ALPHA)
         estimates.append(-grads["logits"] / tasks)  # the loss is -J: flip the sign
     return torch.stack(estimates)
 
@@ -113,3 +120,20 @@ def classic_maml_meta_gradient(model, params: dict, inner_batches: list, validat
         for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
             gradients[name] += g
     return gradients, total_loss
+
+
+def assert_meta_gradient_matches_classic(meta_gradient, model, inner_batches: list, validation: dict,
+                                         lr: float) -> dict:
+    """Assert that a script's MAML meta-gradient (torch.func grad of a vmap over tasks) equals
+    classic_maml_meta_gradient on the same batches: gradients to rtol 1e-4, the summed loss to 1e-5.
+
+    meta_gradient(params, inner_batches, validation, lr) -> (gradient dict summed over tasks, summed loss),
+    e.g. `lambda params, inner, validation, lr: maml_vpg.meta_gradient(model, params, inner, validation, lr)`.
+    Returns the classic gradient, for further comparisons (e.g. that FOMAML's differs from it)."""
+    params = dict(model.named_parameters())
+    grads, loss = meta_gradient(params, inner_batches, validation, lr)
+    expected, expected_loss = classic_maml_meta_gradient(model, params, inner_batches, validation, lr)
+    for name in params:
+        torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
+    assert math.isclose(loss.item(), expected_loss, rel_tol=1e-5), (loss.item(), expected_loss)
+    return expected
