@@ -137,3 +137,27 @@ def assert_meta_gradient_matches_classic(meta_gradient, model, inner_batches: li
         torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
     assert math.isclose(loss.item(), expected_loss, rel_tol=1e-5), (loss.item(), expected_loss)
     return expected
+
+
+def assert_first_order_matches_per_task_gradients(grads: dict, loss, model, adapted: dict, validation: dict,
+                                                  task_loss) -> None:
+    """Assert that a script's first-order meta-gradient `grads` (and its summed `loss`) equals the sum over tasks
+    of plain autograd gradients of `task_loss(task_model, task_batch)`, where task_model is a copy of model
+    holding task i's adapted parameters: FOMAML's update written one task at a time, without torch.func."""
+    from copy import deepcopy
+
+    expected = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    expected_loss = 0.0
+    for task in range(len(next(iter(adapted.values())))):
+        task_model = deepcopy(model)
+        with torch.no_grad():
+            for name, p in task_model.named_parameters():
+                p.copy_(adapted[name][task])
+        value = task_loss(task_model, task_slice(validation, task))
+        value.backward()
+        expected_loss += value.item()
+        for name, p in task_model.named_parameters():
+            expected[name] += p.grad
+    for name in expected:
+        torch.testing.assert_close(grads[name], expected[name])
+    assert math.isclose(loss.item(), expected_loss, rel_tol=1e-5), (loss.item(), expected_loss)

@@ -7,14 +7,13 @@ import subprocess
 import sys
 from copy import deepcopy
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from meta_gradient_oracles import (classic_maml_meta_gradient, estimated_meta_gradients, exact_meta_gradient,
-                                   task_slice)
+from meta_gradient_oracles import (assert_first_order_matches_per_task_gradients, assert_meta_gradient_matches_classic,
+                                   estimated_meta_gradients, exact_meta_gradient, task_slice)
 
 import fomaml_vpg
 import maml_vpg
@@ -24,21 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
 
-# estimated_meta_gradients calls meta_gradient(model, params, adapted_params, inner_batches, validation_batch,
+# estimated_meta_gradients passes meta_gradient(model, params, adapted_params, inner_batches, validation_batch,
 # inner_lr); each script's meta_gradient takes only the part of that its algorithm uses.
-MAML_PIPELINE = SimpleNamespace(
-    inner_update=maml_vpg.inner_update,
-    meta_gradient=lambda model, params, adapted, inner, validation, lr: maml_vpg.meta_gradient(
-        model, params, inner, validation, lr))
-FOMAML_PIPELINE = SimpleNamespace(
-    inner_update=fomaml_vpg.inner_update,
-    meta_gradient=lambda model, params, adapted, inner, validation, lr: fomaml_vpg.meta_gradient(
-        model, adapted, validation))
+def maml_pipeline_gradient(model, params, adapted, inner, validation, lr):
+    return maml_vpg.meta_gradient(model, params, inner, validation, lr)
+
+
+def fomaml_pipeline_gradient(model, params, adapted, inner, validation, lr):
+    return fomaml_vpg.meta_gradient(model, adapted, validation)
 
 
 @pytest.mark.parametrize("num_steps", [1, 2])
 def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
-    estimates = estimated_meta_gradients(MAML_PIPELINE, num_steps, groups=20, tasks=500, samples=400)
+    estimates = estimated_meta_gradients(maml_vpg.inner_update, maml_pipeline_gradient, num_steps, groups=20, tasks=500, samples=400)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     exact, first_order = exact_meta_gradient(num_steps), exact_meta_gradient(num_steps, first_order=True)
     # the test can tell MAML from its first-order approximation: they differ by many standard errors
@@ -48,7 +45,7 @@ def test_maml_meta_gradient_matches_the_exact_gradient_on_a_bandit(num_steps):
 
 
 def test_fomaml_estimates_the_gradient_at_the_adapted_parameters_on_a_bandit():
-    estimates = estimated_meta_gradients(FOMAML_PIPELINE, 1, groups=20, tasks=500, samples=400)
+    estimates = estimated_meta_gradients(fomaml_vpg.inner_update, fomaml_pipeline_gradient, 1, groups=20, tasks=500, samples=400)
     mean, sem = estimates.mean(0), estimates.std(0) / np.sqrt(len(estimates))
     assert torch.all((mean - exact_meta_gradient(1, first_order=True)).abs() < 5 * sem + 2e-3)
     assert ((mean - exact_meta_gradient(1)).abs() > 5 * sem).any()  # and is not MAML's gradient
@@ -106,33 +103,17 @@ def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
     validation = random_batch(tasks, 40, seed=2)
     adapted = {name: p.detach() + 0.1 * torch.randn((tasks,) + p.shape) for name, p in params.items()}
     grads, loss = fomaml_vpg.meta_gradient(model, adapted, validation)
-    expected = {name: torch.zeros_like(p) for name, p in params.items()}
-    expected_loss = 0.0
-    for task in range(tasks):
-        task_model = with_params(model, {name: value[task] for name, value in adapted.items()})
-        task_loss = reinforce_loss(task_model, task_slice(validation, task))
-        task_loss.backward()
-        expected_loss += task_loss.item()
-        for name, p in task_model.named_parameters():
-            expected[name] += p.grad
-    for name in params:
-        torch.testing.assert_close(grads[name], expected[name])
-    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    assert_first_order_matches_per_task_gradients(grads, loss, model, adapted, validation, reinforce_loss)
 
 
 @pytest.mark.parametrize("num_steps", [1, 3])
 def test_maml_vmap_over_tasks_equals_a_per_task_loop_with_create_graph(num_steps):
     """maml_vpg's torch.func meta-gradient against classic higher-order autograd, one task at a time."""
     model, tasks, lr = nav_policy(), 3, 0.5
-    params = dict(model.named_parameters())
     inner_batches = [random_batch(tasks, 30, seed=10 + k) for k in range(num_steps)]
     validation = random_batch(tasks, 30, seed=99)
-    grads, loss = maml_vpg.meta_gradient(model, params, inner_batches, validation, lr)
-
-    expected, expected_loss = classic_maml_meta_gradient(model, params, inner_batches, validation, lr)
-    for name in params:
-        torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
-    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    assert_meta_gradient_matches_classic(lambda p, inner, v, lr: maml_vpg.meta_gradient(model, p, inner, v, lr),
+                                         model, inner_batches, validation, lr)
 
 
 # --- advantages, baseline, rollouts ---------------------------------------------------------------
