@@ -378,12 +378,14 @@ def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
 
 def test_real_ppo_sweep_end_to_end(tmp_path):
     sweep = tmp_path / "ppo"
-    result = run_sweep("ppo_single_task.py", "--grid", "obstacles=medium", "--set", "total-timesteps=2400",
+    result = run_sweep("ppo_single_task.py", "--grid", "obstacles=easy", "--set", "total-timesteps=2400",
                        "--set", "num-envs=8", "--set", "num-steps=150", "--set", "image-every=0",
                        "--seeds", 2, "--workers", 2, "--out", sweep)
     assert "[2/2]" in result.stderr
     rows = read_csv(sweep / "results.csv")
-    assert [(row["obstacles"], row["seed"], row["args.seed"]) for row in rows] == [("medium", "1", "1"), ("medium", "2", "2")]
+    # the grid value and the seed reached the script: its own record of its Args says so
+    assert [(row["obstacles"], row["args.obstacles"], row["seed"], row["args.seed"]) for row in rows] == [
+        ("easy", "easy", "1", "1"), ("easy", "easy", "2", "2")]  # easy: not the default (medium)
     assert all(float(row["final_distance"]) >= 0 and float(row["sps"]) > 0 and float(row["wall_time_s"]) > 0 for row in rows)
     assert {row["env_steps"] for row in rows} == {"2400"}
     assert plots.main(["curves", str(sweep), "--tag", "charts/episodic_return", "--out", str(tmp_path / "c.png")]) == 0
