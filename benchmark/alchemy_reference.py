@@ -6,17 +6,14 @@ Each episode has its own chemistry drawn from the level; all episodes run at onc
 SymbolicAlchemyVectorEnv. dm_alchemy's README reports, on its 1,000 shipped evaluation chemistries of
 the no-rotation level, 17.52 +- 0.56 (uniform) and 147.02 +- 1.55 (random heuristic).
 
-    python benchmark/alchemy_reference.py [--episodes 1000] [--seed 0]
+    python -m benchmark.alchemy_reference [--episodes 1000] [--seed 0]
 """
 
 import argparse
-import pathlib
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import alchemy_env  # noqa: E402
+import alchemy_env
 
 BOTS = {
     "uniform random actions": alchemy_env.uniform_random_actions,
@@ -36,7 +33,9 @@ def episode_returns(level: str, bot, episodes: int, seed: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.alchemy_reference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--episodes", type=int, default=1000, help="episodes per bot and level")
     parser.add_argument("--seed", type=int, default=0, help="seed of the chemistries, items and bots")
     args = parser.parse_args()

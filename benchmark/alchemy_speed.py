@@ -1,22 +1,19 @@
 """Steps per second of SymbolicAlchemyVectorEnv (standard level) with uniformly random actions.
 
 Actions are drawn before the clock starts, so the figure is the env alone; one env step of a batch of
-n envs counts as n steps. `alchemy_speed` is also called by benchmark/env_speed.py. Run it on a quiet
+n envs counts as n steps. `alchemy_speed` is also called by benchmark.env_speed. Run it on a quiet
 machine; each printed figure is the median of --repeats timed runs after one warm-up run:
 
-    python benchmark/alchemy_speed.py [--steps 1000] [--repeats 5] [--seed 0]
+    python -m benchmark.alchemy_speed [--steps 1000] [--repeats 5] [--seed 0]
 """
 
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import alchemy_env  # noqa: E402
+import alchemy_env
 
 
 def alchemy_speed(num_envs: int, steps: int, seed: int) -> float:
@@ -31,7 +28,9 @@ def alchemy_speed(num_envs: int, steps: int, seed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.alchemy_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=1000, help="vector steps per timed run (fewer for big batches)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is printed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the env and of the random actions")

@@ -2,18 +2,16 @@
 paths of a greedy agent (each step takes the move that most reduces the distance to its goal; a
 blocked move leaves it where it was). Only nav_env's own renderer is used.
 
-    python benchmark/env_figure.py [--out docs/nav_env.png] [--seed 0]
+    python -m benchmark.env_figure [--out docs/nav_env.png] [--seed 0]
 """
 
 import argparse
 import pathlib
-import sys
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import nav_env  # noqa: E402
+import nav_env
 
 
 def greedy_paths(obstacles: str, goals: np.ndarray) -> list[np.ndarray]:
@@ -22,8 +20,8 @@ def greedy_paths(obstacles: str, goals: np.ndarray) -> list[np.ndarray]:
     envs.reset(options={"goals": goals})
     paths, lengths = [envs.positions.copy()], np.full(len(goals), nav_env.MAX_EPISODE_STEPS + 1)
     for t in range(1, nav_env.MAX_EPISODE_STEPS + 1):
-        targets = envs.positions[:, None, :] + nav_env.ACTION_DELTAS / nav_env.CELLS_PER_UNIT
-        actions = ((targets - goals[:, None, :]) ** 2).sum(-1).argmin(1)
+        next_positions = envs.positions[:, None, :] + nav_env.ACTION_DELTAS / nav_env.CELLS_PER_UNIT
+        actions = ((next_positions - goals[:, None, :]) ** 2).sum(-1).argmin(1)
         _, _, terminated, truncated, _ = envs.step(actions)
         paths.append(envs.positions.copy())
         lengths = np.where((terminated | truncated) & (lengths > t), t + 1, lengths)
@@ -32,7 +30,9 @@ def greedy_paths(obstacles: str, goals: np.ndarray) -> list[np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.env_figure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="docs/nav_env.png", help="where to write the PNG")
     parser.add_argument("--seed", type=int, default=0, help="seed of the goal sampler")
     parser.add_argument("--size", type=int, default=360, help="pixels per panel side")

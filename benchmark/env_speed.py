@@ -7,22 +7,17 @@ after one warm-up run. The warm-up also calibrates the run length: each timed ru
 vector steps and lasts at least --min-seconds, so runs with thousands of envs are not 30 ms blips.
 Run it on a quiet machine:
 
-    python benchmark/env_speed.py [--steps 2000] [--min-seconds 0.3] [--repeats 5]
+    python -m benchmark.env_speed [--steps 2000] [--min-seconds 0.3] [--repeats 5]
 """
 
 import argparse
 import importlib.util
-import pathlib
 import statistics
-import sys
 import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmark"))
-import nav_env  # noqa: E402
+import nav_env
 
 
 def nav_speed(num_envs: int, steps: int, seed: int, collision: str = "block") -> float:
@@ -57,7 +52,9 @@ def median_speed(measure, num_envs: int, steps: int, min_seconds: float, repeats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.env_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=2000, help="vector steps per timed run")
     parser.add_argument("--min-seconds", type=float, default=0.3, help="each timed run lasts at least this long")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is printed)")
@@ -85,14 +82,14 @@ def main() -> None:
         print(row.format("NavigationVectorEnv", num_envs, statistics.median(block)))
         print(row.format('  collision="original"', num_envs, statistics.median(original))
               + f"   block / original: {ratio:.2f} (median of {args.repeats} alternating pairs)")
-    if importlib.util.find_spec("alchemy_speed") and importlib.util.find_spec("alchemy_env"):
-        from alchemy_speed import alchemy_speed
+    if importlib.util.find_spec("alchemy_env"):  # nav_env.py alone (e.g. copied elsewhere) has no Alchemy rows
+        from benchmark.alchemy_speed import alchemy_speed
 
         for num_envs in (1, 64, 1024, 4096):
             speed = median_speed(lambda steps: alchemy_speed(num_envs, steps, args.seed), num_envs=num_envs, **timing)
             print(row.format("SymbolicAlchemyVectorEnv", num_envs, speed))
     else:
-        print("(alchemy_env.py or benchmark/alchemy_speed.py not found: Alchemy rows skipped)")
+        print("(alchemy_env.py not found: Alchemy rows skipped)")
 
 
 if __name__ == "__main__":

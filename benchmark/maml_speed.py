@@ -12,7 +12,7 @@ With --baseline REV the same cells are also measured for the scripts (and nav_en
 revision REV, interleaved with the current ones, and the table shows both: a before/after comparison
 from one run on one machine. Run it on a quiet machine:
 
-    python benchmark/maml_speed.py [--iterations 30] [--repeats 3] [--inner-steps 1 3 5] [--baseline REV] [-- extra script flags]
+    python -m benchmark.maml_speed [--iterations 30] [--repeats 3] [--inner-steps 1 3 5] [--baseline REV] [-- extra script flags]
 """
 
 import argparse
@@ -53,7 +53,7 @@ def checkout(revision: str, folder: pathlib.Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.maml_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=30, help="meta-iterations per run (default 30)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the figure is their median")
     parser.add_argument("--inner-steps", type=int, nargs="+", default=[1, 3, 5], help="values of N")

@@ -5,29 +5,28 @@ exactly. Use it as the ceiling for a learner and to check that a goal is worth r
 -distance^2, parking next to an obstacle can beat a long detour (e.g. goal (4, 4) on medium obstacles),
 while for (3.5, 3.5) the optimal policy goes round the cross and reaches the goal.
 
-    python benchmark/nav_optimal.py --goal 3.5 3.5 --obstacles medium
-    python benchmark/nav_optimal.py --speed 16 64     # seconds of optimal_returns for that many goals
+    python -m benchmark.nav_optimal --goal 3.5 3.5 --obstacles medium
+    python -m benchmark.nav_optimal --speed 16 64     # seconds of optimal_returns for that many goals
 """
 
 import argparse
-import pathlib
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import nav_env  # noqa: E402
+import nav_env
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.nav_optimal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--goal", type=float, nargs=2, default=(3.5, 3.5), metavar=("X", "Y"), help="the task's goal")
     parser.add_argument("--obstacles", default="medium", help=f"obstacle level: {', '.join(nav_env.OBSTACLES)}")
     parser.add_argument("--collision", default="block", help="collision mode: block or stick")
     parser.add_argument("--speed", type=int, nargs="*", default=None, metavar="G",
                         help="instead: time optimal_returns on G uniform goals (best of 3) for each G given")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         if args.speed is not None:
             for num_goals in args.speed:
@@ -44,7 +43,7 @@ def main() -> None:
         env = nav_env.NavigationEnv(obstacles=args.obstacles, collision=args.collision)
         env.reset(options={"goal": tuple(args.goal)})
     except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     total, steps = 0.0, 0
     for t in range(nav_env.MAX_EPISODE_STEPS):
         cell = np.rint(env.position * nav_env.CELLS_PER_UNIT).astype(int)

@@ -8,7 +8,7 @@ optimal episode takes (of the 100). Goals behind the medium cross need nearly al
 that is a few per cent away from deterministic-optimal already misses most of them: this bounds the
 success a stochastic (sampled) policy can reach there.
 
-    python benchmark/noisy_optimum.py --obstacles medium --epsilons 0 0.02 0.05 0.1 0.2 --out docs/results/noisy_optimum.md
+    python -m benchmark.noisy_optimum --obstacles medium --epsilons 0 0.02 0.05 0.1 0.2 --out docs/results/noisy_optimum.md
 """
 
 import argparse
@@ -18,10 +18,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import nav_env  # noqa: E402
-import run as sweep_runner  # noqa: E402  (benchmark/run.py: its one-line-error argument parser)
+import nav_env
+from benchmark.tools.run import OneLineErrorParser
 
 
 def play(goal, policy, epsilon: float, repeats: int, rng: np.random.Generator, obstacles: str):
@@ -46,8 +44,10 @@ def play(goal, policy, epsilon: float, repeats: int, rng: np.random.Generator, o
     return reached.mean(), steps
 
 
-def main() -> None:
-    parser = sweep_runner.OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineErrorParser(
+        prog="python -m benchmark.noisy_optimum", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--obstacles", default="medium", choices=tuple(nav_env.OBSTACLES), help="obstacle level")
     parser.add_argument("--targets", default="uniform", choices=nav_env.TARGETS, help="target distribution")
     parser.add_argument("--num-goals", type=int, default=64, help="held-out goals (the scripts' --num-test-tasks)")
@@ -56,7 +56,8 @@ def main() -> None:
                         help="shares of random actions")
     parser.add_argument("--repeats", type=int, default=50, help="episodes per goal and epsilon")
     parser.add_argument("--out", type=pathlib.Path, help="also write the table here (Markdown)")
-    args = parser.parse_args()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     if args.num_goals < 1 or args.repeats < 1:
         parser.exit(2, f"error: --num-goals and --repeats must be >= 1, got {args.num_goals} and {args.repeats}\n")
     if not all(0 <= e <= 1 for e in args.epsilons):
@@ -92,7 +93,7 @@ def main() -> None:
                    for q in range(4)]])
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    command = "python benchmark/noisy_optimum.py " + shlex.join(sys.argv[1:])
+    command = f"{parser.prog} {shlex.join(argv)}"
     text = (f"**The exact optimal policy with random actions: {args.obstacles} obstacles, {args.targets} targets, "
             f"{len(kept)} of {len(goals)} held-out goals reachable, {args.repeats} episodes per goal and share**\n\n"
             + "\n".join(lines) + f"\n\n*Made by `{command}`.*\n")

@@ -2,12 +2,12 @@
 
 For each task it runs `ppo_single_task.py` with its defaults (for nav: PPO + self-imitation, 12M steps)
 plus the task's flags (the default task also as plain PPO, `--sil-coef 0`), reads the run's
-summary.json, and solves the task exactly with benchmark/nav_optimal.py's dynamic programming, both
+summary.json, and solves the task exactly with nav_env.optimal_returns (backward induction), both
 unrestricted and restricted to the start's side of the cross (the cross's arms extended to the map
 edges). The second number is the local optimum that a learner following the reward's slope can
 settle on.
 
-    python benchmark/ppo_nav.py [--seed 1] [--out-dir /tmp/ppo_nav]
+    python -m benchmark.ppo_nav [--seed 1] [--out-dir /tmp/ppo_nav]
 """
 
 import argparse
@@ -17,9 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+import nav_env
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import nav_env  # noqa: E402
 
 # (label, goal, obstacle level, extra flags)
 TASKS = [
@@ -44,7 +44,9 @@ def same_side_optimum(goal, obstacles: str) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.ppo_nav", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed passed to ppo_single_task.py")
     parser.add_argument("--out-dir", default=None, help="where the runs go (default: a temporary directory)")
     args = parser.parse_args()

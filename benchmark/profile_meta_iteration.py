@@ -15,22 +15,21 @@ function that does it:
 | meta-gradient | `meta_gradient` (MAML: through the inner steps; FOMAML: at the adapted parameters) |
 | optimizer | clipping and the outer optimizer's step |
 
-    python benchmark/profile_meta_iteration.py [--script maml_vpg.py] [--inner-steps 3] [--iterations 20]
+    python -m benchmark.profile_meta_iteration [--script maml_vpg.py] [--inner-steps 3] [--iterations 20]
 """
 
 import argparse
 import collections
 import importlib.util
 import pathlib
-import sys
 import time
 
 import numpy as np
 import torch
 
+import nav_env
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the envs and the scripts live at the repository root
-import nav_env  # noqa: E402
 
 PHASES = ("policy forward", "action sampling", "env step", "rollout, other", "advantages", "inner updates",
           "meta-gradient", "optimizer")
@@ -67,7 +66,9 @@ class Timers:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.profile_meta_iteration", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--script", choices=["maml_vpg.py", "fomaml_vpg.py"], default="maml_vpg.py")
     parser.add_argument("--inner-steps", type=int, default=1, help="N (default 1)")
     parser.add_argument("--iterations", type=int, default=20, help="timed meta-iterations (default 20)")

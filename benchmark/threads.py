@@ -7,7 +7,7 @@ the figure is the median_iteration_time_s of its summary.json (of two runs side 
 OMP_NUM_THREADS and MKL_NUM_THREADS are removed from the runs' environment, so that torch's default is its
 own. Run it on an otherwise quiet machine:
 
-    python benchmark/threads.py [--iterations 8] [-- extra maml_vpg.py flags]
+    python -m benchmark.threads [--iterations 8] [-- extra maml_vpg.py flags]
 """
 
 import argparse
@@ -47,7 +47,7 @@ def side_by_side(copies: int, threads: int, iterations: int, extra: list[str], w
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=8, help="meta-iterations per run")
     parser.add_argument("extra", nargs="*", help="flags passed on to maml_vpg.py (after --)")
     args = parser.parse_args()

@@ -1,8 +1,12 @@
-"""benchmark/run.py and benchmark/plots.py on tiny sweeps: a fake training script with known numbers
-(resume, --print-only, CSV, failures, bad input, the plotted means and stds) and one real sweep of
-ppo_single_task.py."""
+"""benchmark.tools (the sweep runner, plots, trajectories, adaptation curves) and the measurement scripts
+with a command line test here (nav_optimal, noisy_optimum), on tiny inputs: a fake training script with
+known numbers (resume, --print-only, CSV, failures, bad input, the plotted means and stds, the output
+names) and one real sweep of ppo_single_task.py. Bad input is checked in-process through each tool's
+main(); each tool family also has one case through its real `python -m` entry point."""
 
+import contextlib
 import csv
+import io
 import json
 import os
 import pathlib
@@ -12,19 +16,48 @@ import statistics
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import nav_env
+from benchmark import nav_optimal, noisy_optimum
+from benchmark.tools import adaptation_curves, plots, trajectories
+from benchmark.tools import run as sweep_runner
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RUN = ROOT / "benchmark" / "run.py"
-sys.path.insert(0, str(ROOT / "benchmark"))
-import plots  # noqa: E402
+
+
+def call_main(main, argv: list[str]) -> SimpleNamespace:
+    """A tool's main(argv) in this process: its exit code (returned or raised), stdout and stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return SimpleNamespace(returncode=0 if code is None else code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
+def run_module(module: str, *args, cwd=ROOT) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` from the repository root: the entry point as a user runs it."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def assert_one_line_error(result, *named: str) -> None:
+    """Bad input: exit code 2 and one line on stderr that names the bad value."""
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for text in named:
+        assert text in result.stderr, result.stderr
+
 
 # Stands in for a training script: takes --seed and two flags, appends one line per invocation to
-# --count-file, fails on --fail-seed, exits 0 without a summary on --no-summary-seed, and writes runs/<name>/summary.json plus, with --events,
-# TensorBoard scalars charts/score = scale * (seed**2 + step) at steps 1..8.
+# --count-file, fails on --fail-seed, exits 0 without a summary on --no-summary-seed, and otherwise writes
+# runs/<name>/summary.json. It imports nothing heavy, so a run costs one Python start.
 FAKE_SCRIPT = textwrap.dedent('''
     import argparse, json, os, sys, time
     parser = argparse.ArgumentParser()
@@ -33,7 +66,6 @@ FAKE_SCRIPT = textwrap.dedent('''
     parser.add_argument("--fail-seed", type=int, default=-1)
     parser.add_argument("--no-summary-seed", type=int, default=-1)
     parser.add_argument("--count-file", default="")
-    parser.add_argument("--events", action="store_true")
     args = parser.parse_args()
     if args.count_file:
         with open(args.count_file, "a") as f:
@@ -44,12 +76,6 @@ FAKE_SCRIPT = textwrap.dedent('''
         sys.exit(0)
     run_dir = f"runs/fake__{args.seed}__{time.time_ns()}"
     os.makedirs(run_dir)
-    if args.events:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(run_dir)
-        for step in range(1, 9):
-            writer.add_scalar("charts/score", args.scale * (args.seed ** 2 + step), step)
-        writer.close()
     summary = {"args": vars(args), "score": args.scale * args.seed, "wall_time_s": 0.5 + args.seed,
                "omp_threads": os.environ.get("OMP_NUM_THREADS"), "reached": True,
                "by_quadrant": [args.scale * args.seed, 2 * args.scale * args.seed, None, 0],
@@ -66,8 +92,12 @@ def fake_script(tmp_path):
     return path
 
 
-def run_sweep(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(RUN), *map(str, args)], capture_output=True, text=True, timeout=120)
+def run_sweep(*args, check_rc: int | None = 0, cli: bool = False):
+    """The sweep runner on these arguments: in-process, or with cli=True through `python -m benchmark.tools.run`."""
+    if cli:
+        result = run_module("benchmark.tools.run", *args)
+    else:
+        result = call_main(sweep_runner.main, list(map(str, args)))
     if check_rc is not None:
         assert result.returncode == check_rc, result.stderr
     return result
@@ -130,7 +160,7 @@ def test_a_run_whose_summary_says_interrupted_or_diverged_is_run_again(fake_scri
 def test_print_only_prints_self_contained_commands_and_runs_nothing(fake_script, tmp_path):
     sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
     common = [fake_script, "--grid", "scale=1,3", "--set", f"count-file={count}", "--seeds", 2, "--out", sweep]
-    lines = run_sweep(*common, "--print-only").stdout.splitlines()
+    lines = run_sweep(*common, "--print-only", cli=True).stdout.splitlines()  # the runner's `python -m` case
     assert len(lines) == 4 and all("OMP_NUM_THREADS=1" in line and "MKL_NUM_THREADS=1" in line for line in lines)
     assert not sweep.exists() and not count.exists()
     # A scheduler runs the lines from anywhere, with a bare environment; then --collect-only builds the CSV.
@@ -177,26 +207,35 @@ def test_a_failing_run_is_logged_the_others_finish_and_the_exit_code_is_1(fake_s
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_script, tmp_path, args, named):
     sweep = tmp_path / "sweep"
     args = [str(fake_script) if arg == "FAKE" else arg for arg in args]
-    result = run_sweep(*args, "--out", sweep, check_rc=2)
-    assert len(result.stderr.strip().splitlines()) == 1 and named in result.stderr, result.stderr
+    assert_one_line_error(run_sweep(*args, "--out", sweep, check_rc=None), named)
     assert not sweep.exists()
 
 
 def test_changing_the_fixed_flags_of_an_existing_sweep_is_refused(fake_script, tmp_path):
     sweep = tmp_path / "sweep"
     run_sweep(fake_script, "--set", "scale=2", "--out", sweep)
-    result = run_sweep(fake_script, "--set", "scale=3", "--out", sweep, check_rc=2)
-    assert "fixed_flags" in result.stderr
+    result = run_sweep(fake_script, "--set", "scale=3", "--out", sweep, check_rc=None)
+    assert_one_line_error(result, "fixed_flags", "'scale', '3'")
     assert [row["score"] for row in read_csv(sweep / "results.csv")] == ["2.0"]
 
 
 @pytest.fixture(scope="module")
 def fake_event_sweep(tmp_path_factory):
-    """scale in {1, 2} x seeds 1..3, with TensorBoard scalars; made once for the plots tests."""
+    """scale in {1, 2} x seeds 1..3, made once for the plots tests, with TensorBoard scalars
+    charts/score = scale * (seed**2 + step) at steps 1..8 beside each run's summary.json (written here, in
+    this process, where torch is already imported, rather than by each fake run)."""
+    from torch.utils.tensorboard import SummaryWriter
+
     tmp = tmp_path_factory.mktemp("events")
     script = tmp / "fake_train.py"
     script.write_text(FAKE_SCRIPT)
-    run_sweep(script, "--grid", "scale=1,2", "--set", "events", "--seeds", 3, "--workers", 2, "--out", tmp / "fake")
+    run_sweep(script, "--grid", "scale=1,2", "--seeds", 3, "--workers", 2, "--out", tmp / "fake")
+    for summary_path in (tmp / "fake").glob("scale=*/seed=*/runs/*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        writer = SummaryWriter(summary_path.parent)
+        for step in range(1, 9):
+            writer.add_scalar("charts/score", summary["args"]["scale"] * (summary["args"]["seed"] ** 2 + step), step)
+        writer.close()
     return tmp / "fake"
 
 
@@ -255,7 +294,8 @@ def test_table_and_bars_of_summary_columns(fake_event_sweep, tmp_path):
                        "--out", str(tmp_path / "two.md")]) == 0
     two = (tmp_path / "two.md").read_text()
     assert "| sweep | n | score |" in two and "| fake | 3 | 4.000 ± 2.000 |" in two and "| copy | 3 | 4.000 ± 2.000 |" in two
-    assert plots.main(["table", str(fake_event_sweep), "--where", "scael=2", "--columns", "score", "--out", str(tmp_path / "x.md")]) == 2
+    assert_one_line_error(call_main(plots.main, ["table", str(fake_event_sweep), "--where", "scael=2", "--columns", "score",
+                                                 "--out", str(tmp_path / "x.md")]), "scael", "scale")
     assert not (tmp_path / "x.md").exists()
 
 
@@ -266,8 +306,10 @@ def test_table_of_a_list_element_and_the_map_of_a_per_bin_field(fake_event_sweep
     assert plots.main(["table", str(fake_event_sweep), "--columns", "by_quadrant[1]", "score", "--labels", "Q2", "the score",
                        "--out", str(tmp_path / "l.md")]) == 0
     assert "| scale | n | Q2 | the score |" in (tmp_path / "l.md").read_text()
-    assert plots.main(["table", str(fake_event_sweep), "--columns", "score", "--labels", "a", "b", "--out", str(tmp_path / "b.md")]) == 2
-    assert plots.main(["table", str(fake_event_sweep), "--columns", "by_quadrant[2]", "--out", str(tmp_path / "n.md")]) == 2
+    assert_one_line_error(call_main(plots.main, ["table", str(fake_event_sweep), "--columns", "score", "--labels", "a", "b",
+                                                 "--out", str(tmp_path / "b.md")]), "2 names for 1 --columns")
+    assert_one_line_error(call_main(plots.main, ["table", str(fake_event_sweep), "--columns", "by_quadrant[2]",
+                                                 "--out", str(tmp_path / "n.md")]), "'by_quadrant[2]'")
     assert not (tmp_path / "n.md").exists()  # a null element is not a number: one line, exit 2, nothing written
     runs, _ = plots.load_runs([fake_event_sweep])
     scale_1 = [run for run in runs if run.values["scale"] == "1"]
@@ -276,22 +318,48 @@ def test_table_of_a_list_element_and_the_map_of_a_per_bin_field(fake_event_sweep
     assert plots.main(["map", str(fake_event_sweep), "--out", str(tmp_path / "m.png")]) == 0
     with Image.open(tmp_path / "m.png") as image:
         assert image.format == "PNG" and len(np.unique(np.asarray(image.convert("L")))) > 10
-    assert plots.main(["map", str(fake_event_sweep), "--column", "score", "--out", str(tmp_path / "x.png")]) == 2
+    assert_one_line_error(call_main(plots.main, ["map", str(fake_event_sweep), "--column", "score",
+                                                 "--out", str(tmp_path / "x.png")]), "no 'score' map")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_default_output_names_are_the_sweeps_and_the_subcommand(fake_event_sweep, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "DOCS_DIR", tmp_path / "docs")
+    monkeypatch.setattr(plots, "TABLES_DIR", tmp_path / "docs" / "results")
+    shutil.copytree(fake_event_sweep, tmp_path / "other")
+    sweeps = [str(fake_event_sweep), str(tmp_path / "other")]
+    assert plots.main(["table", *sweeps, "--columns", "score", "wall_time_s"]) == 0
+    assert plots.main(["curves", str(fake_event_sweep), "--tag", "charts/score"]) == 0
+    assert plots.main(["windows", str(fake_event_sweep), "--tag", "charts/score", "--window", "4", "--num-windows", "2"]) == 0
+    # an explicit --out names the windows table too, unless --table-out does
+    assert plots.main(["windows", str(fake_event_sweep), "--tag", "charts/score", "--window", "4", "--num-windows", "2",
+                       "--out", str(tmp_path / "docs" / "chosen.png")]) == 0
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.glob("docs/**/*.*"))
+    assert written == ["docs/chosen.png", "docs/fake_curves.png", "docs/fake_windows.png", "docs/results/chosen.md",
+                       "docs/results/fake+other_table.md", "docs/results/fake_windows.md"]
+    # the footer names the tool's entry point and the command that made the table
+    assert "Made by `python -m benchmark.tools.plots table " in (tmp_path / "docs/results/fake+other_table.md").read_text()
+
+
+def test_plots_cli_bad_flag_is_one_line_exit_2(fake_event_sweep, tmp_path):
+    out = tmp_path / "x.md"
+    result = run_module("benchmark.tools.plots", "table", fake_event_sweep, "--columns", "score", "--smooth", "3",
+                        "--out", out)
+    assert_one_line_error(result, "--smooth")
+    assert result.stderr.startswith("python -m benchmark.tools.plots: error:") and not out.exists()
 
 
 def test_noisy_optimum_reaches_every_reachable_goal_without_noise_and_fewer_with_it(tmp_path):
     out = tmp_path / "noisy.md"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "noisy_optimum.py"), "--num-goals", "8",
-                             "--epsilons", "0", "1", "--repeats", "8", "--out", str(out)], capture_output=True, text=True)
+    result = call_main(noisy_optimum.main, ["--num-goals", "8", "--epsilons", "0", "1", "--repeats", "8", "--out", str(out)])
     assert result.returncode == 0, result.stderr
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in out.read_text().splitlines()
             if line.startswith("| ") and "%" in line}
     assert float(rows["0%"]) == 1.0  # the exact optimal policy reaches every goal it is said to reach
     assert float(rows["100%"]) < 0.5  # uniformly random actions rarely end within 0.14 of a goal
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmark" / "noisy_optimum.py"), "--epsilons", "1.5"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "1.5" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = run_module("benchmark.noisy_optimum", "--epsilons", "1.5", "--out", tmp_path / "bad.md")
+    assert_one_line_error(bad, "1.5")
+    assert not (tmp_path / "bad.md").exists()
 
 
 def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
@@ -303,18 +371,21 @@ def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
     assert std.tolist() == pytest.approx([2 * statistics.stdev([1, 4, 9])] * 8)
     assert plots.main(["curves", str(fake_event_sweep), "--tag", "charts/score", "--out", str(tmp_path / "c.png")]) == 0
     assert_png(tmp_path / "c.png")
-    assert plots.main(["curves", str(fake_event_sweep), "--tag", "charts/nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert_one_line_error(call_main(plots.main, ["curves", str(fake_event_sweep), "--tag", "charts/nope",
+                                                 "--out", str(tmp_path / "x.png")]), "'charts/nope'", "charts/score")
     assert not (tmp_path / "x.png").exists()
 
 
 def test_real_ppo_sweep_end_to_end(tmp_path):
     sweep = tmp_path / "ppo"
-    result = run_sweep("ppo_single_task.py", "--grid", "obstacles=medium", "--set", "total-timesteps=2400",
+    result = run_sweep("ppo_single_task.py", "--grid", "obstacles=easy", "--set", "total-timesteps=2400",
                        "--set", "num-envs=8", "--set", "num-steps=150", "--set", "image-every=0",
                        "--seeds", 2, "--workers", 2, "--out", sweep)
     assert "[2/2]" in result.stderr
     rows = read_csv(sweep / "results.csv")
-    assert [(row["obstacles"], row["seed"], row["args.seed"]) for row in rows] == [("medium", "1", "1"), ("medium", "2", "2")]
+    # the grid value and the seed reached the script: its own record of its Args says so
+    assert [(row["obstacles"], row["args.obstacles"], row["seed"], row["args.seed"]) for row in rows] == [
+        ("easy", "easy", "1", "1"), ("easy", "easy", "2", "2")]  # easy: not the default (medium)
     assert all(float(row["final_distance"]) >= 0 and float(row["sps"]) > 0 and float(row["wall_time_s"]) > 0 for row in rows)
     assert {row["env_steps"] for row in rows} == {"2400"}
     assert plots.main(["curves", str(sweep), "--tag", "charts/episodic_return", "--out", str(tmp_path / "c.png")]) == 0
@@ -325,33 +396,22 @@ def test_real_ppo_sweep_end_to_end(tmp_path):
     assert mean == pytest.approx(statistics.mean(distances), abs=6e-3) and std == pytest.approx(statistics.stdev(distances), abs=6e-3)
 
 
-TIME_COLUMNS = re.compile(r"(^|\.)(wall_time_s|train_time_s|sps|median_sps|median_iteration_time_s|median_sampler_time_s)$")
-
-
-def results_without_times(path: pathlib.Path) -> list[dict[str, str]]:
-    return [{key: value for key, value in row.items() if not TIME_COLUMNS.search(key)} for row in read_csv(path)]
-
-
 @pytest.mark.parametrize("launcher", [
     ["--launcher", "ray", "--workers", "2"],
     ["--launcher", "slurm", "--submitit-cluster", "local"],
 ])
-def test_ray_and_submitit_launchers_give_the_local_results_csv(tmp_path, launcher):
+def test_ray_and_submitit_launchers_give_the_local_results_csv(fake_script, tmp_path, launcher):
     pytest.importorskip({"ray": "ray", "slurm": "submitit"}[launcher[1]],
                         reason="the launcher's package is not installed (pip install -r benchmark/requirements-launchers.txt)")
-    tiny = ["fomaml_vpg.py", "--grid", "inner-steps=1,2", "--set", "num-iterations=2", "--set", "meta-batch-size=2",
-            "--set", "episodes-per-task=2", "--set", "num-test-tasks=2", "--set", "eval-every=0"]
-    run_sweep(*tiny, "--workers", 2, "--out", tmp_path / "local")
-    result = run_sweep(*tiny, *launcher, "--out", tmp_path / "other")
-    assert "[2/2]" in result.stderr
-    expected = results_without_times(tmp_path / "local" / "results.csv")
-    assert len(expected) == 2 and "post_adaptation_return" in expected[0]
-    assert results_without_times(tmp_path / "other" / "results.csv") == expected
-    again = run_sweep(*tiny, *launcher, "--out", tmp_path / "other")  # resuming skips the finished runs
-    assert "2 already finished, 0 to run" in again.stderr
-
-
-CURVES = ROOT / "benchmark" / "adaptation_curves.py"
+    sweep = [fake_script, "--grid", "scale=1,2.5", "--seeds", 2]
+    run_sweep(*sweep, "--workers", 2, "--out", tmp_path / "local")
+    result = run_sweep(*sweep, *launcher, "--out", tmp_path / "other", cli=True)  # Ray and submitit stay out of this process
+    assert "[4/4]" in result.stderr
+    expected = read_csv(tmp_path / "local" / "results.csv")
+    assert [float(row["score"]) for row in expected] == [1.0, 2.0, 2.5, 5.0]  # scale * seed
+    assert read_csv(tmp_path / "other" / "results.csv") == expected
+    again = run_sweep(*sweep, *launcher, "--out", tmp_path / "other", cli=True)  # resuming skips the finished runs
+    assert "4 already finished, 0 to run" in again.stderr
 
 
 def write_summary(folder: pathlib.Path, **lists) -> None:
@@ -363,40 +423,45 @@ def test_adaptation_curves_tabulate_each_initialisations_lists(tmp_path):
     write_summary(tmp_path / "a", score_after_steps=[10.0, 12.5, 20.0], score_sem_after_steps=[1.0, 1.5, 2.0])
     write_summary(tmp_path / "b", score_after_steps=[3.0, 4.0, 5.25], score_sem_after_steps=[0.5, 0.5, 0.25])
     out, table = tmp_path / "curves.png", tmp_path / "curves.md"
-    result = subprocess.run([sys.executable, str(CURVES), "--measure", "score", "--out", str(out), "--table-out",
-                             str(table), f"meta={tmp_path / 'a'}", f"random={tmp_path / 'b'}"],
-                            capture_output=True, text=True)
+    result = run_module("benchmark.tools.adaptation_curves", "--measure", "score", "--out", out, "--table-out", table,
+                        f"meta={tmp_path / 'a'}", f"random={tmp_path / 'b'}")
     assert result.returncode == 0, result.stderr
     rows = [line for line in table.read_text().splitlines() if line.startswith("| meta") or line.startswith("| random")]
     assert rows == ["| meta | 10 ± 1 | 12.5 ± 1.5 | 20 ± 2 |", "| random | 3 ± 0.5 | 4 ± 0.5 | 5.25 ± 0.25 |"]
-    assert Image.open(out).size[0] > 0
+    assert "Made by `python -m benchmark.tools.adaptation_curves --measure score " in table.read_text()
+    assert_png(out)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--measure", "distance", "x=FOLDER"], "has no distance_after_steps; --measure allowed for it: score"),
     (["--measure", "score", "FOLDER"], "is not LABEL=DIR"),
     (["--measure", "score", "x=/nonexistent"], "no runs/*/summary.json under /nonexistent"),
+    (["--measure", "regret", "x=FOLDER"], "'regret'"),
 ])
 def test_adaptation_curves_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     write_summary(tmp_path / "a", score_after_steps=[1.0, 2.0])
     args = [a.replace("FOLDER", str(tmp_path / "a")) for a in args]
     out = tmp_path / "curves.png"
-    result = subprocess.run([sys.executable, str(CURVES), *args, "--out", str(out), "--table-out", str(tmp_path / "t.md")],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
-    assert result.stderr.strip().count("\n") == 0 and not out.exists()
+    result = call_main(adaptation_curves.main, [*args, "--out", str(out), "--table-out", str(tmp_path / "t.md")])
+    assert_one_line_error(result, message)
+    assert not out.exists() and not (tmp_path / "t.md").exists()
 
 
-def test_nav_optimal_replays_the_exact_optimum_and_rejects_the_original_collision_in_one_line():
-    script = ROOT / "benchmark" / "nav_optimal.py"
-    result = subprocess.run([sys.executable, str(script), "--goal", "4.5", "1.0"], capture_output=True, text=True,
-                            timeout=120)
+def test_nav_optimal_replays_its_optimal_policy_to_the_optimal_return():
+    """The dynamic programme's optimal return is what its policy collects when replayed step by step in the env."""
+    result = call_main(nav_optimal.main, ["--goal", "4.5", "1.0"])
     assert result.returncode == 0, result.stderr
-    assert "optimal return -2913.3, an optimal policy reaches the goal" in result.stdout
-    assert "return -2913.3, final distance 0.14, reaches the goal after 88 steps" in result.stdout
-    result = subprocess.run([sys.executable, str(script), "--collision", "original"], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    best = float(re.search(r"optimal return (-?[\d.]+), an optimal policy reaches the goal", result.stdout)[1])
+    replay = re.search(r"replayed in the env: return (-?[\d.]+), final distance ([\d.]+), reaches the goal after (\d+) steps",
+                       result.stdout)
+    assert replay, result.stdout
+    assert float(replay[1]) == pytest.approx(best, abs=0.05)
+    assert float(replay[2]) <= nav_env.GOAL_RADIUS + 0.005 and int(replay[3]) < nav_env.MAX_EPISODE_STEPS
+    # a straight line from the start (9.9, 9.9) to (4.5, 1.0) takes at least max(|dx|, |dy|) / 0.1 moves
+    assert int(replay[3]) >= round((9.9 - 1.0) / 0.1) - 2
+    bad = run_module("benchmark.nav_optimal", "--collision", "original")
+    assert_one_line_error(bad, "original")
+    assert bad.stderr.startswith("python -m benchmark.nav_optimal: error: ")
 
 
 def test_trajectories_of_chosen_goals_from_a_saved_model(tmp_path):
@@ -405,14 +470,13 @@ def test_trajectories_of_chosen_goals_from_a_saved_model(tmp_path):
                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert train.returncode == 0, train.stderr
     out = tmp_path / "behind.png"
-    script = str(ROOT / "benchmark" / "trajectories.py")
-    result = subprocess.run([sys.executable, script, "--goals", "4.5,1.0", "2.0,3.5", "--out", str(out), str(tmp_path)],
-                            capture_output=True, text=True)
+    result = run_module("benchmark.tools.trajectories", "--goals", "4.5,1.0", "2.0,3.5", "--out", out, tmp_path)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:  # 2 panels of 320 pixels; a label above, the legend and the command below
-        assert image.width == 640 and image.height > 320 + 18
+        assert image.width == 2 * 320 and image.height > 320 + 18
     for bad in ("4.5", "4.5,11", "x,1"):
-        failed = subprocess.run([sys.executable, script, "--goals", bad, "--out", str(tmp_path / "x.png"), str(tmp_path)],
-                                capture_output=True, text=True)
-        assert failed.returncode == 2 and bad in failed.stderr and not (tmp_path / "x.png").exists()
-        assert len(failed.stderr.strip().splitlines()) == 1
+        failed = call_main(trajectories.main, ["--goals", bad, "--out", str(tmp_path / "x.png"), str(tmp_path)])
+        assert_one_line_error(failed, bad)
+        assert not (tmp_path / "x.png").exists()
+    failed = call_main(trajectories.main, ["--out", str(tmp_path / "x.png"), str(tmp_path / "no_run")])
+    assert_one_line_error(failed, "no runs/*/summary.json under")

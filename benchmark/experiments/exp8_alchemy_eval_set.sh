@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Alchemy against DeepMind's published agents, on dm_alchemy's 1,000 evaluation episodes (needs the
+# Experiment 8: Alchemy against DeepMind's published agents, on dm_alchemy's 1,000 evaluation episodes (needs the
 # dm_alchemy package, README.md#dm_alchemy). Trains alchemy_maml.py with its default flags (MAML, and
 # FOMAML with --first-order), seed 1, scores each with --eval-set dm_alchemy before and after adaptation,
 # and writes the table in the Alchemy paper's shape (agent | score on the 1,000 episodes, mean ± s.e.)
@@ -8,13 +8,13 @@
 # more adaptation episodes per chemistry (--episodes-per-task), more inner steps and other inner lrs.
 # One single-threaded run at a time.
 # Full: 100,000 training episodes each, all 1,000 episodes, stage 2's settings (about 50 minutes on 2
-# cores shared with other runs); --quick: 2,000 training episodes, 50 episodes, no stage 2 (under a minute).
-#   bash benchmark/alchemy_eval_set.sh [--quick]     (PYTHON=... picks the interpreter; ADAPT="K,N,LR[,E] ..."
-#                                                     replaces stage 2's settings)
+# cores); --quick: 2,000 training episodes, 50 episodes, no stage 2 (under a minute).
+#   bash benchmark/experiments/exp8_alchemy_eval_set.sh [--quick]
+#   (PYTHON=... picks the interpreter; ADAPT="K,N,LR[,E] ..." replaces stage 2's settings)
 # Tables: docs/results/alchemy_eval_set.md (alchemy_eval_set_quick.md with --quick) and
 # docs/results/alchemy_adaptation.md. A finished run (its summary.json exists) is skipped on a rerun.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root: python -m finds the benchmark package there
 ROOT=$PWD
 PYTHON=${PYTHON:-python}
 if [[ "${1:-}" == "--quick" ]]; then Q=_quick; EPISODES=2000; EVAL=50
@@ -64,7 +64,7 @@ for label, s in [("MAML (`alchemy_maml.py`)", maml), ("FOMAML (`alchemy_maml.py 
                 f"{s['score_sem_after_steps'][k]:.2f} | {pm(s['post_minus_reference']['baseline'])} "
                 f"| {pm(s['post_minus_pre'])} | |")
 header = [f"DeepMind's agents, recomputed from dm_alchemy's agent_events, and alchemy_maml.py with its default "
-          f"flags (seed 1) on dm_alchemy's {n:,} evaluation episodes. From `bash benchmark/alchemy_eval_set.sh`, "
+          f"flags (seed 1) on dm_alchemy's {n:,} evaluation episodes. From `bash benchmark/experiments/exp8_alchemy_eval_set.sh`, "
           f"which runs, each from its folder under {out}/ with OMP_NUM_THREADS=1:", "",
           f"    python {command('maml')}", f"    python {command('fomaml')}", "",
           "Each evaluation episode is played 10 times (--episodes-per-task) before adaptation and after the "
@@ -111,7 +111,7 @@ commands = sorted({open(os.path.join(os.path.dirname(p), "..", "..", "command.tx
 header = ["Adaptation of the saved MAML model (alchemy_maml.py, default flags, seed 1, 100,000 training episodes) "
           "on dm_alchemy's evaluation episodes. Each evaluation episode is played K times with its items before "
           "adaptation and after each inner step; each inner step adapts on K fresh episodes of its chemistry. "
-          "Paired differences are per episode. From `bash benchmark/alchemy_eval_set.sh`, which runs, each from "
+          "Paired differences are per episode. From `bash benchmark/experiments/exp8_alchemy_eval_set.sh`, which runs, each from "
           f"its folder under {out}/ with OMP_NUM_THREADS=1 (MODEL: the MAML run's saved model):", ""]
 header += ["    python " + c.replace(root, "") for c in commands]
 header = [h if "--load-model" not in h else h.split("--load-model ")[0] + "--load-model MODEL "

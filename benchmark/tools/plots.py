@@ -1,11 +1,12 @@
-"""Figures (PNG, under docs/) and Markdown tables (under docs/results/) from sweeps made by benchmark/run.py.
+"""Figures (PNG, under docs/) and Markdown tables (under docs/results/) from sweeps made by
+benchmark.tools.run. Run it from the repository root:
 
-    python benchmark/plots.py curves benchmark/sweeps/inner_steps --tag charts/post_adaptation_distance \\
+    python -m benchmark.tools.plots curves benchmark/sweeps/inner_steps --tag charts/post_adaptation_distance \\
         --where inner-steps=1,3,4,5 --xlabel iteration
-    python benchmark/plots.py windows benchmark/sweeps/inner_steps --tag charts/post_adaptation_distance \\
+    python -m benchmark.tools.plots windows benchmark/sweeps/inner_steps --tag charts/post_adaptation_distance \\
         --window 100 --num-windows 4 --xlabel iteration
-    python benchmark/plots.py table benchmark/sweeps/difficulty --columns post_adaptation_distance adaptation_gain
-    python benchmark/plots.py bars benchmark/sweeps/maml benchmark/sweeps/fomaml --column median_iteration_time_s
+    python -m benchmark.tools.plots table benchmark/sweeps/difficulty --columns post_adaptation_distance adaptation_gain
+    python -m benchmark.tools.plots bars benchmark/sweeps/maml benchmark/sweeps/fomaml --column median_iteration_time_s
 
 Subcommands: `curves` (a TensorBoard scalar against its step, mean and std over seeds, one line per
 group), `windows` (a scalar averaged over consecutive windows of steps, per group: the inner-steps
@@ -14,6 +15,11 @@ paper's Figure 2, as bars with error bars and a table), `table` (summary.json co
 with several sweeps (e.g. MAML and FOMAML), by sweep too. Unless --group-by says otherwise, the keys
 that take one value only are left out of the labels. Spread is the sample standard deviation over
 seeds (n-1 in the denominator); with one seed there is none.
+
+Output names: --out (and, for windows, --table-out) name the files; without them a figure is
+docs/<sweeps>_<subcommand>.png and a table docs/results/<sweeps>_<subcommand>.md, where <sweeps> are the
+sweep directories' names joined by `+` (e.g. docs/results/maml+fomaml_table.md). windows writes its table
+beside its figure's name: --out docs/inner_steps_windows.png gives docs/results/inner_steps_windows.md.
 
 Each piece is a function (load_runs, select, group_runs, read_scalar, mean_std_curve, window_stats,
 column_stats, markdown_table, plot_curves, plot_windows, plot_bars) for scripts that need another
@@ -28,8 +34,8 @@ import math
 import pathlib
 import re
 import shlex
-import textwrap
 import sys
+import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,12 +47,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import run as sweep_runner  # noqa: E402  (benchmark/run.py: the sweep layout lives there only)
+import nav_env  # noqa: E402  (the obstacle segments drawn on the difficulty maps)
+from benchmark.tools import run as sweep_runner  # noqa: E402  (the sweep layout is defined there only)
 
 ROOT = sweep_runner.ROOT
-sys.path.insert(0, str(ROOT))
-import nav_env  # noqa: E402  (the obstacle segments drawn on the difficulty maps)
+PROG = "python -m benchmark.tools.plots"  # how error lines, --help and the tables' footers name this tool
 DOCS_DIR = ROOT / "docs"
 TABLES_DIR = DOCS_DIR / "results"
 SWEEP_KEY = "sweep"  # pseudo grid key: the sweep directory's name, for comparing sweeps
@@ -84,7 +89,7 @@ def load_runs(sweep_dirs: list[pathlib.Path]) -> tuple[list[RunData], dict[str, 
     grid: dict[str, list[str]] = {SWEEP_KEY: []}
     for sweep_dir in sweep_dirs:
         if not (sweep_dir / "sweep.json").is_file():
-            raise PlotError(f"{sweep_dir}: no sweep.json; give a sweep directory made by benchmark/run.py")
+            raise PlotError(f"{sweep_dir}: no sweep.json; give a sweep directory made by benchmark.tools.run")
         manifest, planned = sweep_runner.load_sweep_runs(sweep_dir)
         grid[SWEEP_KEY].append(sweep_dir.name)
         for key, values in manifest["grid"].items():
@@ -365,7 +370,7 @@ def provenance(args: argparse.Namespace, argv: list[str]) -> str:
         manifest = json.loads((sweep_dir / "sweep.json").read_text())
         flags = " ".join(shlex.join(sweep_runner.value_tokens(k, v)) for k, v in manifest["fixed_flags"])
         parts.append(f"`{display_path(sweep_dir)}` (`{manifest['script']}{' ' + flags if flags else ''}`)")
-    return f"Sweeps: {'; '.join(parts)}. Made by `python benchmark/plots.py {shlex.join(argv)}`."
+    return f"Sweeps: {'; '.join(parts)}. Made by `{PROG} {shlex.join(argv)}`."
 
 
 def display_path(path: pathlib.Path) -> str:
@@ -376,12 +381,13 @@ def display_path(path: pathlib.Path) -> str:
 
 
 def short_name(text: str) -> str:
-    """A tag or column as a file-name part: `charts/post_adaptation_distance` -> `post_adaptation_distance`."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text.rsplit("/", 1)[-1])
+    """A tag's last part, for titles and axis labels: `charts/post_adaptation_distance` -> `post_adaptation_distance`."""
+    return text.rsplit("/", 1)[-1]
 
 
-def default_stem(args: argparse.Namespace, what: str) -> str:
-    return f"{'+'.join(sweep_dir.name for sweep_dir in args.sweeps)}_{args.command}_{short_name(what)}"
+def default_stem(args: argparse.Namespace) -> str:
+    """The default output name: the sweeps' names and the subcommand, e.g. `maml+fomaml_table`."""
+    return f"{'+'.join(sweep_dir.name for sweep_dir in args.sweeps)}_{args.command}"
 
 
 SPREAD_NOTE = "Mean ± standard deviation over seeds (sample std, n-1); n: runs per row."
@@ -397,7 +403,7 @@ def command_curves(args, runs, keys, grid, argv) -> None:
     smoothing = f", moving average of {args.smooth}" if args.smooth > 1 else ""
     title = args.title or f"{short_name(args.tag)}: mean ± std over seeds{smoothing}"
     fig = plot_curves(curves, title, args.xlabel, args.ylabel or short_name(args.tag), legend_title(keys))
-    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.tag)}.png"))
+    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args)}.png"))
 
 
 def command_windows(args, runs, keys, grid, argv) -> None:
@@ -413,13 +419,13 @@ def command_windows(args, runs, keys, grid, argv) -> None:
     title = args.title or f"{short_name(args.tag)} per window of {args.window} {args.xlabel}s (mean ± std over {spread})"
     fig = plot_windows(labels, window_names, stats, title, args.ylabel or short_name(args.tag),
                        legend_title(keys) or "", legend="window")
-    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.tag)}.png"))
+    figure = report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args)}.png"))
     header = [*keys, "n", *window_names]
     rows = [[*values, str(group[0][2]), *(format_mean_std(m, s) for m, s, _ in group)] for (values, _), group in zip(groups, stats)]
     note = SPREAD_NOTE if args.spread == "seeds" else (
         "Mean ± standard deviation of every logged value in the window, all seeds pooled (n-1); n: values per window.")
     text = markdown_table(header, rows, title, f"{note} {provenance(args, argv)}")
-    report(save_text(text, args.table_out or TABLES_DIR / f"{default_stem(args, args.tag)}.md"))
+    report(save_text(text, args.table_out or TABLES_DIR / f"{figure.stem}.md"))
 
 
 def command_table(args, runs, keys, grid, argv) -> None:
@@ -431,7 +437,7 @@ def command_table(args, runs, keys, grid, argv) -> None:
         rows.append([*values, str(len(members)), *(format_mean_std(*column_stats(members, c)[:2]) for c in args.columns)])
     text = markdown_table(header, rows, args.title, f"{SPREAD_NOTE} {provenance(args, argv)}")
     print(text)
-    report(save_text(text, args.out or TABLES_DIR / f"{default_stem(args, '_'.join(args.columns))}.md"))
+    report(save_text(text, args.out or TABLES_DIR / f"{default_stem(args)}.md"))
 
 
 def command_bars(args, runs, keys, grid, argv) -> None:
@@ -443,14 +449,15 @@ def command_bars(args, runs, keys, grid, argv) -> None:
     categories = [values[0] for values, _ in groups] if len(keys) > 1 else None
     fig = plot_bars(labels, samples, title, args.ylabel or args.column, args.xlabel or legend_title(keys) or "",
                     categories, keys[0] if keys else None)
-    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.column)}.png"))
+    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args)}.png"))
     if args.table_out:
         rows = [[*values, str(len(group)), format_mean_std(*mean_std(group)[:2])] for (values, _), group in zip(groups, samples)]
         report(save_text(markdown_table([*keys, "n", args.column], rows, args.title, f"{SPREAD_NOTE} {provenance(args, argv)}"), args.table_out))
 
 
-def report(path: pathlib.Path) -> None:
+def report(path: pathlib.Path) -> pathlib.Path:
     print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
 def mean_map(runs: list[RunData], column: str) -> np.ndarray:
@@ -490,17 +497,17 @@ def command_map(args, runs, keys, grid, argv) -> None:
     fig.colorbar(image, ax=axes[0].tolist(), label=args.ylabel or args.column.replace("_", " "), shrink=0.8)
     fig.suptitle(textwrap.fill(args.title or f"{args.column}: mean over each group's runs (blank: no value in the bin)", 90))
     fig.text(0.01, 0.002, textwrap.fill(provenance(args, argv), 200), fontsize=5, color="#555555")
-    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args, args.column)}.png"))
+    report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args)}.png"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = sweep_runner.OneLineErrorParser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep_runner.OneLineErrorParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("sweeps", nargs="+", type=pathlib.Path, metavar="SWEEP_DIR",
-                         help="sweep directories made by benchmark/run.py (several: compare them, e.g. MAML and FOMAML)")
+                         help="sweep directories made by benchmark.tools.run (several: compare them, e.g. MAML and FOMAML)")
         sub.add_argument("--where", action="append", default=[], metavar="KEY=V1,V2",
                          help="keep only runs with these grid values (repeatable; `sweep` names a sweep directory)")
         sub.add_argument("--group-by", nargs="+", metavar="KEY",
@@ -514,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--tag", required=True, help="scalar tag, e.g. charts/post_adaptation_distance")
     curves.add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N logged points per run first (default: 1, none)")
     curves.add_argument("--xlabel", default="step", help="x-axis label: what the scripts log as step (default: step)")
-    curves.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_curves_<tag>.png)")
+    curves.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_curves.png)")
 
     windows = add("windows", "a scalar's mean ± std per window of steps, per group: bars and a Markdown table")
     windows.add_argument("--tag", required=True, help="scalar tag, e.g. charts/post_adaptation_distance")
@@ -524,24 +531,24 @@ def build_parser() -> argparse.ArgumentParser:
     windows.add_argument("--spread", choices=["seeds", "pooled"], default="seeds",
                          help="seeds: std over runs of each run's window mean; pooled: std of all logged values in the window (default: seeds)")
     windows.add_argument("--xlabel", default="step", help="what a step is, used in window names, e.g. iteration (default: step)")
-    windows.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_windows_<tag>.png)")
-    windows.add_argument("--table-out", type=pathlib.Path, help="Markdown path (default: docs/results/<sweeps>_windows_<tag>.md)")
+    windows.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_windows.png)")
+    windows.add_argument("--table-out", type=pathlib.Path, help="Markdown path (default: docs/results/<the PNG's name>.md)")
 
     table = add("table", "summary.json columns, mean ± std over seeds per group, as a Markdown table (also printed)")
     table.add_argument("--columns", nargs="+", required=True, metavar="COLUMN",
                        help="numeric summary fields, e.g. post_adaptation_distance adaptation_gain (args.x for an argument)")
     table.add_argument("--labels", nargs="+", metavar="LABEL", help="column headers, one per --columns (default: the columns)")
-    table.add_argument("--out", type=pathlib.Path, help="Markdown path (default: docs/results/<sweeps>_table_<columns>.md)")
+    table.add_argument("--out", type=pathlib.Path, help="Markdown path (default: docs/results/<sweeps>_table.md)")
 
     bars = add("bars", "one summary.json column per group as bars (mean ± std, runs as dots)")
     bars.add_argument("--column", required=True, help="numeric summary field, e.g. median_iteration_time_s")
     bars.add_argument("--xlabel", help="x-axis label (default: the group keys)")
-    bars.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_bars_<column>.png)")
+    bars.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_bars.png)")
     bars.add_argument("--table-out", type=pathlib.Path, help="also write the numbers as a Markdown table here")
 
     difficulty = add("map", "a per-goal-bin map of the task samplers (summary.json's difficulty_map) over the map, per group")
     difficulty.add_argument("--column", default="difficulty_map", help="the map field (default: difficulty_map)")
-    difficulty.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_map_<column>.png)")
+    difficulty.add_argument("--out", type=pathlib.Path, help="PNG path (default: docs/<sweeps>_map.png)")
     return parser
 
 
@@ -568,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PlotError(f"--group-by {' '.join(unknown)}: not a grid key; the keys are {', '.join(grid)}")
         COMMANDS[args.command](args, runs, keys, grid, argv)
     except PlotError as error:
-        print(f"plots.py: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -6,33 +6,34 @@ saved with --save-model). The goals are the first two of the run's held-out test
 with --goals; each panel shows 3 sampled episodes per goal, the adapted ones after the run's own number
 of inner steps. The command that made the figure is written under it.
 
-    python benchmark/trajectories.py --out docs/maml_vs_fomaml_trajectories.png RUN_DIR [RUN_DIR ...]
-    python benchmark/trajectories.py --goals 4.5,1.0 2.0,3.5 --out behind_the_cross.png RUN_DIR
+    python -m benchmark.tools.trajectories --out docs/maml_vs_fomaml_trajectories.png RUN_DIR [RUN_DIR ...]
+    python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out behind_the_cross.png RUN_DIR
+
+Run it from the repository root (the run folders may be anywhere).
 """
 
 import argparse
 import json
 import pathlib
+import shlex
 import sys
 import textwrap
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmark"))
-import maml_vpg  # noqa: E402  (rollout and adaptation are the same code in maml_vpg.py and fomaml_vpg.py)
-import run as sweep_runner  # noqa: E402  (benchmark/run.py: where a run folder's summary.json is found)
-import nav_env  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import maml_vpg  # rollout and adaptation are the same code in maml_vpg.py and fomaml_vpg.py
+import nav_env
+from benchmark.tools import run as sweep_runner  # where a run folder's summary.json is found
 
+PROG = "python -m benchmark.tools.trajectories"  # how --help and the figure's footer name this tool
 EPISODES_SHOWN = 3
 
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, exit code 2."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -79,15 +80,20 @@ def panels(summary: dict, model_path: pathlib.Path, seed: int, size: int, goals=
     return images
 
 
-def main() -> None:
-    parser = sweep_runner.OneLineErrorParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> sweep_runner.OneLineErrorParser:
+    parser = sweep_runner.OneLineErrorParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, help="run folders with a saved model")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="PNG to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes")
     parser.add_argument("--size", type=int, default=320, help="pixels per panel")
     parser.add_argument("--goals", nargs="+", type=parse_goal, metavar="X,Y",
                         help="the goals to show, e.g. 4.5,1.0 2.0,3.5 (default: the run's first two test goals)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     rows = []
     for run_dir in args.run_dirs:
         summary, model_path = load_run(run_dir)
@@ -98,7 +104,7 @@ def main() -> None:
     figure = np.concatenate(rows, axis=0)
     legend = (f"green square: the start (9.9, 9.9); circles: the goals; each line one sampled episode, in its goal's "
               f"colour ({EPISODES_SHOWN} per goal); dark lines: the obstacles; the map is 10 x 10, grid lines every 1")
-    command = "python benchmark/trajectories.py " + " ".join(sys.argv[1:])
+    command = f"{PROG} {shlex.join(argv)}"
     width = max(20, figure.shape[1] // 6)  # characters per footer line (the default font is about 6 pixels wide)
     lines = textwrap.wrap(legend, width) + textwrap.wrap(command, width)
     footer = Image.new("RGB", (figure.shape[1], 12 * len(lines) + 6), (255, 255, 255))

@@ -7,9 +7,11 @@
 #                  initialisation itself, so the update is the plain policy gradient summed over tasks;
 #   random:        the scripts' own initialisation for seed 1 (--num-iterations 0).
 # Full: nav 500 meta-iterations, Alchemy 100,000 episodes, K = 5, seed 1. --quick: tiny budgets, K = 2.
-#   bash benchmark/exp4_initialisations.sh [--quick]
+#   bash benchmark/experiments/exp4_initialisations.sh [--quick]
+# Writes docs/initialisations_nav.png, docs/initialisations_alchemy.png and their tables
+# docs/results/initialisations_nav.md, initialisations_alchemy.md (--quick: initialisations_quick_*).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root: python -m finds the benchmark package there
 ROOT=$PWD
 if [[ "${1:-}" == "--quick" ]]; then Q=_quick; NAV_ITERS=5; ALCHEMY_EPISODES=800; K=2
 else Q=; NAV_ITERS=500; ALCHEMY_EPISODES=100000; K=5; fi
@@ -44,7 +46,9 @@ evaluate alchemy_eval_meta alchemy_maml.py --load-model "$ROOT/$(model alchemy_m
 evaluate alchemy_eval_pretrained alchemy_maml.py --load-model "$ROOT/$(model alchemy_pretrained)"
 evaluate alchemy_eval_random alchemy_maml.py
 
-python benchmark/adaptation_curves.py --measure distance --out docs/initialisations_nav$Q.png \
+python -m benchmark.tools.adaptation_curves --measure distance --out docs/initialisations${Q}_nav.png \
+  --table-out docs/results/initialisations${Q}_nav.md \
   meta-learned=$OUT/nav_eval_meta pretrained=$OUT/nav_eval_pretrained random=$OUT/nav_eval_random
-python benchmark/adaptation_curves.py --measure score --out docs/initialisations_alchemy$Q.png \
+python -m benchmark.tools.adaptation_curves --measure score --out docs/initialisations${Q}_alchemy.png \
+  --table-out docs/results/initialisations${Q}_alchemy.md \
   meta-learned=$OUT/alchemy_eval_meta pretrained=$OUT/alchemy_eval_pretrained random=$OUT/alchemy_eval_random

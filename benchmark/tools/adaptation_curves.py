@@ -6,13 +6,12 @@ alchemy_maml.py write to summary.json, so evaluate each initialisation first, e.
 
 then give one LABEL=DIR per initialisation, DIR holding runs/<run>/summary.json (the newest is used):
 
-    python benchmark/adaptation_curves.py --measure distance --out docs/initialisations_nav.png \\
+    python -m benchmark.tools.adaptation_curves --measure distance --out docs/initialisations_nav.png \\
         meta-learned=benchmark/sweeps/init_nav/eval_meta random=benchmark/sweeps/init_nav/eval_random
 
-Writes the PNG and a Markdown table (default: docs/results/<png name>.md).
+Writes the PNG and a Markdown table (default: docs/results/<png name>.md). Run it from the repository root.
 """
 
-import argparse
 import json
 import pathlib
 import shlex
@@ -23,15 +22,15 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import run as sweep_runner  # noqa: E402  (benchmark/run.py: where a run folder's summary.json is found)
+from benchmark.tools import run as sweep_runner  # noqa: E402  (where a run folder's summary.json is found)
 
 ROOT = sweep_runner.ROOT
+PROG = "python -m benchmark.tools.adaptation_curves"  # how errors, --help and the table's footer name this tool
 MEASURES = ("return", "distance", "score")  # maml_vpg/fomaml_vpg: return, distance; alchemy_maml: score
 
 
 def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -66,15 +65,20 @@ def markdown(curves, measure: str, command: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> sweep_runner.OneLineErrorParser:
+    parser = sweep_runner.OneLineErrorParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="an initialisation's label and evaluation folder")
     parser.add_argument("--measure", choices=MEASURES, required=True,
                         help="which <measure>_after_steps list of summary.json to plot")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="PNG to write")
     parser.add_argument("--table-out", type=pathlib.Path, help="Markdown path (default: docs/results/<png stem>.md)")
     parser.add_argument("--title", help="figure title (default: says what is shown)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     if args.out.suffix.lower() != ".png":
         fail(f"--out {args.out} must end in .png")
     curves = [load_curve(item, args.measure) for item in args.runs]
@@ -97,7 +101,7 @@ def main() -> None:
     plt.close(fig)
     table_out = args.table_out or ROOT / "docs" / "results" / f"{args.out.stem}.md"
     table_out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmark/adaptation_curves.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = f"{PROG} {shlex.join(argv)}"
     table_out.write_text(markdown(curves, args.measure, command))
     print(f"wrote {args.out}\nwrote {table_out}")
 

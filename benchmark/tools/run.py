@@ -1,10 +1,12 @@
 """Run a sweep of a training script (a grid of flag values x seeds) on a pool of workers, resumably, and
 collect every run's summary.json into one CSV.
 
-    python benchmark/run.py fomaml_vpg.py --grid inner-steps=1,2,3 --grid obstacles=none,medium \\
+    python -m benchmark.tools.run fomaml_vpg.py --grid inner-steps=1,2,3 --grid obstacles=none,medium \\
         --set num-iterations=400 --seeds 5 --workers 2 --name inner_steps
-    python benchmark/run.py fomaml_vpg.py --grid inner-steps=1,3 --seeds 3 --name n13 --print-only > jobs.txt
-    python benchmark/run.py fomaml_vpg.py --grid inner-steps=1,3 --seeds 3 --name n13 --collect-only
+    python -m benchmark.tools.run fomaml_vpg.py --grid inner-steps=1,3 --seeds 3 --name n13 --print-only > jobs.txt
+    python -m benchmark.tools.run fomaml_vpg.py --grid inner-steps=1,3 --seeds 3 --name n13 --collect-only
+
+Run it from the repository root (`python -m` needs the `benchmark` package on the path).
 
 Layout: every run gets its own directory, a pure function of its grid values and seed,
 
@@ -60,12 +62,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # benchmark/tools/run.py -> the repository root
 SWEEPS_DIR = ROOT / "benchmark" / "sweeps"
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 STDERR_TAIL_LINES = 40
+PROG = "python -m benchmark.tools.run"  # how error lines and --help name this tool
 
 
 class BadInput(Exception):
@@ -213,7 +216,7 @@ class Sweep:
         return tokens
 
     def shell_line(self, run: Run) -> str:
-        """The run as one self-contained shell line, for a cluster scheduler; it does what run.py does."""
+        """The run as one self-contained shell line, for a cluster scheduler; it does what this runner does."""
         env = " ".join(f"{name}={value}" for name, value in SINGLE_THREAD_ENV.items())
         directory = shlex.quote(str(run.run_dir))
         return f"mkdir -p {directory} && cd {directory} && {env} {shlex.join(self.argv(run))} > stdout.log 2> stderr.log"
@@ -299,7 +302,7 @@ def execute_run(argv: list[str], run_dir: str, shell_line: str) -> tuple[int, fl
             child = subprocess.Popen(argv, cwd=run_dir, stdout=stdout, stderr=stderr,
                                      env={**os.environ, **SINGLE_THREAD_ENV})
         except OSError as error:  # e.g. a --python that does not exist: a failed run, not a crash
-            print(f"run.py could not start the run: {error}", file=stderr, flush=True)
+            print(f"benchmark.tools.run could not start the run: {error}", file=stderr, flush=True)
             code = 127
         else:
             ACTIVE_CHILDREN.add(child)
@@ -509,7 +512,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", help="the training script, e.g. fomaml_vpg.py (a path, or relative to the repo root)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="a flag and its values to sweep; repeat for a cartesian grid (e.g. --grid inner-steps=1,2,3)")
@@ -522,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", metavar="NAME", help="the sweep's name (default: the script's name without .py)")
     parser.add_argument("--out", metavar="DIR", help="the sweep directory (default: benchmark/sweeps/NAME in the repo)")
     parser.add_argument("--python", default=sys.executable, metavar="EXE",
-                        help="the Python that runs the script (default: the one running run.py)")
+                        help="the Python that runs the script (default: the one running this runner)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--print-only", action="store_true",
                       help="print the pending runs' commands, one self-contained shell line each (mkdir, cd, env, "
@@ -588,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.no_check_flags or args.collect_only):
             check_flags_known(sweep)
     except BadInput as error:
-        print(f"run.py: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
 
     runs = sweep.runs()
@@ -602,19 +605,21 @@ def main(argv: list[str] | None = None) -> int:
     sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep.sweep_dir / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
     failed: list[Run] = []
-    if not args.collect_only:
+    if not args.collect_only:  # with nothing pending the launcher is not started (no Ray instance, no empty job array)
         where = {"local": f"{args.workers} worker{'s' * (args.workers > 1)}", "slurm": "Slurm",
                  "ray": f"Ray ({args.ray_address or f'a local instance of {args.workers} CPUs'})"}[args.launcher]
         if args.launcher == "slurm" and args.submitit_cluster == "local":
             where = "submitit's local executor"
         log(f"sweep {sweep.sweep_dir}: {len(runs)} runs, {len(runs) - len(pending)} already finished, "
             f"{len(pending)} to run on {where}")
-        signal.signal(signal.SIGTERM, stop_on_sigterm)
+        previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
-            failed = run_all(sweep, pending, len(runs) - len(pending), args)
+            failed = run_all(sweep, pending, len(runs) - len(pending), args) if pending else []
         except KeyboardInterrupt:
             log("interrupted: rerun the same command to resume (finished runs are kept)")
             return 130
+        finally:  # main() called from Python (the tests) leaves the caller's handler in place
+            signal.signal(signal.SIGTERM, previous_handler)
 
     csv_path, rows, missing = collect(sweep.sweep_dir)
     log(f"results: {csv_path} ({rows} runs)")

@@ -11,9 +11,12 @@
 #   5. how much precision the goals need: the exact optimal policy with a share of random actions.
 # Full: 500 meta-iterations; 5 seeds of the default sampler (uniform) and 3 of the others (1, 2), 3 seeds
 # (4). --quick: 1 seed x 20 iterations (a few minutes).
-#   bash benchmark/exp7_curriculum.sh [--quick]      (WORKERS=2 by default)
+#   bash benchmark/experiments/exp7_curriculum.sh [--quick]      (WORKERS=2 by default)
+# Writes docs/results/curriculum_maml_success.md, curriculum_fomaml3_success.md,
+# curriculum_difficulty_success.md, noisy_optimum.md, and docs/curriculum_{maml,fomaml3}_difficulty_map.png,
+# docs/curriculum_{maml,fomaml3}_behind_the_cross.png (--quick: curriculum_*_quick_*, noisy_optimum_quick.md).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root: python -m finds the benchmark package there
 WORKERS=${WORKERS:-2}
 if [[ "${1:-}" == "--quick" ]]; then Q=_quick; SEEDS=1; CMP_SEEDS=1; GRID_SEEDS=1; ITERS=20
 else Q=; SEEDS=5; CMP_SEEDS=3; GRID_SEEDS=3; ITERS=500; fi
@@ -25,33 +28,33 @@ COLUMNS=(post_adaptation_success_rate_on_reachable
          pre_adaptation_success_rate_on_reachable post_adaptation_return_gap adaptation_gain)
 
 # the default (uniform) on $SEEDS seeds, the samplers beside it on the first $CMP_SEEDS
-python benchmark/run.py fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform --set inner-steps=3 \
+python -m benchmark.tools.run fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform --set inner-steps=3 \
   --seeds $SEEDS "${COMMON[@]}"
-python benchmark/run.py fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform,plr --set inner-steps=3 \
+python -m benchmark.tools.run fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform,plr --set inner-steps=3 \
   --seeds $CMP_SEEDS "${COMMON[@]}"
-python benchmark/run.py maml_vpg.py --name curriculum_maml$Q --grid task-sampler=$SAMPLERS --seeds $CMP_SEEDS "${COMMON[@]}"
-python benchmark/run.py maml_vpg.py --name curriculum_maml$Q --grid task-sampler=uniform --seeds $SEEDS "${COMMON[@]}"
+python -m benchmark.tools.run maml_vpg.py --name curriculum_maml$Q --grid task-sampler=$SAMPLERS --seeds $CMP_SEEDS "${COMMON[@]}"
+python -m benchmark.tools.run maml_vpg.py --name curriculum_maml$Q --grid task-sampler=uniform --seeds $SEEDS "${COMMON[@]}"
 for sweep in curriculum_maml$Q curriculum_fomaml3$Q; do
-  python benchmark/plots.py table benchmark/sweeps/$sweep --columns "${COLUMNS[@]}" \
+  python -m benchmark.tools.plots table benchmark/sweeps/$sweep --columns "${COLUMNS[@]}" \
     --title "$sweep: held-out success on the goals the optimal policy reaches (overall, Q1..Q4), return gap" \
     --labels "success (reachable goals)" Q1 Q2 Q3 Q4 "success before adaptation" "return gap R* - return" "adaptation gain" \
     --out docs/results/${sweep}_success.md
-  python benchmark/plots.py map benchmark/sweeps/$sweep --where task-sampler=$([[ $sweep == curriculum_maml* ]] && echo plr,cvar || echo plr) \
+  python -m benchmark.tools.plots map benchmark/sweeps/$sweep --where task-sampler=$([[ $sweep == curriculum_maml* ]] && echo plr,cvar || echo plr) \
     --title "$sweep: the samplers' difficulty (R* - return after adaptation) per goal bin" \
     --out docs/${sweep}_difficulty_map.png
 done
 # Figure 3a: goals behind the medium cross (lower left), before and after adaptation, seed 1 of each sampler
-python benchmark/trajectories.py --goals 4.5,1.0 2.0,3.5 --out docs/curriculum_maml${Q}_behind_the_cross.png \
+python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out docs/curriculum_maml${Q}_behind_the_cross.png \
   benchmark/sweeps/curriculum_maml$Q/task-sampler={uniform,plr,cvar}/seed=1
-python benchmark/trajectories.py --goals 4.5,1.0 2.0,3.5 --out docs/curriculum_fomaml3${Q}_behind_the_cross.png \
+python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out docs/curriculum_fomaml3${Q}_behind_the_cross.png \
   benchmark/sweeps/curriculum_fomaml3$Q/task-sampler={uniform,plr}/seed=1
 # Experiment 3's grid with each sampler
-python benchmark/run.py fomaml_vpg.py --name curriculum_difficulty$Q --grid task-sampler=uniform,plr \
+python -m benchmark.tools.run fomaml_vpg.py --name curriculum_difficulty$Q --grid task-sampler=uniform,plr \
   --grid targets=uniform,random,narrow --grid obstacles=none,easy,medium,hard --set inner-steps=3 \
   --set num-iterations=$ITERS --set num-test-tasks=64 --seeds $GRID_SEEDS --workers "$WORKERS"
-python benchmark/plots.py table benchmark/sweeps/curriculum_difficulty$Q \
+python -m benchmark.tools.plots table benchmark/sweeps/curriculum_difficulty$Q \
   --columns post_adaptation_success_rate_on_reachable post_adaptation_return_gap post_adaptation_distance \
   --labels "success (reachable goals)" "return gap R* - return" "distance" \
   --title "Experiment 3 per task sampler: FOMAML N = 3, held-out success on reachable goals, return gap, distance" \
   --out docs/results/curriculum_difficulty${Q}_success.md
-python benchmark/noisy_optimum.py --out docs/results/noisy_optimum$Q.md ${Q:+--repeats 4}
+python -m benchmark.noisy_optimum --out docs/results/noisy_optimum$Q.md ${Q:+--repeats 4}
