@@ -587,7 +587,8 @@ def bot_episode_returns(envs, observations: np.ndarray, bot, rng: np.random.Gene
 
 
 def uniform_random_actions(observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each of the 40 actions equally likely (the README's "uniform random actions" row)."""
+    """Each of the 40 actions equally likely (the "uniform random actions" column of the reference-bot
+    table in docs/alchemy_env.md)."""
     return rng.integers(0, NUM_ACTIONS, size=len(observations))
 
 

@@ -150,7 +150,7 @@ class Args:
     """path of saved meta-parameters to start from (None: a fresh initialisation); with --num-iterations 0
     this evaluates them"""
 
-    # Runs that survive: checkpoints, resuming, threads, collapse
+    # Runs that survive: checkpoints, resuming, threads, collapse (docs/runs.md)
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
     always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""

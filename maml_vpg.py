@@ -1,5 +1,5 @@
 # MAML with a vanilla-policy-gradient inner loop on the 2D navigation tasks (second order).
-# Docs: docs/maml_vpg.md.  `diff maml_vpg.py fomaml_vpg.py` shows what FOMAML changes.
+# Docs: docs/maml_vpg.md, docs/fomaml_vpg.md. `diff maml_vpg.py fomaml_vpg.py` shows what FOMAML changes.
 """MAML (Finn et al. 2017, Algorithm 3) with a policy-gradient inner loop, as studied by Duan & Wang.
 
 Each meta-iteration, for every task of a meta-batch (a goal of nav_env):
@@ -145,7 +145,7 @@ class Args:
     """path of saved meta-parameters to start from (None: a random initialisation);
     with --num-iterations 0 this evaluates them"""
 
-    # Runs that survive (docs/maml_vpg.md)
+    # Runs that survive (docs/runs.md)
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
     always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""
@@ -154,7 +154,7 @@ class Args:
     only --torch-threads may be given with it (None: start a new run)"""
     torch_threads: int = 1
     """torch's CPU threads (torch.set_num_threads). 1, because two runs side by side on two cores thrash
-    with torch's default of one thread per core (docs/maml_vpg.md)"""
+    with torch's default of one thread per core (docs/runs.md#threads)"""
     collapse_patience: int = 20
     """warn, and set "collapsed" in summary.json, after this many iterations in a row with a zero
     meta-gradient norm or a mean policy entropy below 1e-3 nats (0: never)"""
@@ -235,7 +235,7 @@ def resolve(args: Args) -> Args:
     return args
 
 
-# --- runs that survive: checkpoints, atomic writes, signals, divergence (docs/maml_vpg.md) ----------------
+# --- runs that survive: checkpoints, atomic writes, signals, divergence (docs/runs.md) -------------------
 CHECKPOINT = "checkpoint.pt"
 EXIT_DIVERGED = 3  # exit code of a run stopped by a non-finite loss, gradient, parameter or logit
 COLLAPSE_ENTROPY = 1e-3  # nats: a policy this sure of its actions no longer explores

@@ -172,7 +172,7 @@ class Args:
     image_every: int = 20
     """nav: every this many iterations, log an image of a greedy (argmax) episode of the policy (0: never)"""
 
-    # Runs that survive: checkpoints, resume, divergence and collapse
+    # Runs that survive: checkpoints, resume, divergence and collapse (docs/runs.md)
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt (everything a continuation needs) every this many iterations, and
     always at the start, the end and on Ctrl-C / SIGTERM (0: only those)"""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Experiment 8: Alchemy against DeepMind's published agents, on dm_alchemy's 1,000 evaluation episodes (needs the
-# dm_alchemy package, README.md#dm_alchemy). Trains alchemy_maml.py with its default flags (MAML, and
+# dm_alchemy package, docs/alchemy_env.md#dm_alchemy). Trains alchemy_maml.py with its default flags (MAML, and
 # FOMAML with --first-order), seed 1, scores each with --eval-set dm_alchemy before and after adaptation,
 # and writes the table in the Alchemy paper's shape (agent | score on the 1,000 episodes, mean ± s.e.)
 # with DeepMind's agents, recomputed from dm_alchemy's agent_events on the same episodes.
