@@ -106,7 +106,10 @@ def main() -> None:
         start = time.perf_counter()
         goals = nav_env.sample_goals(args.targets, args.meta_batch_size, task_rng)
         batches, _, adapted = script.sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
-        grads, _ = script.meta_gradient(model, params, adapted, batches[:-1], batches[-1], args.inner_lr)
+        if options.script == "maml_vpg.py":  # each script's meta_gradient takes what its algorithm uses
+            grads, _ = script.meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr)
+        else:
+            grads, _ = script.meta_gradient(model, adapted, batches[-1])
         step_start = time.perf_counter()
         for name, p in params.items():
             p.grad = grads[name]

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import nav_env
-from benchmark import nav_optimal, noisy_optimum
+from benchmark import nav_optimal, noisy_optimum, profile_meta_iteration
 from benchmark.tools import adaptation_curves, plots, trajectories
 from benchmark.tools import run as sweep_runner
 
@@ -480,3 +480,18 @@ def test_trajectories_of_chosen_goals_from_a_saved_model(tmp_path):
         assert not (tmp_path / "x.png").exists()
     failed = call_main(trajectories.main, ["--out", str(tmp_path / "x.png"), str(tmp_path / "no_run")])
     assert_one_line_error(failed, "no runs/*/summary.json under")
+
+
+@pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
+def test_profile_meta_iteration_times_every_phase_of_the_scripts_own_functions(script, monkeypatch, capsys):
+    """The profiler calls each script's own sample_and_adapt and meta_gradient (their signatures differ): every
+    phase it wraps is timed, and the phases with the unaccounted rest add up to the whole iteration."""
+    monkeypatch.setattr(sys, "argv", ["profile_meta_iteration", "--script", script, "--iterations", "1"])
+    profile_meta_iteration.main()
+    out = capsys.readouterr().out
+    rows = {phase: float(ms) for phase, ms in re.findall(r"^\| ([^|]+?) \| (-?[\d.]+) \| -?\d+% \|$", out, flags=re.M)}
+    total = float(re.search(r"([\d.]+) ms per iteration", out).group(1))
+    assert set(profile_meta_iteration.PHASES) <= set(rows), rows
+    for phase in ("policy forward", "env step", "meta-gradient", "inner updates"):
+        assert rows[phase] > 0, (phase, rows)
+    assert sum(rows.values()) == pytest.approx(total, abs=0.1 * len(rows))  # each row is rounded to 0.1 ms
