@@ -29,6 +29,7 @@ each step is one forward pass of every task's own (adapted) policy via torch.fun
 matrix product, and the meta-gradient is torch.func.grad of a vmap over tasks.
 """
 
+import contextlib
 import copy
 import importlib.util
 import io
@@ -169,6 +170,28 @@ def fail(message: str) -> None:
     """Bad input: one line on stderr, exit code 2, nothing written."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def tyro_cli(default: Args, argv: list[str]) -> Args:
+    """tyro.cli on top of `default`, with tyro's usage errors (a box of text on stderr) given as fail()'s one line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, default=default, args=argv)
+    except SystemExit as exit:
+        if not exit.code:  # --help, printed on stdout
+            raise
+        rows = [row.strip("│╭╮╰╯| ") for row in captured.getvalue().splitlines()[1:]]  # without the title
+        message = []
+        for row in rows:  # the message: the rows up to the first rule below them (then come help texts)
+            if not row.strip("─-+ "):
+                if message:
+                    break
+                continue
+            message.append(row)
+        fail(" ".join(" ".join(message or rows).split()))
+    sys.stderr.write(captured.getvalue())  # tyro's warnings, if any
+    return args
 
 
 def resolve(args: Args) -> Args:
@@ -837,7 +860,7 @@ def eval_set_scores(args, model, params, num_steps: int, device) -> tuple[list[n
 
 
 if __name__ == "__main__":
-    cli = tyro.cli(Args)
+    cli = tyro_cli(Args(), sys.argv[1:])
     stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop the run cleanly, between iterations
     if cli.resume is not None:  # the run's own flags, and everything its loop carried
         args, checkpoint, run_dir = resume_args(cli)

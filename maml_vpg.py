@@ -22,6 +22,7 @@ is one batched forward pass of all tasks' (possibly adapted) policies (batched m
 are one matrix product, and the meta-gradient is one torch.func transform (grad, vmap) over all tasks.
 """
 
+import contextlib
 import copy
 import importlib.util
 import io
@@ -176,6 +177,28 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def tyro_cli(default: Args, argv: list[str]) -> Args:
+    """tyro.cli on top of `default`, with tyro's usage errors (a box of text on stderr) given as fail()'s one line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, default=default, args=argv)
+    except SystemExit as exit:
+        if not exit.code:  # --help, printed on stdout
+            raise
+        rows = [row.strip("│╭╮╰╯| ") for row in captured.getvalue().splitlines()[1:]]  # without the title
+        message = []
+        for row in rows:  # the message: the rows up to the first rule below them (then come help texts)
+            if not row.strip("─-+ "):
+                if message:
+                    break
+                continue
+            message.append(row)
+        fail(" ".join(" ".join(message or rows).split()))
+    sys.stderr.write(captured.getvalue())  # tyro's warnings, if any
+    return args
+
+
 def parse_args(argv: list[str]) -> Args:
     """The command line on top of the preset it names. --preset is read first, so that every other flag defaults
     to that preset's value (which --help shows) and a flag given explicitly wins."""
@@ -187,7 +210,7 @@ def parse_args(argv: list[str]) -> Args:
             chosen = token[len("--preset="):]
     if chosen not in PRESETS:
         fail(f"--preset {chosen!r} is not a preset; allowed: {', '.join(PRESETS)}")
-    return tyro.cli(Args, default=PRESETS[chosen], args=argv)
+    return tyro_cli(PRESETS[chosen], argv)
 
 
 def resolve(args: Args) -> Args:

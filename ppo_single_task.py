@@ -16,6 +16,7 @@ Layout: Args and the per-env defaults (ENV_DEFAULTS), validation, runs that surv
 and PPO's loss, then one section per env family (navigation with SIL; alchemy), then the main loop.
 """
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -212,10 +213,32 @@ def env_on_command_line(argv: list[str]) -> str:
     return env
 
 
+def tyro_cli(default: Args, argv: list[str]) -> Args:
+    """tyro.cli on top of `default`, with tyro's usage errors (a box of text on stderr) given as fail()'s one line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, default=default, args=argv)
+    except SystemExit as exit:
+        if not exit.code:  # --help, printed on stdout
+            raise
+        rows = [row.strip("│╭╮╰╯| ") for row in captured.getvalue().splitlines()[1:]]  # without the title
+        message = []
+        for row in rows:  # the message: the rows up to the first rule below them (then come help texts)
+            if not row.strip("─-+ "):
+                if message:
+                    break
+                continue
+            message.append(row)
+        fail(" ".join(" ".join(message or rows).split()))
+    sys.stderr.write(captured.getvalue())  # tyro's warnings, if any
+    return args
+
+
 def parse_args(argv: list[str]) -> tuple[Args, set[str]]:
     """The command line on top of its env's defaults, and the fields it named (flags_given)."""
     defaults = ENV_DEFAULTS.get(env_on_command_line(argv), ENV_DEFAULTS["nav"])  # unknown: tyro's error
-    return tyro.cli(Args, default=defaults, args=argv), flags_given(argv)
+    return tyro_cli(defaults, argv), flags_given(argv)
 
 
 def fail(message: str) -> None:

@@ -341,6 +341,18 @@ def test_bad_values_exit_2_with_one_line_naming_them(values, message, capsys):
     assert message in rejected(capsys, **values)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "fastest"], "error: invalid choice 'fastest' for argument '--backend'. Expected one of "
+                               "('fast', 'dm_alchemy').\n"),
+    (["--num-iterations", "1.5"], "error: Error parsing --num-iterations: invalid literal for int() with base 10: "
+                                  "'1.5'\n"),
+])
+def test_a_value_tyro_cannot_parse_exits_2_with_its_message_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        alchemy_maml.tyro_cli(alchemy_maml.Args(), argv)
+    assert exit.value.code == 2 and capsys.readouterr().err == message
+
+
 @needs_dm_alchemy
 @pytest.mark.parametrize("episodes", [0, 1001])
 def test_eval_episodes_out_of_range_exit_2(episodes, capsys):

@@ -431,6 +431,17 @@ def exits_2_with(function, *arguments, capsys) -> str:
 
 
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+@pytest.mark.parametrize("argv, message", [
+    (["--obstacles", "extreme"], "error: invalid choice 'extreme' for argument '--obstacles'. Expected one of "
+                                 "('none', 'easy', 'medium', 'hard').\n"),
+    (["--inner-lr", "fast"], "error: Error parsing --inner-lr: could not convert string to float: 'fast'\n"),
+    (["--no-such-flag"], "error: Unrecognized options: --no-such-flag\n"),
+])
+def test_a_value_tyro_cannot_parse_exits_2_with_its_message_in_one_line(module, argv, message, capsys):
+    assert exits_2_with(module.parse_args, argv, capsys=capsys) == message
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
 def test_an_unknown_preset_exits_2_with_one_line(module, capsys):
     for argv in (["--preset", "fast"], ["--seed", "3", "--preset=fast"]):
         assert exits_2_with(module.parse_args, argv, capsys=capsys) == (

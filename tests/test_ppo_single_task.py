@@ -257,6 +257,17 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys, monkeypatch, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "alchemy", "--level"], "error: Missing value for argument '--level'. Expected 1 values.\n"),
+    (["--obstacles", "extreme"], "error: invalid choice 'extreme' for argument '--obstacles'. Expected one of "
+                                 "('none', 'easy', 'medium', 'hard').\n"),
+])
+def test_a_value_tyro_cannot_parse_exits_2_with_its_message_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        parse_args(argv)
+    assert exit.value.code == 2 and capsys.readouterr().err == message
+
+
 def test_bad_input_through_the_entry_point_exits_2_in_one_line_and_writes_nothing(tmp_path):
     result = run_cli(tmp_path, "--env", "alchemy", "--goal", "1", "1")
     assert result.returncode == 2 and result.stdout == ""
