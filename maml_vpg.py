@@ -678,7 +678,7 @@ def trajectory_image(stats, goals, args) -> np.ndarray:
                                (f"{tasks}, episode 1: after {steps} inner step{'s' * (steps != 1)}", stats[-1])):
         first_episodes = [batch_stats["positions"][:, task * args.episodes_per_task] for task in range(shown)]
         panels.append(nav_env.render_trajectories(first_episodes, goals[:shown], obstacles=args.obstacles, size=320,
-                                                  title=title))
+                                                  title=title, legend=True))
     return np.concatenate(panels, axis=1)
 
 

@@ -683,7 +683,8 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
 def greedy_trajectory_image(positions: np.ndarray, args: Args, global_step: int) -> np.ndarray:
     """The map with the greedy episode's path, the start (green square) and the goal (dot), titled."""
     title = f"greedy policy at step {global_step:,}; goal ({args.goal[0]:g}, {args.goal[1]:g})"
-    return nav_env.render_trajectories([positions], [args.goal], obstacles=args.obstacles, size=320, title=title)
+    return nav_env.render_trajectories([positions], [args.goal], obstacles=args.obstacles, size=320, title=title,
+                                       legend=True)
 
 
 def nav_summary(agent: Agent, args: Args, device, finished_returns: list, finished_distances: list) -> dict:

@@ -495,3 +495,21 @@ def test_bad_input_through_the_cli_exits_2_with_one_line_and_writes_nothing(scri
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
     assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["garbage.pt"]
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_trajectory_image_has_a_panel_per_phase_with_nav_envs_legend_under_each(module):
+    """eval/trajectories: before | after, each nav_env's map with its legend strip, task i's episode and goal in
+    colour i. The panels are render_trajectories' own images, pixel for pixel."""
+    args = module.Args(episodes_per_task=2)
+    goals = np.array([[2.0, 2.0], [8.0, 3.0]])
+    line = np.linspace([9.9, 9.9], [5.0, 5.0], 50)
+    positions = np.stack([line, line + 0.5, line - 0.5, line - 1.0], axis=1)  # (steps, task x episode, 2)
+    stats = [{"positions": positions}, {"positions": positions[:, ::-1]}]
+    image = module.trajectory_image(stats, goals, args)
+    height = 320 + nav_env.legend_height(320)
+    assert image.shape == (height, 640, 3)
+    before = nav_env.render_trajectories([positions[:, 0], positions[:, 2]], goals, obstacles=args.obstacles,
+                                         size=320, title="test tasks 1-2, episode 1: before adaptation", legend=True)
+    np.testing.assert_array_equal(image[:, :320], before)
+    assert (image[320:, 320:] < 200).any()  # the after-panel's legend strip is drawn, not blank

@@ -334,9 +334,9 @@ def test_smoke_nav_through_the_cli(tmp_path):
     assert summary["greedy_return_gap"] == pytest.approx(summary["optimal_return"] - summary["greedy_return"])
     assert summary["greedy_reached"] == (summary["greedy_final_distance"] <= nav_env.GOAL_RADIUS + 1e-9)
     assert summary["success_rate"] == summary["goal_reached_rate"] and 0 <= summary["success_rate"] <= 1
-    # one greedy-trajectory image per iteration, 320 x 320
+    # one greedy-trajectory image per iteration: the 320 x 320 map and the legend strip under it
     images = events.Images("charts/greedy_trajectory")
-    assert [(image.step, image.width, image.height) for image in images] == [(1200, 320, 320), (2400, 320, 320)]
+    assert [(image.step, image.width, image.height) for image in images] == [(step, 320, 320 + nav_env.legend_height(320)) for step in (1200, 2400)]
 
 
 def test_smoke_nav_with_self_imitation_through_the_cli(tmp_path):
