@@ -40,8 +40,8 @@ for sweep in curriculum_maml$Q curriculum_fomaml3$Q; do
     --labels "success (reachable goals)" Q1 Q2 Q3 Q4 "success before adaptation" "return gap R* - return" "adaptation gain" \
     --out docs/results/${sweep}_success.md
   python -m benchmark.tools.plots map benchmark/sweeps/$sweep --where task-sampler=$([[ $sweep == curriculum_maml* ]] && echo plr,cvar || echo plr) \
-    --title "$sweep: the samplers' difficulty (R* - return after adaptation) per goal bin" \
-    --out docs/${sweep}_difficulty_map.png
+    --title "$sweep: difficulty per goal bin as each sampler learned it, mean over seeds" \
+    --ylabel "return gap R* - return after adaptation" --out docs/${sweep}_difficulty_map.png
 done
 # Figure 3a: goals behind the medium cross (lower left), before and after adaptation, seed 1 of each sampler
 python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out docs/curriculum_maml${Q}_behind_the_cross.png \

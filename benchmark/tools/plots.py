@@ -496,6 +496,7 @@ def command_map(args, runs, keys, grid, argv) -> None:
         ax.legend(loc="upper left", fontsize=7)
     fig.colorbar(image, ax=axes[0].tolist(), label=args.ylabel or args.column.replace("_", " "), shrink=0.8)
     fig.suptitle(textwrap.fill(args.title or f"{args.column}: mean over each group's runs (blank: no value in the bin)", 90))
+    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))  # room under the axes for the provenance line
     fig.text(0.01, 0.002, textwrap.fill(provenance(args, argv), 200), fontsize=5, color="#555555")
     report(save_figure(fig, args.out or DOCS_DIR / f"{default_stem(args)}.png"))
 
