@@ -708,6 +708,14 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
     return (advantages * mask).float()
 
 
+def episode_options(chemistries: dict, items: dict | None, episodes: int) -> dict:
+    """Reset options that give each task's chemistry (and items, if given) to its `episodes` consecutive envs."""
+    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
+    if items is not None:
+        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
+    return options
+
+
 def rollout(envs, model, task_params, chemistries, args, device, items=None):
     """Run args.episodes_per_task full episodes (200 steps) of every task's chemistry in lockstep.
 
@@ -717,9 +725,7 @@ def rollout(envs, model, task_params, chemistries, args, device, items=None):
     statistics.
     """
     tasks, episodes, horizon = len(chemistries["rotation"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
-    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
-    if items is not None:
-        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
+    options = episode_options(chemistries, items, episodes)
     obs_np, _ = envs.reset(options=options)  # the tasks' chemistries, fresh items unless given
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
@@ -813,9 +819,7 @@ def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarr
     reference scores, Wang et al. 2021), on the same chemistries (and items, if given) as the policy: a paired
     reference for the held-out score."""
     tasks, episodes = len(chemistries["rotation"]), args.episodes_per_task
-    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
-    if items is not None:
-        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
+    options = episode_options(chemistries, items, episodes)
     obs, _ = envs.reset(options=options)
     scores = alchemy_env.bot_episode_returns(envs, obs, alchemy_env.random_heuristic_actions,
                                              np.random.default_rng(seed))
