@@ -860,7 +860,7 @@ def render_layout(size: int) -> tuple[int, float]:
 def legend_height(size: int) -> int:
     """Height in pixels of the legend strip that render_trajectories(..., legend=True) adds under a size x size
     map: four rows of text, scaled with the image."""
-    return 4 * _legend_row_height(size) + max(8, size // 25)
+    return 4 * _legend_row_height(size) + render_layout(size)[0]  # and a margin's height below them
 
 
 def _marker_radius(size: int) -> int:

@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         ImageDraw.Draw(label).text((6, 3), f"{summary['args']['exp_name']}  ({run_dir})", fill=(0, 0, 0))
         rows.append(np.concatenate([np.asarray(label), row], axis=0))
     figure = np.concatenate(rows, axis=0)
-    legend = (f"green square: the start (9.9, 9.9); circles: the goals; each line one sampled episode, in its goal's "
-              f"colour ({EPISODES_SHOWN} per goal); dark lines: the obstacles; the map is 10 x 10, grid lines every 1")
+    legend = (f"green square: the start {nav_env.START}; circles: the goals; each line one sampled episode, in its "
+              f"goal's colour ({EPISODES_SHOWN} per goal); dark lines: the obstacles; the map is {nav_env.MAP_SIZE:g} x "
+              f"{nav_env.MAP_SIZE:g}, grid lines every 1")
     command = f"{PROG} {shlex.join(argv)}"
     width = max(20, figure.shape[1] // 6)  # characters per footer line (the default font is about 6 pixels wide)
     lines = textwrap.wrap(legend, width) + textwrap.wrap(command, width)
