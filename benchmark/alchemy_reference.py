@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 
 import alchemy_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 BOTS = {
     "uniform random actions": alchemy_env.uniform_random_actions,
@@ -33,7 +34,7 @@ def episode_returns(level: str, bot, episodes: int, seed: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.alchemy_reference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--episodes", type=int, default=1000, help="episodes per bot and level")

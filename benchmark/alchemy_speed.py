@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 import alchemy_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 
 def alchemy_speed(num_envs: int, steps: int, seed: int) -> float:
@@ -28,7 +29,7 @@ def alchemy_speed(num_envs: int, steps: int, seed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.alchemy_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=1000, help="vector steps per timed run (fewer for big batches)")

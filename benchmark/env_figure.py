@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 import nav_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 
 def greedy_paths(obstacles: str, goals: np.ndarray) -> list[np.ndarray]:
@@ -30,7 +31,7 @@ def greedy_paths(obstacles: str, goals: np.ndarray) -> list[np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.env_figure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="docs/nav_env.png", help="where to write the PNG")

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import nav_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 
 def nav_speed(num_envs: int, steps: int, seed: int, collision: str = "block") -> float:
@@ -52,7 +53,7 @@ def median_speed(measure, num_envs: int, steps: int, min_seconds: float, repeats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.env_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=2000, help="vector steps per timed run")

@@ -15,7 +15,6 @@ from one run on one machine. Run it on a quiet machine:
     python -m benchmark.maml_speed [--iterations 30] [--repeats 3] [--inner-steps 1 3 5] [--baseline REV] [-- extra script flags]
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -23,6 +22,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ("maml_vpg.py", "fomaml_vpg.py")
@@ -53,7 +54,7 @@ def checkout(revision: str, folder: pathlib.Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.maml_speed", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python -m benchmark.maml_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=30, help="meta-iterations per run (default 30)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the figure is their median")
     parser.add_argument("--inner-steps", type=int, nargs="+", default=[1, 3, 5], help="values of N")

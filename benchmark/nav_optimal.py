@@ -15,10 +15,11 @@ import time
 import numpy as np
 
 import nav_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.nav_optimal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--goal", type=float, nargs=2, default=(3.5, 3.5), metavar=("X", "Y"), help="the task's goal")

@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 import nav_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def same_side_optimum(goal, obstacles: str) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.ppo_nav", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seed", type=int, default=1, help="seed passed to ppo_single_task.py")

@@ -18,7 +18,6 @@ function that does it:
     python -m benchmark.profile_meta_iteration [--script maml_vpg.py] [--inner-steps 3] [--iterations 20]
 """
 
-import argparse
 import collections
 import importlib.util
 import pathlib
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 import nav_env
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ class Timers:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m benchmark.profile_meta_iteration", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--script", choices=["maml_vpg.py", "fomaml_vpg.py"], default="maml_vpg.py")

@@ -10,13 +10,14 @@ own. Run it on an otherwise quiet machine:
     python -m benchmark.threads [--iterations 8] [-- extra maml_vpg.py flags]
 """
 
-import argparse
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
+
+from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -47,7 +48,7 @@ def side_by_side(copies: int, threads: int, iterations: int, extra: list[str], w
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.threads", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python -m benchmark.threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=8, help="meta-iterations per run")
     parser.add_argument("extra", nargs="*", help="flags passed on to maml_vpg.py (after --)")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ main(); each tool family also has one case through its real `python -m` entry po
 
 import contextlib
 import csv
+import importlib
 import io
 import json
 import os
@@ -495,3 +496,15 @@ def test_profile_meta_iteration_times_every_phase_of_the_scripts_own_functions(s
     for phase in ("policy forward", "env step", "meta-gradient", "inner updates"):
         assert rows[phase] > 0, (phase, rows)
     assert sum(rows.values()) == pytest.approx(total, abs=0.1 * len(rows))  # each row is rounded to 0.1 ms
+
+
+@pytest.mark.parametrize("name", ["alchemy_reference", "alchemy_speed", "env_figure", "env_speed", "maml_speed",
+                                  "nav_optimal", "ppo_nav", "profile_meta_iteration", "threads"])
+def test_every_measurement_script_rejects_an_unknown_flag_in_one_line(name, monkeypatch, capsys):
+    module = importlib.import_module(f"benchmark.{name}")
+    monkeypatch.setattr(sys, "argv", [name, "--no-such-flag"])
+    with pytest.raises(SystemExit) as exit:
+        module.main()
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (f"python -m benchmark.{name}: error: unrecognized arguments: --no-such-flag "
+                                       f"(see --help)\n")
