@@ -576,9 +576,9 @@ def load_policy(model: Policy, args: Args) -> None:
     try:
         model.load_state_dict(saved)
     except Exception as error:  # another network: other keys or shapes
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         fail(f"--load-model {args.load_model} does not fit this policy (a saved {args.exp_name}.cleanrl_model "
-             f"with the same --hidden-size and --see-chemistry): "
-             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+             f"with the same --hidden-size and --see-chemistry): {lines[1] if len(lines) > 1 else lines[0]}")
 
 
 # --- losses and the meta-gradient (one task each; vmap runs them over the meta-batch) ---------------
