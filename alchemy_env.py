@@ -38,7 +38,7 @@ Public API (in this order below; the tables the step reads come last, in their o
     bot_episode_returns        one episode of a bot in every env of a just-reset vector env
     load_dm_alchemy_eval_set   dm_alchemy's 1,000 evaluation episodes and its five agents' scores on them
                                (needs the dm_alchemy package); eval_set_tasks, episode_scores,
-                               compare_with_agents
+                               compare_with_agents, mean_and_sem
 
 The envs draw from gymnasium's np_random (PCG64), so a seed gives other episodes than dm_alchemy's
 RandomState; to reproduce dm_alchemy's episode for a seed, pass `sample_episode(level, seed)` to reset.
@@ -656,7 +656,8 @@ def eval_set_tasks(data: Mapping[str, Any], episodes: int | None = None) -> list
              "items": {key: np.array(value[row]) for key, value in data["items"].items()}} for row in range(n)]
 
 
-def _mean_and_sem(values: np.ndarray) -> tuple[float, float | None]:
+def mean_and_sem(values: np.ndarray) -> tuple[float, float | None]:
+    """The mean and its standard error (None for a single value)."""
     sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
     return float(values.mean()), sem
 
@@ -672,9 +673,9 @@ def compare_with_agents(scores, random_heuristic_scores) -> tuple[dict, dict, di
     references = {agent: np.asarray(agent_scores[: len(scores)], dtype=np.float64)
                   for agent, agent_scores in load_dm_alchemy_eval_set()["agent_scores"].items()}
     references["random_heuristic"] = np.asarray(random_heuristic_scores, dtype=np.float64)
-    means = {agent: _mean_and_sem(r)[0] for agent, r in references.items()}
-    sems = {agent: _mean_and_sem(r)[1] for agent, r in references.items()}
-    differences = {agent: list(_mean_and_sem(scores - r)) for agent, r in references.items()}
+    means = {agent: mean_and_sem(r)[0] for agent, r in references.items()}
+    sems = {agent: mean_and_sem(r)[1] for agent, r in references.items()}
+    differences = {agent: list(mean_and_sem(scores - r)) for agent, r in references.items()}
     return means, sems, differences
 
 

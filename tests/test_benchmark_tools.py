@@ -403,7 +403,7 @@ def test_real_ppo_sweep_end_to_end(tmp_path):
 ])
 def test_ray_and_submitit_launchers_give_the_local_results_csv(fake_script, tmp_path, launcher):
     pytest.importorskip({"ray": "ray", "slurm": "submitit"}[launcher[1]],
-                        reason="the launcher's package is not installed (pip install -r benchmark/requirements-launchers.txt)")
+                        reason="the launcher's package is not installed (pip install -r requirements-dev.txt)")
     sweep = [fake_script, "--grid", "scale=1,2.5", "--seeds", 2]
     run_sweep(*sweep, "--workers", 2, "--out", tmp_path / "local")
     result = run_sweep(*sweep, *launcher, "--out", tmp_path / "other", cli=True)  # Ray and submitit stay out of this process

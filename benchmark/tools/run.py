@@ -27,7 +27,7 @@ Launchers (`--launcher`): every run is the same child process with the same logs
 same whichever runs it.
   local (default)  a pool of --workers threads on this machine, each waiting on one child process.
   ray              one Ray task per run (1 CPU each) on the cluster at --ray-address, or on a local Ray
-                   instance of --workers CPUs; needs `pip install -r benchmark/requirements-launchers.txt`.
+                   instance of --workers CPUs; needs `pip install -r requirements-dev.txt`.
   slurm            one Slurm job array through submitit (--slurm-partition, --slurm-time-min,
                    --slurm-array-parallelism); --submitit-cluster local runs the same array on this machine
                    with submitit's local executor. The sweep directory must be on a file system the nodes share.
@@ -573,7 +573,7 @@ def make_sweep(args: argparse.Namespace) -> Sweep:
         module = {"ray": "ray", "slurm": "submitit"}[args.launcher]
         if importlib.util.find_spec(module) is None:
             raise BadInput(f"--launcher {args.launcher} needs the {module} package: "
-                           f"pip install -r benchmark/requirements-launchers.txt")
+                           f"pip install -r requirements-dev.txt")
     sweep = Sweep(sweep_dir, script, args.python, fixed, grid, seeds)
     check_dir_names_unique(sweep)
     return sweep
