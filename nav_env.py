@@ -33,6 +33,8 @@ with the same code (a batch of one is the single env), so the two agree exactly.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from typing import Any, Mapping, Sequence
 
 import gymnasium
@@ -323,7 +325,6 @@ class _OriginalNavigationBatch(_NavigationBatch):
         ab = self.segment_a - self.segment_b
         self.segment_length = np.sqrt(ab[:, 0] * ab[:, 0] + ab[:, 1] * ab[:, 1])  # np.linalg.norm
         self.contact_candidates = _contact_candidates(obstacles)
-        self.twos = np.full((num_envs, 2), 2.0)  # exponents for _pow2
 
     def reset(self, mask: np.ndarray | slice = slice(None)) -> None:
         super().reset(mask)
@@ -373,7 +374,7 @@ class _OriginalNavigationBatch(_NavigationBatch):
         np.copyto(self.point, self.previous_point, where=returning[:, None])
         np.copyto(self.previous_point, self.point, where=moving[:, None])
         self.point += _ORIGINAL_MOVES[actions] * moving[:, None]  # + 0.0 leaves the others exactly as they are
-        offset_sq = _pow2(self.point - self.goal_point, self.twos)
+        offset_sq = _pow2(self.point - self.goal_point)
         distance_sq = offset_sq[:, 0] + offset_sq[:, 1]
         np.copyto(self.last_distance_sq, distance_sq, where=moving)
         np.copyto(self.last_reward, -distance_sq, where=moving)
@@ -412,11 +413,13 @@ def _contact_candidates(obstacles: str) -> np.ndarray:
     return table
 
 
-def _pow2(values: np.ndarray, twos: np.ndarray | None = None) -> np.ndarray:
-    """values ** 2 as the original computes it on Python floats: C's pow(x, 2.0). numpy turns `x ** 2`
-    and `np.power(x, 2.0)` into x * x, which differs from pow in the last bit for about 1 value in
-    1,000; an exponent array of full shape (`twos`, or made here) keeps numpy on the pow loop."""
-    return np.power(values, np.full(np.shape(values), 2.0) if twos is None else twos)
+def _pow2(values: np.ndarray) -> np.ndarray:
+    """values ** 2 as the original computes it on Python floats: C's pow(x, 2.0), here math.pow value by
+    value. numpy cannot stand in for it: `x * x` differs from pow in the last bit for about 1 value in
+    1,000, and `np.power` runs SIMD kernels of its own where the CPU has them (AVX-512), which differ for
+    about 1 value in 40. Value by value costs about what np.power's pow loop did."""
+    flat = np.asarray(values, dtype=np.float64).ravel().tolist()
+    return np.fromiter(map(math.pow, flat, itertools.repeat(2.0)), np.float64, len(flat)).reshape(np.shape(values))
 
 
 def _make_batch(num_envs: int, obstacles: str, see_goal: bool, collision: str) -> _NavigationBatch:
