@@ -29,7 +29,8 @@ def iteration_time(script: str, meta_batch: int, device: str, iterations: int, w
     flags = ["--num-iterations", str(iterations), "--eval-every", "0", "--num-test-tasks", "1",
              "--meta-batch-size", str(meta_batch), "--seed", "1"] + (["--cuda"] if device == "cuda" else [])
     result = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=run_dir, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if result.returncode != 0:
         sys.exit(f"{script} {' '.join(flags)} failed:\n{result.stderr}")
     (summary,) = pathlib.Path(run_dir).glob("runs/*/summary.json")
