@@ -245,7 +245,8 @@ def check(args: Args) -> None:
     """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
     rules = [  # (flag, the value is fine, what it must be); nan fails every comparison
         *[(flag, 0 <= getattr(args, flag) < 2**32, "in [0, 2**32)") for flag in ("seed", "test_seed")],
-        *[(flag, 0 < getattr(args, flag) < 1e30, "in (0, 1e30)") for flag in ("inner_lr", "outer_lr")],
+        ("inner_lr", 0 < args.inner_lr < math.inf, "a finite number > 0"),
+        ("outer_lr", 0 < args.outer_lr < 1e37, "in (0, 1e37): Adam's step would overflow float32"),
         *[(flag, 0 <= getattr(args, flag) <= 1, "in [0, 1]") for flag in ("gamma", "gae_lambda")],
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in
           ("meta_batch_size", "episodes_per_task", "inner_steps", "hidden_size", "num_test_tasks", "torch_threads")],
