@@ -77,7 +77,8 @@ def main() -> None:
         parser.error(f"--inner-steps and --iterations must be >= 1, got {options.inner_steps}, {options.iterations}")
     torch.set_num_threads(1)
     script = load_script(options.script)
-    args = script.resolve(script.Args(inner_steps=options.inner_steps))
+    args = script.Args(inner_steps=options.inner_steps)
+    script.check(args)
     device = torch.device("cpu")
     torch.manual_seed(1)
     envs = nav_env.NavigationVectorEnv(args.meta_batch_size * args.episodes_per_task, obstacles=args.obstacles,

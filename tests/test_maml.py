@@ -1,16 +1,21 @@
-"""maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations."""
+"""maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations, held-out
+scoring (nav_eval.py), the command line, and runs killed and resumed."""
 
 import json
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import tyro
 
 from meta_gradient_oracles import (assert_first_order_matches_per_task_gradients, assert_meta_gradient_matches_classic,
                                    estimated_meta_gradients, exact_meta_gradient, task_slice)
@@ -18,6 +23,7 @@ from meta_gradient_oracles import (assert_first_order_matches_per_task_gradients
 import fomaml_vpg
 import maml_vpg
 import nav_env
+import nav_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,14 +240,13 @@ def test_rollout_matches_the_single_env_replayed_with_the_same_actions():
     assert min(lengths_seen) < 100  # some episode reached its goal, so the early-end path was exercised
 
 
-@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_outcome_metrics_by_hand(module):
+def test_outcome_metrics_by_hand():
     # 3 tasks x 2 episodes: a Q1 task reached in both episodes, a Q1 task in one, a Q3 task never
     stats = {"reached": np.array([[True, True], [True, False], [False, False]]),
              "returns": np.array([[-10.0, -30.0], [-50.0, -150.0], [-400.0, -600.0]])}
     quadrants = np.array([0, 0, 2])
     optimum = (np.array([-10.0, -40.0, -300.0]), np.array([True, True, False]))
-    metrics = module.outcome_metrics(stats, quadrants, optimum)
+    metrics = nav_eval.outcome_metrics(stats, quadrants, optimum)
     assert metrics["success_rate"] == pytest.approx(0.5)  # (1 + 0.5 + 0) / 3
     assert metrics["success_rate_by_quadrant"] == [pytest.approx(0.75), None, 0.0, None]
     assert metrics["success_rate_on_reachable"] == pytest.approx(0.75)  # the third goal is not worth reaching
@@ -249,12 +254,21 @@ def test_outcome_metrics_by_hand(module):
     # gaps: -10 - (-20) = 10, -40 - (-100) = 60, -300 - (-500) = 200
     assert metrics["return_gap"] == pytest.approx(90.0)
     assert metrics["return_gap_by_quadrant"] == [pytest.approx(35.0), None, pytest.approx(200.0), None]
-    assert module.optimal_metrics(quadrants, optimum) == {
-        "optimal_success_rate": pytest.approx(2 / 3), "optimal_success_rate_by_quadrant": [1.0, None, 0.0, None]}
-    without = module.outcome_metrics(stats, quadrants, None)  # --collision original: no exact optimum
+    without = nav_eval.outcome_metrics(stats, quadrants, None)  # --collision original: no exact optimum
     assert without["success_rate"] == pytest.approx(0.5) and without["return_gap"] is None
     assert without["success_rate_on_reachable_by_quadrant"] == [None] * 4
-    assert module.exact_optimum(np.array([[4.5, 1.0]]), maml_vpg.Args(collision="original")) is None
+    # the figures of summary.json: before (step 0) and after N = 1 steps, and the optimal policy's success
+    test = (np.array([[8.0, 8.0], [2.0, 8.0], [2.0, 2.0]]), quadrants, optimum)
+    after = {"reached": np.ones((3, 2), dtype=bool), "returns": np.full((3, 2), -5.0)}
+    for batch in (stats, after):
+        batch["distances"] = np.zeros((3, 2))
+    figures = nav_eval.held_out_figures([stats, after], test, inner_steps=1)
+    assert figures["optimal_success_rate"] == pytest.approx(2 / 3)
+    assert figures["optimal_success_rate_by_quadrant"] == [1.0, None, 0.0, None]
+    assert figures["pre_adaptation_return_gap"] == pytest.approx(90.0) and figures["post_adaptation_success_rate"] == 1.0
+    assert figures["success_after_steps"] == [pytest.approx(0.5), 1.0] and figures["test_goals"][1] == [2.0, 8.0]
+    assert figures["adaptation_gain"] == pytest.approx(-5.0 - np.mean(stats["returns"]))
+    assert nav_eval.held_out_figures([stats], (test[0], quadrants, None), 0)["optimal_success_rate"] is None
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -338,15 +352,10 @@ def test_same_seed_same_run(tmp_path):
     assert results[0] == results[1]
 
 
-# Duan & Wang's values, written out here rather than read from PRESETS: (MAML's, FOMAML's) meta optimizer
-PAPER = {"inner_lr": 3e-4, "outer_lr": 5e-4, "hidden_size": 128, "collision": "original"}
-PAPER_OPTIMIZER = {maml_vpg: "sgd", fomaml_vpg: "adam"}
-
-
-def shown_defaults(module, argv, capsys) -> dict:
-    """The default --help shows for each flag, from an in-process --help on top of argv."""
+def shown_defaults(module, capsys) -> dict:
+    """The default --help shows for each flag, from an in-process --help."""
     with pytest.raises(SystemExit) as exit:
-        module.parse_args(argv + ["--help"])
+        tyro.cli(module.Args, args=["--help"])
     assert exit.value.code == 0
     text = " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())  # the box and its wrapping gone
     flag = r"(--[a-z][a-z-]*)(?:, --no-[a-z-]+| [A-Z]+| \{[^}]*\}\S*)"  # --x, --no-x / --x METAVAR / --x {choices}
@@ -354,159 +363,161 @@ def shown_defaults(module, argv, capsys) -> dict:
 
 
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_preset_values_are_the_parsed_defaults_and_explicit_flags_win(module, capsys):
-    paper, optimizer = module.parse_args(["--preset", "paper"]), PAPER_OPTIMIZER[module]
-    assert {name: getattr(paper, name) for name in PAPER} == PAPER and paper.outer_optimizer == optimizer
-    assert paper.preset == "paper" and paper.obstacles == "medium" and paper.inner_steps == 1  # the rest: Args'
-    other = "adam" if optimizer == "sgd" else "sgd"
-    for argv in (["--preset", "paper", "--hidden-size", "8", "--outer-optimizer", other],
-                 ["--hidden-size", "8", "--outer-optimizer", other, "--preset=paper"]):  # either order
-        given = module.parse_args(argv)
-        assert (given.hidden_size, given.outer_optimizer, given.inner_lr, given.collision) == (8, other, 3e-4, "original")
-    default = module.parse_args([])
-    assert default == module.Args() and default.preset == "default"
-    assert (default.inner_lr, default.outer_lr, default.outer_optimizer, default.hidden_size, default.collision) == (
-        1.0, 1e-3, "adam", 64, "block")
-
-    # --help shows the values in effect: Args' own, or the preset's after --preset paper
-    shown = shown_defaults(module, [], capsys)
+def test_help_shows_every_flag_with_its_real_default(module, capsys):
+    shown = shown_defaults(module, capsys)
+    assert len(shown) == len(module.Args.__dataclass_fields__)
     assert {flag: shown[flag] for flag in ("--inner-lr", "--outer-lr", "--outer-optimizer", "--hidden-size",
-                                           "--collision", "--preset")} == {
+                                           "--collision", "--seed", "--num-iterations")} == {
         "--inner-lr": "1.0", "--outer-lr": "0.001", "--outer-optimizer": "adam", "--hidden-size": "64",
-        "--collision": "block", "--preset": "default"}
-    assert shown["--seed"] == "1" and shown["--num-iterations"] == "500"
-    shown = shown_defaults(module, ["--preset", "paper"], capsys)
-    assert {flag: shown[flag] for flag in ("--inner-lr", "--outer-lr", "--outer-optimizer", "--hidden-size",
-                                           "--collision", "--preset")} == {
-        "--inner-lr": "0.0003", "--outer-lr": "0.0005", "--outer-optimizer": optimizer, "--hidden-size": "128",
-        "--collision": "original", "--preset": "paper"}
-    # every flag but those whose None is documented shows a value
+        "--collision": "block", "--seed": "1", "--num-iterations": "500"}
+    # None only where its meaning is in the flag's one-line help
     assert {flag for flag, value in shown.items() if value == "None"} == {
         "--wandb-entity", "--eval-inner-steps", "--load-model", "--resume"}
-    assert len(shown) == len(module.Args.__dataclass_fields__)
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(inner_lr=-0.1), "--inner-lr must be > 0, got -0.1"),
+    (dict(inner_lr=-0.1), "--inner-lr must be a finite number > 0, got -0.1"),
+    (dict(inner_lr=float("nan")), "--inner-lr must be a finite number > 0, got nan"),
+    (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37): Adam's step would overflow float32, got inf"),
     (dict(meta_batch_size=0), "--meta-batch-size must be > 0, got 0"),
     (dict(gamma=1.5), "--gamma must be in [0, 1], got 1.5"),
-    (dict(eval_inner_steps=-1), "--eval-inner-steps must be >= --inner-steps (1), got -1"),
-    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps (2), got 1"),
-    (dict(load_model="no/such/file.pt"), "--load-model no/such/file.pt: no such file"),
-    (dict(seed=-1), "--seed must be in [0, 2**32 - 1], got -1"),
-    (dict(seed=2**32), "--seed must be in [0, 2**32 - 1], got 4294967296"),
-    (dict(test_seed=-1), "--test-seed must be in [0, 2**32 - 1], got -1"),
-    (dict(outer_lr=float("inf")), "--outer-lr must be a finite number, got inf"),
-    (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number, got nan"),
+    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps, got 1"),
+    (dict(load_model="no/such/file.pt"), "--load-model must be an existing file, got 'no/such/file.pt'"),
+    (dict(seed=-1), "--seed must be in [0, 2**32), got -1"),
+    (dict(test_seed=2**32), "--test-seed must be in [0, 2**32), got 4294967296"),
+    (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number >= 0, got nan"),
     (dict(checkpoint_every=-1), "--checkpoint-every must be >= 0, got -1"),
     (dict(torch_threads=0), "--torch-threads must be > 0, got 0"),
-    (dict(collapse_patience=-1), "--collapse-patience must be >= 0, got -1"),
-    (dict(exp_name="a/b"), "--exp-name must be a non-empty name without '/', got 'a/b'"),
-    (dict(wandb_entity="me"), "--wandb-project-name and --wandb-entity are for --track; add --track or drop them"),
+    (dict(exp_name="a/b"), "--exp-name must be a name without '/', got 'a/b'"),
+    (dict(wandb_entity="me"), "--wandb-entity must be left alone without --track, got 'me'"),
 ])
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_bad_values_exit_2_with_one_line(module, values, message, capsys):
+def test_bad_values_exit_2_with_one_line_naming_the_flag(module, values, message, capsys):
     with pytest.raises(SystemExit) as exit:
-        module.resolve(module.Args(**values))
+        module.check(module.Args(**values))
     assert exit.value.code == 2
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_good_values_pass_validation_unchanged_but_for_eval_inner_steps(module, capsys):
-    args = module.Args(inner_steps=3, seed=2**32 - 1, gamma=1.0, gae_lambda=0.0, max_grad_norm=0.0)
-    resolved = module.resolve(module.Args(**vars(args)))
-    assert resolved.eval_inner_steps == 3  # None: the same as --inner-steps
-    assert {**vars(resolved), "eval_inner_steps": None} == vars(args) and capsys.readouterr().err == ""
+def test_good_values_pass_the_checks(module, capsys):
+    module.check(module.Args(inner_steps=3, eval_inner_steps=3, seed=2**32 - 1, gamma=1.0, gae_lambda=0.0,
+                             max_grad_norm=0.0, outer_lr=1e36))
+    assert capsys.readouterr().err == ""
 
 
-def exits_2_with(function, *arguments, capsys) -> str:
-    """The one stderr line of a function that rejects its input with exit code 2."""
-    with pytest.raises(SystemExit) as exit:
-        function(*arguments)
-    assert exit.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ")
-    return err
+def test_a_flag_typo_gets_tyros_own_message_and_exit_2(tmp_path):
+    result = run_script("maml_vpg.py", ["--inner-step", "3"], tmp_path)
+    assert result.returncode == 2 and "--inner-steps" in result.stderr and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-@pytest.mark.parametrize("argv, message", [
-    (["--obstacles", "extreme"], "error: invalid choice 'extreme' for argument '--obstacles'. Expected one of "
-                                 "('none', 'easy', 'medium', 'hard').\n"),
-    (["--inner-lr", "fast"], "error: Error parsing --inner-lr: could not convert string to float: 'fast'\n"),
-    (["--no-such-flag"], "error: Unrecognized options: --no-such-flag\n"),
-])
-def test_a_value_tyro_cannot_parse_exits_2_with_its_message_in_one_line(module, argv, message, capsys):
-    assert exits_2_with(module.parse_args, argv, capsys=capsys) == message
-
-
-@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_an_unknown_preset_exits_2_with_one_line(module, capsys):
-    for argv in (["--preset", "fast"], ["--seed", "3", "--preset=fast"]):
-        assert exits_2_with(module.parse_args, argv, capsys=capsys) == (
-            "error: --preset 'fast' is not a preset; allowed: default, paper\n")
-
-
-@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_a_file_that_is_not_a_policy_or_another_network_exits_2_in_one_line(module, tmp_path, capsys):
+@pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
+def test_a_file_that_is_not_a_saved_policy_or_runs_as_a_file_exit_2_with_one_line(script, tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
-    torch.save(nav_policy(hidden=16).state_dict(), tmp_path / "small.pt")
-    model = nav_policy(hidden=64)
-    err = exits_2_with(module.load_policy, model, module.Args(load_model=str(tmp_path / "garbage.pt")), capsys=capsys)
-    assert f"--load-model {tmp_path / 'garbage.pt'} is not a saved policy" in err
-    err = exits_2_with(module.load_policy, model, module.Args(load_model=str(tmp_path / "small.pt")), capsys=capsys)
-    assert f"--load-model {tmp_path / 'small.pt'} does not fit this policy" in err and "size mismatch" in err
-    # and a policy of the same shape loads: its parameters become the model's
-    same = nav_policy(hidden=64)
-    with torch.no_grad():
-        for p in same.parameters():
-            p.add_(1.0)
-    torch.save(same.state_dict(), tmp_path / "same.pt")
-    module.load_policy(model, module.Args(load_model=str(tmp_path / "same.pt")))
-    for (name, p), q in zip(model.named_parameters(), same.parameters()):
-        torch.testing.assert_close(p, q, msg=name)
-
-
-@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_a_file_named_runs_and_an_unwritable_folder_exit_2_in_one_line(module, tmp_path, capsys):
+    space = nav_env._observation_space(True, "block")
+    torch.save(maml_vpg.Policy(space.shape[0], 8, 16, space.low, space.high).state_dict(), tmp_path / "small.pt")
+    for model_file, detail in (("garbage.pt", "("), ("small.pt", "size mismatch")):  # torch's reason, or the mismatch
+        result = run_script(script, ["--load-model", model_file, "--num-iterations", "0"], tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: --load-model must be a {script[:-3]}.cleanrl_model")
+        assert detail in result.stderr and result.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == ["garbage.pt", "small.pt"]  # nothing written
     (tmp_path / "runs").write_text("a file named runs")
-    err = exits_2_with(module.make_run_dir, str(tmp_path / "runs" / "r"), capsys=capsys)
-    assert f"cannot create the run folder {tmp_path / 'runs' / 'r'}" in err
+    result = run_script(script, TINY, tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: cannot create the run folder runs/")
     assert (tmp_path / "runs").read_text() == "a file named runs"
-    # a folder where runs/ cannot be created (root ignores permissions: /proc refuses it)
-    read_only = tmp_path / "read_only"
-    read_only.mkdir(mode=0o555)
-    parent = read_only if os.geteuid() != 0 else Path("/proc")
-    exits_2_with(module.make_run_dir, str(parent / "runs" / "r"), capsys=capsys)
-    assert not (parent / "runs").exists()
 
 
-@pytest.mark.parametrize("script, flags, message", [
-    # past tyro and resolve, in __main__: the policy is loaded before the run's folder is made
-    ("maml_vpg.py", ["--load-model", "garbage.pt", "--num-iterations", "0"],
-     "error: --load-model garbage.pt is not a saved policy"),
-    # --preset is read before tyro parses, and the explicit value after it is checked by resolve
-    ("fomaml_vpg.py", ["--preset", "paper", "--outer-lr", "inf"], "error: --outer-lr must be a finite number, got inf"),
-])
-def test_bad_input_through_the_cli_exits_2_with_one_line_and_writes_nothing(script, flags, message, tmp_path):
-    (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
-    result = run_script(script, flags, tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
-    assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["garbage.pt"]
+# --- runs that survive: a kill at any moment after a checkpoint, --resume, divergence ----------------------------
+
+RESUMABLE = ["--num-iterations", "8", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
+             "--hidden-size", "16", "--eval-every", "3", "--checkpoint-every", "1"]
+TIME_FIELDS = {"wall_time_s", "train_time_s", "sps", "median_iteration_time_s", "median_sps"}
 
 
-@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
-def test_trajectory_image_has_a_panel_per_phase_with_nav_envs_legend_under_each(module):
+def start_script(name, flags, cwd):
+    return subprocess.Popen([sys.executable, str(ROOT / name), *flags], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def without_time(run_dir: Path) -> dict:
+    """summary.json less its time fields; a saved model's path (its run name holds the start time) becomes the
+    saved parameters themselves."""
+    summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in TIME_FIELDS}
+    if "model_path" in summary:
+        state = torch.load(run_dir / Path(summary.pop("model_path")).name, weights_only=True)
+        summary["model"] = {name: tensor.tolist() for name, tensor in state.items()}
+    return summary
+
+
+@pytest.mark.parametrize("script, flags", [("maml_vpg.py", []), ("fomaml_vpg.py", ["--inner-steps", "2", "--save-model"])])
+def test_killed_at_a_random_moment_and_resumed_ends_like_the_run_left_alone(script, flags, tmp_path):
+    alone, killed = tmp_path / "alone", tmp_path / "killed"
+    alone.mkdir(), killed.mkdir()
+    left_alone = start_script(script, RESUMABLE + flags, alone)  # side by side with the killed one
+    process = start_script(script, RESUMABLE + flags, killed)
+    deadline = time.time() + 240
+    while not list(killed.glob("runs/*/checkpoint.pt")):  # the first checkpoint, then a random moment
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 1.5))
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    (run_dir,) = killed.glob("runs/*")
+    resumed = run_script(script, ["--resume", str(run_dir.relative_to(killed)), "--torch-threads", "1"], killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert left_alone.wait(timeout=300) == 0, left_alone.stderr.read()
+    (alone_dir,) = alone.glob("runs/*")
+    assert without_time(run_dir) == without_time(alone_dir)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 1
+
+
+def test_resume_without_a_checkpoint_of_this_script_or_with_other_flags_exits_2_naming_resume(tmp_path):
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    result = run_script("maml_vpg.py", ["--resume", "runs/r"], tmp_path)
+    assert result.returncode == 2 and result.stderr == (
+        "error: --resume must be a run folder with a checkpoint.pt of maml_vpg.py, got 'runs/r'\n")
+    (tmp_path / "runs" / "r" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert run_script("maml_vpg.py", ["--resume", "runs/r"], tmp_path).stderr.startswith("error: --resume must be")
+    result = run_script("fomaml_vpg.py", RESUMABLE[:2] + ["--meta-batch-size", "2", "--episodes-per-task", "2",
+                                                          "--num-test-tasks", "2", "--hidden-size", "16"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (fomaml_run,) = [path for path in (tmp_path / "runs").iterdir() if path.name != "r"]
+    files = sorted((path.name, path.stat().st_mtime_ns) for path in fomaml_run.iterdir())
+    foreign = run_script("maml_vpg.py", ["--resume", f"runs/{fomaml_run.name}"], tmp_path)  # FOMAML's checkpoint
+    assert foreign.returncode == 2 and "checkpoint.pt of maml_vpg.py" in foreign.stderr
+    other = run_script("fomaml_vpg.py", ["--resume", f"runs/{fomaml_run.name}", "--seed", "3"], tmp_path)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1 and "'seed'" in other.stderr
+    assert other.stderr.startswith("error: --resume continues a run with its own flags")
+    assert sorted((path.name, path.stat().st_mtime_ns) for path in fomaml_run.iterdir()) == files  # untouched
+
+
+@pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
+def test_a_diverging_run_stops_with_exit_3_and_one_line_keeping_its_last_checkpoint(script, tmp_path):
+    # Adam's steps of 9e36 saturate the tanh layers and push the last layer's weights past float32's range in the
+    # logits within a few iterations; each checkpoint before that holds finite parameters
+    result = run_script(script, RESUMABLE + ["--outer-lr", "9e36"], tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: non-finite ")
+    assert "the run diverged; lower --outer-lr or --inner-lr" in result.stderr
+    (run_dir,) = tmp_path.glob("runs/*")
+    assert not (run_dir / "summary.json").exists()
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert 1 <= checkpoint["loop"][0] < 8
+    assert all(torch.isfinite(p).all() for p in checkpoint["model"].values())
+    assert max(p.abs().max() for p in checkpoint["model"].values()) > 1e36  # it was heading off, not stopped at random
+
+
+def test_trajectory_image_has_a_panel_per_phase_with_nav_envs_legend_under_each():
     """eval/trajectories: before | after, each nav_env's map with its legend strip, task i's episode and goal in
     colour i. The panels are render_trajectories' own images, pixel for pixel."""
-    args = module.Args(episodes_per_task=2)
+    args = maml_vpg.Args(episodes_per_task=2)
     goals = np.array([[2.0, 2.0], [8.0, 3.0]])
     line = np.linspace([9.9, 9.9], [5.0, 5.0], 50)
     positions = np.stack([line, line + 0.5, line - 0.5, line - 1.0], axis=1)  # (steps, task x episode, 2)
     stats = [{"positions": positions}, {"positions": positions[:, ::-1]}]
-    image = module.trajectory_image(stats, goals, args)
+    image = nav_eval.trajectory_image(stats, goals, args.episodes_per_task, args.obstacles)
     height = 320 + nav_env.legend_height(320)
     assert image.shape == (height, 640, 3)
     before = nav_env.render_trajectories([positions[:, 0], positions[:, 2]], goals, obstacles=args.obstacles,

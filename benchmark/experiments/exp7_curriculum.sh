@@ -3,8 +3,8 @@
 # round the obstacles? Medium obstacles, uniform targets; held-out success (episodes that end within the
 # goal radius) overall and per quadrant on the goals the exact optimal policy reaches, and the return gap
 # to each goal's exact optimum R* (nav_env.optimal_returns), on 64 held-out goals.
-#   1. maml_vpg.py (N = 1) with --task-sampler uniform, plr and cvar, fomaml_vpg.py --inner-steps 3 with
-#      uniform and plr;
+#   1. MAML (N = 1) with --task-sampler uniform, plr and cvar, FOMAML --inner-steps 3 with uniform and plr, each
+#      run by benchmark/curriculum.py around the script's own functions (--script);
 #   2. the papers' Figure 3a failure case, goals behind the cross, before and after adaptation, per sampler;
 #   3. the difficulty map the samplers learned (return gap per goal bin);
 #   4. experiment 3's grid (3 target distributions x 4 obstacle levels, FOMAML N = 3) per sampler.
@@ -28,12 +28,16 @@ COLUMNS=(post_adaptation_success_rate_on_reachable
          pre_adaptation_success_rate_on_reachable post_adaptation_return_gap adaptation_gain)
 
 # the default (uniform) on $SEEDS seeds, the samplers beside it on the first $CMP_SEEDS
-python -m benchmark.tools.run fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform --set inner-steps=3 \
+python -m benchmark.tools.run benchmark/curriculum.py --name curriculum_fomaml3$Q \
+  --set script=fomaml_vpg.py --grid task-sampler=uniform --set inner-steps=3 \
   --seeds $SEEDS "${COMMON[@]}"
-python -m benchmark.tools.run fomaml_vpg.py --name curriculum_fomaml3$Q --grid task-sampler=uniform,plr --set inner-steps=3 \
+python -m benchmark.tools.run benchmark/curriculum.py --name curriculum_fomaml3$Q \
+  --set script=fomaml_vpg.py --grid task-sampler=uniform,plr --set inner-steps=3 \
   --seeds $CMP_SEEDS "${COMMON[@]}"
-python -m benchmark.tools.run maml_vpg.py --name curriculum_maml$Q --grid task-sampler=$SAMPLERS --seeds $CMP_SEEDS "${COMMON[@]}"
-python -m benchmark.tools.run maml_vpg.py --name curriculum_maml$Q --grid task-sampler=uniform --seeds $SEEDS "${COMMON[@]}"
+python -m benchmark.tools.run benchmark/curriculum.py --name curriculum_maml$Q \
+  --set script=maml_vpg.py --grid task-sampler=$SAMPLERS --seeds $CMP_SEEDS "${COMMON[@]}"
+python -m benchmark.tools.run benchmark/curriculum.py --name curriculum_maml$Q \
+  --set script=maml_vpg.py --grid task-sampler=uniform --seeds $SEEDS "${COMMON[@]}"
 for sweep in curriculum_maml$Q curriculum_fomaml3$Q; do
   python -m benchmark.tools.plots table benchmark/sweeps/$sweep --columns "${COLUMNS[@]}" \
     --title "$sweep: held-out success on the goals the optimal policy reaches (overall, Q1..Q4), return gap" \
@@ -49,7 +53,8 @@ python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out docs/curric
 python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out docs/curriculum_fomaml3${Q}_behind_the_cross.png \
   benchmark/sweeps/curriculum_fomaml3$Q/task-sampler={uniform,plr}/seed=1
 # Experiment 3's grid with each sampler
-python -m benchmark.tools.run fomaml_vpg.py --name curriculum_difficulty$Q --grid task-sampler=uniform,plr \
+python -m benchmark.tools.run benchmark/curriculum.py --name curriculum_difficulty$Q \
+  --set script=fomaml_vpg.py --grid task-sampler=uniform,plr \
   --grid targets=uniform,random,narrow --grid obstacles=none,easy,medium,hard --set inner-steps=3 \
   --set num-iterations=$ITERS --set num-test-tasks=64 --seeds $GRID_SEEDS --workers "$WORKERS"
 python -m benchmark.tools.plots table benchmark/sweeps/curriculum_difficulty$Q \

@@ -1,7 +1,7 @@
-"""The task samplers of maml_vpg.py and fomaml_vpg.py (the same code in both): their weights by hand on a small
-grid of goal bins, the resampling from the target distribution, and what the CLI reports about them."""
+"""benchmark/curriculum.py, experiment 7's task samplers: their weights by hand on a small grid of goal bins, the
+resampling from the target distribution, the difficulty image, and runs through its command line (the uniform
+sampler's run is the script's own, figure for figure)."""
 
-import copy
 import json
 import subprocess
 import sys
@@ -10,21 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fomaml_vpg
-import maml_vpg
 import nav_env
+from benchmark import curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = [maml_vpg, fomaml_vpg]
 
 
-def sampler_of(module, kind, **flags):
-    return module.TaskSampler(module.Args(task_sampler=kind, sampler_bins=2, **flags))  # 4 bins of 5 x 5
+def sampler_of(kind, **flags):
+    return curriculum.TaskSampler(curriculum.Args(task_sampler=kind, sampler_bins=2, **flags))  # 4 bins of 5 x 5
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_plr_weights_by_hand(module):
-    sampler = sampler_of(module, "plr", plr_temperature=0.5, plr_staleness=0.2)  # P_S ~ rank^-2
+def test_plr_weights_by_hand():
+    sampler = sampler_of("plr", plr_temperature=0.5, plr_staleness=0.2)  # P_S ~ rank^-2
     sampler.mass[:] = [2, 1, 1, 0]  # bin 3: the target distribution has not been seen there
     sampler.visits[:] = [1, 1, 0, 0]  # bin 2 has no score yet: the hardest
     sampler.score[:] = [5.0, 3.0, 0.0, 0.0]
@@ -39,9 +36,8 @@ def test_plr_weights_by_hand(module):
     np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_cvar_weights_by_hand(module):
-    sampler = sampler_of(module, "cvar", cvar_alpha=0.5, cvar_uniform=0.2)
+def test_cvar_weights_by_hand():
+    sampler = sampler_of("cvar", cvar_alpha=0.5, cvar_uniform=0.2)
     sampler.mass[:] = [1, 1, 2, 0]  # mass shares 1/4, 1/4, 1/2
     sampler.visits[:] = [1, 1, 1, 0]
     sampler.score[:] = [1.0, 9.0, 5.0, 0.0]
@@ -54,17 +50,15 @@ def test_cvar_weights_by_hand(module):
     np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_uniform_follows_the_mass_and_no_mass_means_uniform_over_bins(module):
-    sampler = sampler_of(module, "uniform")
+def test_uniform_follows_the_mass_and_no_mass_means_uniform_over_bins():
+    sampler = sampler_of("uniform")
     np.testing.assert_allclose(sampler.probabilities(), [0.25] * 4)
     sampler.mass[:] = [3, 1, 0, 0]
     np.testing.assert_allclose(sampler.probabilities(), [0.75, 0.25, 0, 0])
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_bins_scores_and_the_difficulty_map_by_hand(module):
-    sampler = module.TaskSampler(module.Args(task_sampler="plr", sampler_bins=10, sampler_ema=0.25))
+def test_bins_scores_and_the_difficulty_map_by_hand():
+    sampler = curriculum.TaskSampler(curriculum.Args(task_sampler="plr", sampler_bins=10, sampler_ema=0.25))
     goals = np.array([[0.0, 0.0], [9.9, 0.1], [10.0, 10.0], [5.0, 4.9], [0.9, 0.9]])
     assert sampler.bin_of(goals).tolist() == [0, 90, 99, 54, 0]
     sampler.update(goals[:2], [4.0, 7.0], iteration=3)
@@ -74,15 +68,14 @@ def test_bins_scores_and_the_difficulty_map_by_hand(module):
     difficulty = sampler.difficulty_map()  # row: y bin from the bottom, column: x bin
     assert difficulty[0, 0] == pytest.approx(6.0) and difficulty[0, 9] == 7.0
     assert np.isnan(difficulty).sum() == 98
-    listed = module.none_if_nan(difficulty)
+    listed = curriculum.none_if_nan(difficulty)
     assert listed[0][9] == 7.0 and listed[9][9] is None and len(listed) == 10 and len(listed[0]) == 10
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_the_difficulty_image_puts_each_bin_where_it_is_and_its_colour_scale_under_the_map(module):
+def test_the_difficulty_image_puts_each_bin_where_it_is_and_its_colour_scale_under_the_map():
     difficulty = np.full((10, 10), np.nan)  # row: y bin from the bottom, column: x bin
     difficulty[0, 9], difficulty[0, 0], difficulty[5, 2] = 80.0, 0.0, 20.0
-    image = module.difficulty_image(difficulty, "medium", "test")
+    image = curriculum.difficulty_image(difficulty, "medium", "test")
     assert image.shape[1:] == (320, 3) and image.shape[0] > 320 and image.dtype == np.uint8
     margin, scale = nav_env.render_layout(320)
 
@@ -104,13 +97,13 @@ def test_the_difficulty_image_puts_each_bin_where_it_is_and_its_colour_scale_und
     inside = row[red_columns.max() - 120 : red_columns.max() + 1]  # the bar's right end is red, it fades leftwards
     assert (np.diff(inside[:, 1]) <= 0).all() and inside[0, 1] > 230 and inside[-1, 1] < 60
     assert ((strip == 190).all(-1)).sum() >= 50  # the swatch of "no score yet"
-    no_score = module.difficulty_image(np.full((10, 10), np.nan), "none", "test")  # nothing scored yet: no error
+    no_score = curriculum.difficulty_image(np.full((10, 10), np.nan), "none", "test")  # nothing scored yet: no error
     assert no_score.shape == image.shape
 
 
 @pytest.mark.parametrize("kind", ["plr", "cvar"])
 def test_sampled_bins_follow_the_probabilities_and_goals_the_target_inside_a_bin(kind):
-    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler=kind, sampler_bins=2))
+    sampler = curriculum.TaskSampler(curriculum.Args(task_sampler=kind, sampler_bins=2))
     sampler.visits[:] = 1
     sampler.score[:] = [0.0, 100.0, 0.0, 50.0]  # bin 1 = (x bin 0, y bin 1): Q2, the upper left quadrant
     sampler.mass[:] = 10**9  # the target's mass per bin, as if known (uniform: a quarter each)
@@ -126,7 +119,7 @@ def test_sampled_bins_follow_the_probabilities_and_goals_the_target_inside_a_bin
 
 
 def test_a_bin_the_target_never_reaches_gets_goals_of_the_target_anyway():
-    sampler = maml_vpg.TaskSampler(maml_vpg.Args(task_sampler="plr", sampler_bins=4, targets="narrow"))
+    sampler = curriculum.TaskSampler(curriculum.Args(task_sampler="plr", sampler_bins=4, targets="narrow"))
     sampler.MAX_ROUNDS = 3
     sampler.mass[:] = 1  # as if every bin had been seen; narrow (x <= 5) never reaches x >= 7.5, bins 12..15
     sampler.visits[:12] = 1  # bins 12..15 have no score yet: the hardest, so most tasks pick one of them
@@ -135,31 +128,24 @@ def test_a_bin_the_target_never_reaches_gets_goals_of_the_target_anyway():
     assert sampler.mass.sum() == 16 + 3 * 512 and sampler.mass[12:].tolist() == [1] * 4
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_sampler_state_round_trips(module):
-    sampler = sampler_of(module, "plr")
-    sampler.sample(2, np.random.default_rng(0), 1)
-    sampler.update(np.array([[1.0, 1.0]]), [3.0], 1)
-    restored = sampler_of(module, "plr")
-    restored.load_state_dict(copy.deepcopy(sampler.state_dict()))
-    for name, value in sampler.state_dict().items():
-        np.testing.assert_array_equal(getattr(restored, name), value)
-
-
 # --- the command line ---------------------------------------------------------------------------------
 
 TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "4",
         "--hidden-size", "16", "--eval-every", "1"]
 
 
+def run_curriculum(flags, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "benchmark" / "curriculum.py"), *flags], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize("script, kind", [("maml_vpg.py", "plr"), ("fomaml_vpg.py", "cvar")])
 def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / script), *TINY, "--task-sampler", kind], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = run_curriculum([*TINY, "--script", script, "--task-sampler", kind], tmp_path)
     assert result.returncode == 0, result.stderr
     (path,) = tmp_path.glob("runs/*/summary.json")
     summary = json.loads(path.read_text())
-    assert summary["args"]["task_sampler"] == kind
+    assert summary["args"]["task_sampler"] == kind and summary["args"]["script"] == script
     for key in ["pre_adaptation_success_rate", "post_adaptation_success_rate", "optimal_success_rate",
                 "post_adaptation_return_gap", "post_adaptation_success_rate_on_reachable", "success_after_steps"]:
         assert summary[key] is not None, key
@@ -171,12 +157,32 @@ def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
     scored = [value for row in difficulty for value in row if value is not None]
     assert 1 <= len(scored) <= 4 and all(value >= 0 for value in scored)  # 2 iterations x 2 tasks; gaps >= 0
     assert summary["median_sampler_time_s"] > 0
+    assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
+def test_the_uniform_sampler_is_the_scripts_own_run(script, tmp_path):
+    """--task-sampler uniform draws the goals as the script does: every figure of the script's summary is the same."""
+    (tmp_path / "script").mkdir(), (tmp_path / "curriculum").mkdir()
+    flags = TINY + ["--inner-steps", "2", "--eval-inner-steps", "3"]
+    plain = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=tmp_path / "script", capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    result = run_curriculum(flags + ["--script", script], tmp_path / "curriculum")
+    assert result.returncode == 0, result.stderr
+    times = {"wall_time_s", "train_time_s", "sps", "median_iteration_time_s", "median_sps", "args"}
+    (before,), (after,) = ([json.loads(p.read_text()) for p in (tmp_path / d).glob("runs/*/summary.json")]
+                           for d in ("script", "curriculum"))
+    assert {k: v for k, v in before.items() if k not in times} == {
+        k: v for k, v in after.items() if k in before and k not in times}
+    assert after["difficulty_map"] is None and sum(after["sampled_share_by_quadrant"]) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(task_sampler="plr", collision="original"), "--task-sampler plr scores tasks by their gap to the exact "
-     "optimum, which nav_env computes for --collision block and stick; allowed with original: uniform"),
-    (dict(task_sampler="cvar", collision="original"), "--task-sampler cvar scores tasks by their gap"),
+    (dict(task_sampler="plr", collision="original"), "--task-sampler must be uniform with --collision original (plr "
+     "and cvar score tasks by their gap to nav_env's exact optimum, which it computes for block and stick), got 'plr'"),
+    (dict(task_sampler="cvar", collision="original"), "--task-sampler must be uniform with --collision original"),
+    (dict(outer_lr=float("nan")), "--outer-lr must be in (0, 1e37)"),  # the script's own checks come first
     (dict(cvar_alpha=0.0), "--cvar-alpha must be in (0, 1], got 0.0"),
     (dict(cvar_uniform=1.5), "--cvar-uniform must be in (0, 1], got 1.5"),
     (dict(sampler_ema=0.0), "--sampler-ema must be in (0, 1], got 0.0"),
@@ -184,11 +190,16 @@ def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
     (dict(plr_temperature=0.0), "--plr-temperature must be > 0, got 0.0"),
     (dict(sampler_bins=0), "--sampler-bins must be > 0, got 0"),
 ])
-@pytest.mark.parametrize("module", MODULES)
-def test_bad_sampler_values_exit_2_with_one_line(module, values, message, capsys):
+def test_bad_sampler_values_exit_2_with_one_line(values, message, capsys):
     with pytest.raises(SystemExit) as exit:
-        module.resolve(module.Args(**values))
+        curriculum.check(curriculum.Args(**values))
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
-    module.resolve(module.Args(**{name: getattr(module.Args(), name) for name in values}))  # defaults pass
+    curriculum.check(curriculum.Args(**{name: getattr(curriculum.Args(), name) for name in values}))  # defaults pass
+
+
+def test_a_bad_sampler_value_through_the_cli_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    result = run_curriculum(["--task-sampler", "plr", "--collision", "original"], tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and not any(tmp_path.iterdir())
+    assert result.stderr.startswith("error: --task-sampler must be uniform with --collision original")
