@@ -28,7 +28,6 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.utils.tensorboard import SummaryWriter
 
 import nav_env
-import nav_eval
 
 @dataclass
 class Args:
@@ -291,7 +290,7 @@ if __name__ == "__main__":
         print("--cuda given but no CUDA device is available: running on the CPU")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training goals
-    test = nav_eval.test_tasks(args)  # held-out goals (--test-seed), their quadrants and exact optimum
+    test = nav_env.held_out_tasks(args.targets, args.num_test_tasks, args.test_seed, args.obstacles, args.collision)
 
     # env setup: fixed-horizon rollouts, an ended episode waits (masked out) until the horizon
     kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision, autoreset_mode="Disabled")
@@ -369,7 +368,7 @@ if __name__ == "__main__":
                   f"{stats[0]['returns'].mean():.1f} -> {stats[-1]['returns'].mean():.1f} SPS={int(iteration_sps[-1])}")
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
             test_stats = sample_and_adapt(test_envs, model, params, test[0], args.inner_steps, args, device)[1]
-            nav_eval.log_held_out(writer, iteration, test_stats, test, args)
+            nav_env.log_held_out(writer, iteration, test_stats, test, args.inner_steps, args.obstacles)
         if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
             rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), [g.bit_generator.state for g in
                    generators], torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
@@ -382,7 +381,7 @@ if __name__ == "__main__":
     train_time = time.time() - start_time
     eval_steps = max(args.inner_steps, args.eval_inner_steps or 0)
     test_stats = sample_and_adapt(test_envs, model, params, test[0], eval_steps, args, device)[1]
-    figures = nav_eval.log_held_out(writer, args.num_iterations, test_stats, test, args)
+    figures = nav_env.log_held_out(writer, args.num_iterations, test_stats, test, args.inner_steps, args.obstacles)
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step, **figures,
                "wall_time_s": time.time() - start_time, "train_time_s": train_time,
                "sps": global_step / train_time if global_step else None,

@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))  # the scripts and nav_env, also when run as a fil
 
 import maml_vpg  # noqa: E402  (Args: the two scripts' flags are the same)
 import nav_env  # noqa: E402
-import nav_eval  # noqa: E402
 
 
 @dataclass
@@ -49,7 +48,7 @@ class Args(maml_vpg.Args):
     script: Literal["maml_vpg.py", "fomaml_vpg.py"] = "maml_vpg.py"
     """the meta-learner whose functions (rollout, adaptation, meta-gradient) the loop runs"""
     task_sampler: Literal["uniform", "plr", "cvar"] = "uniform"
-    """uniform: the target distribution; plr, cvar: a goal bin per task by its learned difficulty, then a goal of the target in it"""
+    """uniform: the target distribution; plr, cvar: a goal bin per task by its learned difficulty, then a goal in it"""
     sampler_bins: int = 10
     """plr / cvar: the goal bins are a grid of this many bins per axis over the map"""
     sampler_ema: float = 0.3
@@ -269,7 +268,7 @@ def main() -> None:
         print("--cuda given but no CUDA device is available: running on the CPU")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training goals
-    test = nav_eval.test_tasks(args)
+    test = nav_env.held_out_tasks(args.targets, args.num_test_tasks, args.test_seed, args.obstacles, args.collision)
     kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision, autoreset_mode="Disabled")
     envs = nav_env.NavigationVectorEnv(args.meta_batch_size * args.episodes_per_task, **kwargs)
     test_envs = nav_env.NavigationVectorEnv(args.num_test_tasks * args.episodes_per_task, **kwargs)
@@ -302,7 +301,7 @@ def main() -> None:
 
     def log_evaluation(iteration: int, num_steps: int) -> dict:
         test_stats = algo.sample_and_adapt(test_envs, model, params, test[0], num_steps, args, device)[1]
-        figures = nav_eval.log_held_out(writer, iteration, test_stats, test, args)
+        figures = nav_env.log_held_out(writer, iteration, test_stats, test, args.inner_steps, args.obstacles)
         if sampler.kind != "uniform":
             title = f"{args.task_sampler}: return gap per goal bin ({args.sampler_bins} x {args.sampler_bins})"
             writer.add_image("charts/difficulty_map", difficulty_image(sampler.difficulty_map(), args.obstacles, title),
@@ -314,7 +313,8 @@ def main() -> None:
         iteration_start = time.time()
         goals = sampler.sample(args.meta_batch_size, task_rng, iteration)
         sampler_time = time.time() - iteration_start
-        batches, stats, adapted_params = algo.sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
+        batches, stats, adapted_params = algo.sample_and_adapt(envs, model, params, goals, args.inner_steps, args,
+                                                               device)
         if args.script == "maml_vpg.py":  # each script's meta_gradient takes what its algorithm uses
             grads, loss = algo.meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr)
         else:

@@ -45,12 +45,9 @@ def run_once(code_dir: pathlib.Path, script: str, inner_steps: int, iterations: 
 
 
 def checkout(revision: str, folder: pathlib.Path) -> None:
-    """The two scripts and the modules they import (nav_env.py, and nav_eval.py where the revision has it) as they
-    are at a git revision, written into folder."""
-    for name in (*SCRIPTS, "nav_env.py", "nav_eval.py"):
+    """The two scripts and nav_env.py as they are at a git revision, written into folder."""
+    for name in (*SCRIPTS, "nav_env.py"):
         shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{name}"], capture_output=True, text=True)
-        if shown.returncode != 0 and name == "nav_eval.py":  # older scripts scored the held-out tasks themselves
-            continue
         if shown.returncode != 0:
             sys.exit(f"--baseline {revision}: cannot read {name} there ({shown.stderr.strip()})")
         (folder / name).write_text(shown.stdout)

@@ -1,5 +1,5 @@
 """maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations, held-out
-scoring (nav_eval.py), the command line, and runs killed and resumed."""
+scoring (nav_env.py), the command line, and runs killed and resumed."""
 
 import json
 import os
@@ -23,7 +23,6 @@ from meta_gradient_oracles import (assert_first_order_matches_per_task_gradients
 import fomaml_vpg
 import maml_vpg
 import nav_env
-import nav_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,7 +245,7 @@ def test_outcome_metrics_by_hand():
              "returns": np.array([[-10.0, -30.0], [-50.0, -150.0], [-400.0, -600.0]])}
     quadrants = np.array([0, 0, 2])
     optimum = (np.array([-10.0, -40.0, -300.0]), np.array([True, True, False]))
-    metrics = nav_eval.outcome_metrics(stats, quadrants, optimum)
+    metrics = nav_env.outcome_metrics(stats, quadrants, optimum)
     assert metrics["success_rate"] == pytest.approx(0.5)  # (1 + 0.5 + 0) / 3
     assert metrics["success_rate_by_quadrant"] == [pytest.approx(0.75), None, 0.0, None]
     assert metrics["success_rate_on_reachable"] == pytest.approx(0.75)  # the third goal is not worth reaching
@@ -254,7 +253,7 @@ def test_outcome_metrics_by_hand():
     # gaps: -10 - (-20) = 10, -40 - (-100) = 60, -300 - (-500) = 200
     assert metrics["return_gap"] == pytest.approx(90.0)
     assert metrics["return_gap_by_quadrant"] == [pytest.approx(35.0), None, pytest.approx(200.0), None]
-    without = nav_eval.outcome_metrics(stats, quadrants, None)  # --collision original: no exact optimum
+    without = nav_env.outcome_metrics(stats, quadrants, None)  # --collision original: no exact optimum
     assert without["success_rate"] == pytest.approx(0.5) and without["return_gap"] is None
     assert without["success_rate_on_reachable_by_quadrant"] == [None] * 4
     # the figures of summary.json: before (step 0) and after N = 1 steps, and the optimal policy's success
@@ -262,13 +261,13 @@ def test_outcome_metrics_by_hand():
     after = {"reached": np.ones((3, 2), dtype=bool), "returns": np.full((3, 2), -5.0)}
     for batch in (stats, after):
         batch["distances"] = np.zeros((3, 2))
-    figures = nav_eval.held_out_figures([stats, after], test, inner_steps=1)
+    figures = nav_env.held_out_figures([stats, after], test, inner_steps=1)
     assert figures["optimal_success_rate"] == pytest.approx(2 / 3)
     assert figures["optimal_success_rate_by_quadrant"] == [1.0, None, 0.0, None]
     assert figures["pre_adaptation_return_gap"] == pytest.approx(90.0) and figures["post_adaptation_success_rate"] == 1.0
     assert figures["success_after_steps"] == [pytest.approx(0.5), 1.0] and figures["test_goals"][1] == [2.0, 8.0]
     assert figures["adaptation_gain"] == pytest.approx(-5.0 - np.mean(stats["returns"]))
-    assert nav_eval.held_out_figures([stats], (test[0], quadrants, None), 0)["optimal_success_rate"] is None
+    assert nav_env.held_out_figures([stats], (test[0], quadrants, None), 0)["optimal_success_rate"] is None
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -517,7 +516,7 @@ def test_trajectory_image_has_a_panel_per_phase_with_nav_envs_legend_under_each(
     line = np.linspace([9.9, 9.9], [5.0, 5.0], 50)
     positions = np.stack([line, line + 0.5, line - 0.5, line - 1.0], axis=1)  # (steps, task x episode, 2)
     stats = [{"positions": positions}, {"positions": positions[:, ::-1]}]
-    image = nav_eval.trajectory_image(stats, goals, args.episodes_per_task, args.obstacles)
+    image = nav_env.trajectory_image(stats, goals, args.episodes_per_task, args.obstacles)
     height = 320 + nav_env.legend_height(320)
     assert image.shape == (height, 640, 3)
     before = nav_env.render_trajectories([positions[:, 0], positions[:, 2]], goals, obstacles=args.obstacles,
