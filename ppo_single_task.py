@@ -1,19 +1,14 @@
 # docs and measured results, each with its command: docs/ppo_single_task.md
-"""PPO (Schulman et al. 2017) on ONE fixed task, in the shape of CleanRL's ppo.py: one goal of the 2D
-navigation with obstacles (--env nav, nav_env.py) or one Alchemy chemistry (--env alchemy, alchemy_env.py).
-The sanity check that an environment and the learner work before meta-learning on the task family.
-
-Each iteration:
-1. Roll out --num-envs x --num-steps steps of the policy in a numpy-batched vector env (gymnasium's
-   NEXT_STEP autoreset: the step after an episode's end only resets that env; it is no decision of the
-   policy, so every loss masks it out).
-2. Advantages by GAE (Schulman et al. 2016, eq. 16); with --per-trial-returns (alchemy) they stop at
-   each trial's end.
+"""PPO (Schulman et al. 2017) on ONE fixed task, in the shape of CleanRL's ppo.py: one goal of the 2D navigation
+with obstacles (--env nav, nav_env.py) or one Alchemy chemistry (--env alchemy, alchemy_env.py), the check that an
+environment and the learner work before meta-learning on the task family. Each iteration:
+1. Roll out --num-envs x --num-steps steps in a numpy-batched vector env. Its NEXT_STEP autoreset spends the step
+   after an episode's end on resetting that env: no decision of the policy, so every loss masks it out.
+2. Advantages by GAE (Schulman et al. 2016); with --per-trial-returns (alchemy) they stop at each trial's end.
 3. --update-epochs epochs of mini-batch steps on PPO's clipped surrogate, value and entropy loss (eq. 9).
-4. nav: self-imitation learning (SIL; Oh et al. 2018, eqs. 2-4) on the best episodes so far. The reward is
-   minus the squared distance to the goal, so for a goal behind an obstacle its slope leads into the wall;
-   SIL imitates the rare episodes that went round.
-alchemy masks invalid actions (Huang & Ontanon 2020).
+4. nav: self-imitation learning (SIL; Oh et al. 2018) on the best episodes so far. The reward, minus the squared
+   distance to the goal, slopes into the wall before a goal behind it; SIL imitates the rare episodes that went round.
+alchemy masks the actions that do nothing (invalid action masking, Huang & Ontanon 2020).
 """
 
 import importlib.util
@@ -54,12 +49,8 @@ class Args:
     """the wandb's project name"""
     wandb_entity: str | None = None
     """the entity (team) of wandb's project (None: wandb's default entity)"""
-    save_model: bool = False
-    """if toggled, save the trained agent to runs/{run_name}/{exp_name}.cleanrl_model"""
-    load_model: str | None = None
-    """start from the agent saved in this file by --save-model (None: a fresh network)"""
 
-    # Task: fields marked "nav:" or "alchemy:" apply to that --env only
+    # fields marked "nav:" or "alchemy:" apply to that --env only
     env: Literal["nav", "alchemy"] = "nav"
     """the task family: one goal of nav_env or one chemistry of alchemy_env (see ENV_DEFAULTS)"""
     goal: tuple[float, float] = (4.5, 1.0)
@@ -79,11 +70,9 @@ class Args:
     mask_actions: bool = True
     """alchemy: the policy never picks an action that does nothing (alchemy_env.valid_action_mask)"""
     eval_set: Literal["sampled", "dm_alchemy"] = "sampled"
-    """alchemy: dm_alchemy also scores the policy on dm_alchemy's 1,000 evaluation episodes"""
-    eval_episodes: int | None = None
-    """alchemy, --eval-set dm_alchemy: score the first this many evaluation episodes (None: all)"""
-
-    # Algorithm: None takes the --env's value from ENV_DEFAULTS, given in the help as (nav, alchemy)
+    """alchemy: dm_alchemy also scores the policy on dm_alchemy's evaluation episodes (needs dm_alchemy)"""
+    eval_episodes: int = 1000
+    """alchemy, --eval-set dm_alchemy: score the first this many of the 1,000 evaluation episodes"""
     total_timesteps: int | None = None
     """total env steps, in whole rollouts (None: nav 12_000_000, alchemy 8_000_000)"""
     num_iterations: int | None = None
@@ -124,8 +113,6 @@ class Args:
     """width of the two tanh layers of the actor and of the critic (None: nav 64, alchemy 128)"""
     vpg: bool = False
     """vanilla policy gradient: sets --update-epochs 1 --num-minibatches 1 --no-clip-vloss, no clipping"""
-
-    # Self-imitation learning (Oh et al. 2018), nav only
     sil_coef: float | None = None
     """weight of the self-imitation loss; 0: plain PPO (None: nav 1.0, alchemy 0.0, the only choice)"""
     sil_episodes: int = 16
@@ -138,7 +125,6 @@ class Args:
     """nav, SIL: transitions per SIL gradient step, drawn uniformly from the kept episodes"""
     sil_value_coef: float = 0.01
     """nav, SIL: weight of the SIL value loss (beta in Oh et al. 2018)"""
-
     image_every: int = 20
     """nav: log an image of a greedy (argmax) episode every this many iterations (0: never)"""
     checkpoint_every: int = 10
@@ -149,7 +135,7 @@ class Args:
     """torch's CPU threads (1: runs side by side on a few cores slow each other down with more)"""
 
 
-# Each env's values of the fields left at None: (nav, alchemy). The runs behind them: docs/ppo_single_task.md.
+# The fields left at None take their --env's value: (nav, alchemy). The runs behind them: docs/ppo_single_task.md.
 ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4, 1e-3), num_envs=(64, 256),
                     num_steps=(200, 100), gamma=(1.0, 0.99), ent_coef=(0.0, 0.01), reward_scale=(0.01, 0.1),
                     hidden_size=(64, 128), sil_coef=(1.0, 0.0))
@@ -158,8 +144,7 @@ ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4
 def resolve(args: Args) -> Args:
     """The --env's values of the fields left at None, --vpg's fixed values, --num-iterations as env steps."""
     for name, values in ENV_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, values[args.env == "alchemy"])
+        setattr(args, name, values[args.env == "alchemy"] if getattr(args, name) is None else getattr(args, name))
     if args.env == "nav":  # nav has neither trials nor actions that do nothing
         args.per_trial_returns = args.mask_actions = False
     if args.vpg:  # one gradient step on the whole batch, unclipped
@@ -167,15 +152,6 @@ def resolve(args: Args) -> Args:
     if args.num_iterations is not None:
         args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
     return args
-
-
-def free_goal(args: Args) -> bool:
-    """nav_env's own test: the goal lies in the map and off the obstacles."""
-    try:
-        nav_env.NavigationEnv(obstacles=args.obstacles).reset(options={"goal": args.goal})
-        return True
-    except ValueError:
-        return False
 
 
 def fail(flag: str, message: str) -> None:
@@ -195,15 +171,16 @@ def check(args: Args) -> None:
         *((name, 0 <= getattr(args, name) <= 1, "be in [0, 1]") for name in ("gamma", "gae_lambda")),
         ("total_timesteps", args.total_timesteps >= args.num_envs * args.num_steps, "be at least one rollout"),
         ("num_minibatches", args.num_minibatches <= args.num_envs * args.num_steps, "not exceed the batch size"),
+        ("learning_rate", args.learning_rate < 3e37, "be below 3e37 (Adam's first step, 10 x lr, is float32)"),
         ("sil_fraction", 0 < args.sil_fraction <= 1, "be in (0, 1]"),
         ("target_kl", args.target_kl is None or 0 < args.target_kl < math.inf, "be a finite number > 0"),
         ("sil_coef", args.env == "nav" or args.sil_coef == 0, "be 0 with --env alchemy (SIL is nav's)"),
-        ("goal", args.env != "nav" or free_goal(args), "be a point of the map [0, 10]^2 off the obstacles"),
+        ("goal", all(0 <= g <= nav_env.MAP_SIZE for g in args.goal), "lie in the map [0, 10]^2"),
         ("level", args.level.removesuffix(alchemy_env.SHAPING_SUFFIX) in alchemy_env.LEVELS, "name a level"),
-        ("eval_episodes", args.eval_episodes is None or 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
-        ("exp_name", args.exp_name and "/" not in args.exp_name, "be a non-empty name without '/'"),
-        ("load_model", args.load_model is None or os.path.isfile(args.load_model), "name a file of --save-model"),
-        ("track", not args.track or importlib.util.find_spec("wandb"), "come with wandb installed (pip install wandb)"),
+        ("eval_episodes", 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
+        ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), "have dm_alchemy installed"),
+        ("exp_name", args.exp_name and "/" not in args.exp_name and not os.path.isfile("runs"), "name a run in runs/"),
+        ("track", not args.track or importlib.util.find_spec("wandb"), "have wandb installed (pip install wandb)"),
     ]
     for flag, fine, must in rules:
         if not fine:
@@ -222,16 +199,12 @@ class Agent(nn.Module):
         # Observations are mapped from their Box bounds to [-1, 1]: centred inputs suit tanh layers.
         self.register_buffer("obs_mid", torch.as_tensor((obs_high + obs_low) / 2, dtype=torch.float32))
         self.register_buffer("obs_half_range", torch.as_tensor((obs_high - obs_low) / 2, dtype=torch.float32))
-        self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, 1), std=1.0),
-        )
-        self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, num_actions), std=0.01),
-        )
+        self.critic = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+                                    layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+                                    layer_init(nn.Linear(hidden, 1), std=1.0))
+        self.actor = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+                                   layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+                                   layer_init(nn.Linear(hidden, num_actions), std=0.01))
 
     def normalise(self, x):
         return (x - self.obs_mid) / self.obs_half_range
@@ -242,7 +215,7 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None, action_mask=None):
         x = self.normalise(x)
         logits = self.actor(x)
-        if action_mask is not None:  # invalid-action masking (Huang & Ontanon 2020): probability 0, no gradient
+        if action_mask is not None:  # invalid action masking (Huang & Ontanon 2020): probability 0, no gradient
             logits = logits.masked_fill(~action_mask, -1e8)
         probs = Categorical(logits=logits, validate_args=False)  # a non-finite loss is caught in the loop
         if action is None:
@@ -254,16 +227,10 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
     """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016, eq. 16).
     As in CleanRL, dones[t] = 1 means step t - 1 ended its episode (with --per-trial-returns: its trial), so
     obs[t]'s value is not bootstrapped into step t - 1; next_done is that flag for the step after the rollout."""
-    num_steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    lastgaelam = 0
-    for t in reversed(range(num_steps)):
-        if t == num_steps - 1:
-            nextnonterminal = 1.0 - next_done
-            nextvalues = next_value
-        else:
-            nextnonterminal = 1.0 - dones[t + 1]
-            nextvalues = values[t + 1]
+    advantages, lastgaelam = torch.zeros_like(rewards), 0
+    for t in reversed(range(len(rewards))):
+        nextnonterminal = 1.0 - (next_done if t == len(rewards) - 1 else dones[t + 1])
+        nextvalues = next_value if t == len(rewards) - 1 else values[t + 1]
         delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
         advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
     return advantages
@@ -280,43 +247,33 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
 
     logratio = newlogprob - oldlogprob
     ratio = logratio.exp()
-    with torch.no_grad():
-        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+    with torch.no_grad():  # calculate approx_kl http://joschu.net/blog/kl-approx.html
         old_approx_kl = masked_mean(-logratio)
         approx_kl = masked_mean((ratio - 1) - logratio)
         clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float()).item()
-
     if args.norm_adv:
         adv_mean = masked_mean(advantages)
-        adv_std = masked_mean((advantages - adv_mean) ** 2).sqrt()
-        advantages = (advantages - adv_mean) / (adv_std + 1e-8)
+        advantages = (advantages - adv_mean) / (masked_mean((advantages - adv_mean) ** 2).sqrt() + 1e-8)
 
-    # Policy loss
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
     pg_loss = masked_mean(pg_loss1 if args.vpg else torch.max(pg_loss1, pg_loss2))
-
-    # Value loss
+    v_loss = (newvalue - returns) ** 2
     if args.clip_vloss:
-        v_loss_unclipped = (newvalue - returns) ** 2
         v_clipped = oldvalue + torch.clamp(newvalue - oldvalue, -args.clip_coef, args.clip_coef)
-        v_loss_clipped = (v_clipped - returns) ** 2
-        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped))
-    else:
-        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2)
-
+        v_loss = torch.max(v_loss, (v_clipped - returns) ** 2)
+    v_loss = 0.5 * masked_mean(v_loss)
     entropy_loss = masked_mean(entropy)
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
     return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
 
 
 def sil_loss(logprob, value, returns, value_coef: float):
-    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R): imitate an action only where its
-    return R beats the critic, and pull V(s) up towards such R:
-    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2. Returns (loss, policy_loss, value_loss)."""
+    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R): imitate an action only where its return
+    R beats the critic, and pull V(s) up towards such R. Returns (loss, policy_loss, value_loss) of
+    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2."""
     gap = (returns - value).clamp(min=0.0)
-    policy_loss = -(logprob * gap.detach()).mean()
-    value_loss = 0.5 * (gap**2).mean()
+    policy_loss, value_loss = -(logprob * gap.detach()).mean(), 0.5 * (gap**2).mean()
     return policy_loss + value_coef * value_loss, policy_loss, value_loss
 
 
@@ -330,88 +287,78 @@ class BestEpisodes:
     def add(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> None:
         returns, running = np.zeros(len(rewards)), 0.0
         for t in reversed(range(len(rewards))):  # G_t = r_t + gamma * G_{t+1}
-            running = rewards[t] + gamma * running
-            returns[t] = running
+            returns[t] = running = rewards[t] + gamma * running
         self.episodes.append((returns[0], observations, actions, returns))
         self.episodes.sort(key=lambda episode: -episode[0])
         del self.episodes[self.capacity :]
 
     def sample(self, batch_size: int, device):
         """Transitions drawn uniformly (with replacement) from all kept episodes: (obs, actions, returns)."""
-        observations, actions, returns = (
-            torch.as_tensor(np.concatenate([episode[k] for episode in self.episodes])) for k in (1, 2, 3)
-        )
+        obs, actions, returns = (torch.as_tensor(np.concatenate([e[k] for e in self.episodes])) for k in (1, 2, 3))
         index = torch.randint(len(returns), (batch_size,))
-        return observations[index].to(device), actions[index].to(device), returns[index].float().to(device)
+        return obs[index].to(device), actions[index].to(device), returns[index].float().to(device)
 
 
 def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, float, float]:
     """Run the argmax policy once on the task; return its positions (T, 2), return and final distance."""
     env = nav_env.NavigationEnv(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision)
     obs, _ = env.reset(options={"goal": args.goal})
-    positions, total = [env.position], 0.0
-    with torch.no_grad():
-        for _ in range(nav_env.MAX_EPISODE_STEPS):
-            logits = agent.actor(agent.normalise(torch.as_tensor(obs, dtype=torch.float32, device=device)[None]))
-            obs, reward, terminated, truncated, info = env.step(int(logits.argmax()))
-            positions.append(env.position)
-            total += reward
-            if terminated or truncated:
-                break
+    positions, total, done = [env.position], 0.0, False
+    while not done:
+        with torch.no_grad():
+            action = agent.actor(agent.normalise(torch.Tensor(obs).to(device)[None])).argmax()
+        obs, reward, terminated, truncated, info = env.step(int(action))
+        positions, total, done = positions + [env.position], total + reward, terminated or truncated
     return np.array(positions), total, info["distance"]
 
 
 def nav_summary(agent: Agent, args: Args, device, returns: list, distances: list) -> dict:
-    """The last 100 episodes, one greedy episode, and the gaps to the task's exact optimum R* (nav_env's
-    dynamic programme; none for collision "original", whose dynamics are not on the grid)."""
+    """The last 100 episodes, one greedy episode, and the gaps to the task's exact optimum R* (nav_env's dynamic
+    programme; none for collision "original", whose dynamics are not on the grid)."""
     _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
     reached = float(np.mean(np.array(distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))
-    optimum, optimum_reaches = ([None], [None]) if args.collision == "original" else nav_env.optimal_returns(
-        [args.goal], args.obstacles, args.collision)
+    optimum, optimum_reached = [None], [None]
+    if args.collision != "original":
+        optimum, optimum_reached = nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
     optimum = None if optimum[0] is None else float(optimum[0])
     return dict(final_distance=float(np.mean(distances[-100:])) if distances else None, goal_reached_rate=reached,
-                greedy_return=greedy_return, greedy_final_distance=greedy_distance,
-                greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9), success_rate=reached,
-                optimal_return=optimum,
-                optimal_success_rate=None if optimum is None else float(optimum_reaches[0]),
+                success_rate=reached, greedy_return=greedy_return, greedy_final_distance=greedy_distance,
+                greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9), optimal_return=optimum,
+                optimal_success_rate=None if optimum is None else float(optimum_reached[0]),
                 return_gap=None if optimum is None or not returns else optimum - float(np.mean(returns[-100:])),
                 greedy_return_gap=None if optimum is None else optimum - greedy_return)
 
 
-def eval_set_summary(agent: Agent, args: Args, device, eval_data: dict, writer, global_step: int) -> dict:
-    """Zero-shot on dm_alchemy's evaluation episodes (chemistries never trained on), one sampled episode each
-    as its agents played them: the score beside each published agent's and the random heuristic's on the same
-    episodes (paired differences; alchemy_env.compare_with_agents)."""
-    n = args.eval_episodes
-    options = {group: {key: value[:n] for key, value in eval_data[group].items()} for group in ("chemistries", "items")}
+def eval_set_summary(agent: Agent, args: Args, device, writer, global_step: int) -> dict:
+    """Zero-shot on dm_alchemy's evaluation episodes (chemistries never trained on), one sampled episode each as
+    its agents played them: the score beside theirs and the random heuristic's on the same episodes (paired)."""
+    data, n = alchemy_env.load_dm_alchemy_eval_set(), args.eval_episodes
+    options = {group: {key: value[:n] for key, value in data[group].items()} for group in ("chemistries", "items")}
     envs = alchemy_env.SymbolicAlchemyVectorEnv(n, autoreset_mode="Disabled")
-    observations, _ = envs.reset(seed=args.seed, options=options)
-    scores = np.zeros(n)
-    with torch.no_grad():
-        for _ in range(alchemy_env.EPISODE_STEPS):
-            mask = torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
-            action, _, _, _ = agent.get_action_and_value(torch.as_tensor(observations).to(device), action_mask=mask)
-            observations, rewards, _, _, _ = envs.step(action.cpu().numpy())
-            scores += rewards
-    observations, _ = envs.reset(options=options)
-    heuristic = alchemy_env.bot_episode_returns(envs, observations, alchemy_env.random_heuristic_actions,
-                                                np.random.default_rng(args.seed))
-    score, score_sem = alchemy_env.mean_and_sem(scores)
-    references, reference_sems, differences = alchemy_env.compare_with_agents(scores, heuristic)
-    writer.add_scalar("eval_set/score", score, global_step)
-    for name, value in [("score_sem", score_sem), *((f"reference_{a}", r) for a, r in references.items()),
-                        *((f"post_minus_{a}", d) for a, (d, _) in differences.items()),
-                        *((f"post_minus_{a}_sem", s) for a, (_, s) in differences.items())]:
+
+    @torch.no_grad()
+    def policy(observations, _):
+        mask = torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
+        return agent.get_action_and_value(torch.Tensor(observations).to(device), action_mask=mask)[0].cpu().numpy()
+
+    scores = alchemy_env.bot_episode_returns(envs, envs.reset(seed=args.seed, options=options)[0], policy, None)
+    heuristic = alchemy_env.bot_episode_returns(envs, envs.reset(options=options)[0],
+                                                alchemy_env.random_heuristic_actions, np.random.default_rng(args.seed))
+    (score, score_sem), (references, reference_sems, differences) = (
+        alchemy_env.mean_and_sem(scores), alchemy_env.compare_with_agents(scores, heuristic))
+    for tag, value in [("score", score), ("score_sem", score_sem), *((f"post_minus_{a}", d) for a, (d, _) in
+                       differences.items()), *((f"reference_{a}", r) for a, r in references.items())]:
         if value is not None:
-            writer.add_scalar(f"eval_set/{name}", value, global_step)
-    print(f"dm_alchemy eval set, {n} episodes (chemistries never trained on): score {score:.2f} +- {score_sem or 0:.2f}; "
-          f"random heuristic {references['random_heuristic']:.2f}, best agent {max(references.values()):.2f}")
+            writer.add_scalar(f"eval_set/{tag}", value, global_step)
+    print(f"dm_alchemy eval set, {n} episodes (chemistries never trained on): score {score:.2f} +- "
+          f"{score_sem or 0:.2f}; random heuristic {references['random_heuristic']:.2f}, best agent "
+          f"{max(references.values()):.2f}")
     return dict(eval_episodes=n, eval_set_score=score, eval_set_score_sem=score_sem, reference_scores=references,
                 reference_score_sems=reference_sems, post_minus_reference=differences)
 
 
-# A checkpoint must hold the vector env mid-episode (episodes span rollouts). Its state is its batch's writable
-# arrays; they are written back in place, because alchemy's batch keeps views of them (a pickled env would not).
+# A checkpoint holds the vector env mid-episode, because episodes span rollouts: its batch's writable arrays, written
+# back in place (alchemy's batch keeps views of them, which a pickled env would cut loose).
 def env_state(envs) -> dict:
     return {k: v for k, v in vars(envs._batch).items() if isinstance(v, np.ndarray) and v.flags.writeable}
 
@@ -422,26 +369,18 @@ def set_env_state(envs, state: dict) -> None:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    checkpoint, run_dir = None, args.resume
-    if args.resume is not None:  # continue with the run's own flags, from everything its loop carried
+    args, checkpoint = tyro.cli(Args), None
+    run_dir = args.resume
+    if args.resume is not None:  # the run's own flags; everything its loop carried is restored below
         try:
-            checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), map_location="cpu", weights_only=False)
-            if checkpoint["script"] != os.path.basename(__file__):
-                raise ValueError(checkpoint["script"])
+            checkpoint = torch.load(f"{args.resume}/checkpoint.pt", map_location="cpu", weights_only=False)
             args = Args(**{**checkpoint["args"], "torch_threads": args.torch_threads})
-        except Exception:  # no folder or file, a truncated file, another script's
+        except Exception:  # no such folder or file, a truncated file, another script's
             fail("resume", f"must be a run folder with a checkpoint.pt of this script, got {args.resume!r}")
     check(resolve(args))
-    args.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
     batch_size = args.num_envs * args.num_steps
+    args.num_iterations = args.total_timesteps // batch_size
     minibatch_size = batch_size // args.num_minibatches
-    if args.env == "alchemy" and args.eval_set == "dm_alchemy":
-        try:
-            eval_data = alchemy_env.load_dm_alchemy_eval_set()
-        except ImportError as error:
-            fail("eval_set", f"dm_alchemy needs DeepMind's dm_alchemy package: {error}")
-        args.eval_episodes = args.eval_episodes or 1000
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -449,82 +388,57 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
-    if args.cuda and not torch.cuda.is_available():
-        print("--cuda given but no CUDA device is available: running on the CPU")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup: one task for every env, kept across autoresets
     if args.env == "nav":
-        envs = nav_env.NavigationVectorEnv(args.num_envs, obstacles=args.obstacles, see_goal=args.see_goal,
+        envs = nav_env.NavigationVectorEnv(args.num_envs, args.obstacles, see_goal=args.see_goal,
                                            collision=args.collision)
         task = {"goals": np.tile(np.asarray(args.goal, dtype=np.float64), (args.num_envs, 1))}
     else:
         envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
         task = {"chemistries": alchemy_env.sample_chemistry(args.level, np.random.default_rng(args.chemistry_seed))}
-    obs_space = envs.single_observation_space
+    try:  # nav_env checks that the goal is off the obstacles
+        next_obs, _ = envs.reset(seed=args.seed, options=task)
+    except ValueError:
+        fail("goal", f"must be a free point of the map, got {args.goal!r}")
 
-    agent = Agent(int(np.prod(obs_space.shape)), int(envs.single_action_space.n), args.hidden_size, obs_space.low,
-                  obs_space.high).to(device)
+    space = envs.single_observation_space
+    agent = Agent(np.prod(space.shape), envs.single_action_space.n, args.hidden_size, space.low, space.high).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    if args.load_model is not None and checkpoint is None:
-        try:
-            agent.load_state_dict(torch.load(args.load_model, map_location=device, weights_only=True))
-        except Exception:  # not a state dict, or one of another network
-            fail("load_model", f"must be a {args.exp_name}.cleanrl_model saved by --save-model with the same "
-                               f"--env and --hidden-size, got {args.load_model!r}")
 
     env_id = f"nav-{args.obstacles}" if args.env == "nav" else "alchemy"
     run_dir = os.path.normpath(run_dir or f"runs/{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-    except OSError as error:
-        print(f"error: cannot create the run folder {run_dir} ({error.strerror}): runs must be a folder", file=sys.stderr)
-        sys.exit(2)
-    if args.track:  # Weights & Biases mirrors the TensorBoard logs, as CleanRL's --track does
+    if args.track:  # Weights & Biases mirrors the TensorBoard logs
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
                    name=os.path.basename(run_dir), id=os.path.basename(run_dir), resume="allow", save_code=True)
-    # a resumed run drops the events a killed process wrote after its checkpoint
-    writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["loop"][1] + 1)
+    # a resumed run drops the events its killed process wrote after the checkpoint
+    writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["loop"][0] + 1)
     if checkpoint is None:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-        )
+        table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
     # ALGO Logic: Storage setup
-    obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
+    obs = torch.zeros((args.num_steps, args.num_envs) + space.shape).to(device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long).to(device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    # Where GAE stops: dones, and with --per-trial-returns also each trial's end (no episode's end: the step
-    # after it is a decision of the policy, not an autoreset, so it stays in the losses)
-    gae_dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    if args.mask_actions:  # alchemy: each step's valid actions
-        action_masks = torch.ones((args.num_steps, args.num_envs, envs.single_action_space.n), dtype=torch.bool).to(device)
+    # gae_dones: where GAE stops, dones and with --per-trial-returns each trial's end (the step after it is a decision)
+    logprobs, rewards, dones, gae_dones, values = torch.zeros((5, args.num_steps, args.num_envs)).to(device)
+    action_masks = torch.ones(actions.shape + (envs.single_action_space.n,), dtype=torch.bool).to(device)
 
-    def mask_of(observations: np.ndarray):
+    def mask_of(observations: np.ndarray):  # alchemy: the valid actions (Huang & Ontanon 2020)
         return torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
 
     # TRY NOT TO MODIFY: start the game
     global_step, start_iteration = 0, 0
-    next_obs, _ = envs.reset(seed=args.seed, options=task)
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32).to(device)
-    next_done = torch.zeros(args.num_envs).to(device)
-    next_gae_done = torch.zeros(args.num_envs).to(device)
-    episode_return = np.zeros(args.num_envs)
-    episode_length = np.zeros(args.num_envs, dtype=np.int64)
+    next_obs, next_done, next_gae_done = torch.Tensor(next_obs).to(device), *torch.zeros((2, args.num_envs)).to(device)
+    episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
-    memory = episode_obs = episode_actions = episode_rewards = None
-    if args.sil_coef > 0:  # SIL's memory and each env's episode in progress
-        memory = BestEpisodes(args.sil_episodes)
-        episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + obs_space.shape, dtype=np.float32)
-        episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
-        episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
+    memory = BestEpisodes(args.sil_episodes) if args.sil_coef > 0 else None  # SIL, and each env's episode so far:
+    episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + space.shape, dtype=np.float32)
+    episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
+    episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -537,65 +451,57 @@ if __name__ == "__main__":
             memory.episodes = sil_episodes
         python_rng, numpy_rng, torch_rng, cuda_rng, envs.np_random.bit_generator.state = checkpoint["rng"]
         random.setstate(python_rng), np.random.set_state(numpy_rng), torch.set_rng_state(torch_rng)
-        if cuda_rng is not None and torch.cuda.is_available():
+        if cuda_rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_rng)
     next_mask = mask_of(next_obs.cpu().numpy())
     start_time = time.time() - (0.0 if checkpoint is None else checkpoint["elapsed_s"])
 
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
-        # Annealing the rate if instructed to do so.
-        if args.anneal_lr:
-            frac = 1.0 - (iteration - 1.0) / args.num_iterations
-            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+        if args.anneal_lr:  # Annealing the rate if instructed to do so.
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
 
         for step in range(0, args.num_steps):
             global_step += args.num_envs
-            obs[step] = next_obs
-            dones[step] = next_done  # 1: the last step ended an episode, so this one only resets the env
-            gae_dones[step] = next_gae_done
-
-            # ALGO LOGIC: action logic
+            # dones[step] = 1: the last step ended an episode, so this one only resets the env
+            obs[step], dones[step], gae_dones[step] = next_obs, next_done, next_gae_done
             if args.mask_actions:
                 action_masks[step] = next_mask
+
+            # ALGO LOGIC: action logic
             with torch.no_grad():
                 action, logprob, _, value = agent.get_action_and_value(next_obs, action_mask=next_mask)
                 values[step] = value.flatten()
-            actions[step] = action
-            logprobs[step] = logprob
+            actions[step], logprobs[step] = action, logprob
 
             # TRY NOT TO MODIFY: execute the game and log data.
-            next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            next_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             ended = np.logical_or(terminations, truncations)
             rewards[step] = torch.as_tensor(reward * args.reward_scale, dtype=torch.float32).to(device)
-            next_mask = mask_of(next_obs_np)
-            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32).to(device)
-            next_done = torch.as_tensor(ended, dtype=torch.float32).to(device)
-            gae_done = ended | infos["new_trial"] if args.per_trial_returns else ended
-            next_gae_done = torch.as_tensor(gae_done, dtype=torch.float32).to(device)
+            next_obs, next_mask, next_done = torch.Tensor(next_obs).to(device), mask_of(next_obs), torch.Tensor(ended)
+            next_gae_done = torch.Tensor(ended | infos["new_trial"] if args.per_trial_returns else ended).to(device)
+            next_done = next_done.to(device)
 
             stepped = dones[step].cpu().numpy() == 0  # a decision of the policy, not an autoreset
             if memory is not None:  # SIL: record the episodes in progress
-                rows = np.flatnonzero(stepped)
-                episode_obs[rows, episode_length[rows]] = obs[step].cpu().numpy()[rows]
-                episode_actions[rows, episode_length[rows]] = actions[step].cpu().numpy()[rows]
-                episode_rewards[rows, episode_length[rows]] = reward[rows] * args.reward_scale
+                rows, t = np.flatnonzero(stepped), episode_length[stepped]
+                episode_obs[rows, t], episode_actions[rows, t] = obs[step, rows].cpu().numpy(), action[rows].cpu()
+                episode_rewards[rows, t] = reward[rows] * args.reward_scale
             episode_return += reward * stepped
             episode_length += stepped
             for i in np.flatnonzero(ended & stepped):
                 finished_returns.append(episode_return[i])
                 finished_lengths.append(episode_length[i])
-                if "distance" in infos:  # nav
+                if args.env == "nav":
                     finished_distances.append(float(infos["distance"][i]))
                 if memory is not None:
-                    length = episode_length[i]
-                    memory.add(episode_obs[i, :length].copy(), episode_actions[i, :length].copy(),
-                               episode_rewards[i, :length].copy(), args.gamma)
+                    t = episode_length[i]
+                    memory.add(episode_obs[i, :t].copy(), episode_actions[i, :t].copy(), episode_rewards[i, :t].copy(),
+                               args.gamma)
                 episode_return[i], episode_length[i] = 0.0, 0
-        if finished_returns:
-            writer.add_scalar("charts/episodic_return", np.mean(finished_returns[-args.num_envs :]), global_step)
-            writer.add_scalar("charts/episodic_length", np.mean(finished_lengths[-args.num_envs :]), global_step)
-            if finished_distances:
-                writer.add_scalar("charts/final_distance", np.mean(finished_distances[-args.num_envs :]), global_step)
+        for tag, finished in [("episodic_return", finished_returns), ("episodic_length", finished_lengths),
+                              ("final_distance", finished_distances)]:
+            if finished:
+                writer.add_scalar(f"charts/{tag}", np.mean(finished[-args.num_envs :]), global_step)
 
         # bootstrap value if not done
         with torch.no_grad():
@@ -604,14 +510,9 @@ if __name__ == "__main__":
             returns = advantages + values
 
         # flatten the batch
-        b_obs = obs.reshape((-1,) + obs_space.shape)
-        b_logprobs = logprobs.reshape(-1)
-        b_actions = actions.reshape(-1)
-        b_advantages = advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
-        b_values = values.reshape(-1)
-        b_dones = dones.reshape(-1)
-        b_action_masks = action_masks.reshape(-1, action_masks.shape[-1]) if args.mask_actions else None
+        b_obs, b_actions, b_masks = obs.reshape((-1,) + space.shape), actions.reshape(-1), action_masks.flatten(0, 1)
+        b_logprobs, b_advantages, b_returns, b_values, b_dones = (
+            x.reshape(-1) for x in (logprobs, advantages, returns, values, dones))
 
         # Optimizing the policy and value network
         b_inds = np.arange(batch_size)
@@ -619,18 +520,16 @@ if __name__ == "__main__":
         for epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
             for start in range(0, batch_size, minibatch_size):
-                end = start + minibatch_size
-                mb_inds = b_inds[start:end]
+                mb_inds = b_inds[start : start + minibatch_size]
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(
-                    b_obs[mb_inds], b_actions[mb_inds], None if b_action_masks is None else b_action_masks[mb_inds])
+                    b_obs[mb_inds], b_actions[mb_inds], b_masks[mb_inds] if args.mask_actions else None)
                 loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_loss(
                     newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], newvalue.view(-1), b_values[mb_inds],
-                    b_returns[mb_inds], entropy, 1.0 - b_dones[mb_inds], args,
-                )
+                    b_returns[mb_inds], entropy, 1.0 - b_dones[mb_inds], args)
                 clipfracs.append(clipfrac)
-                if not torch.isfinite(loss):  # diverged: the last checkpoint stays, no summary.json
+                if not torch.isfinite(loss):  # diverged: keep the last checkpoint, write no summary.json
                     print(f"error: non-finite loss at iteration {iteration}; lower --learning-rate or --reward-scale "
-                          f"(last checkpoint: {checkpoint_path})", file=sys.stderr)
+                          f"(the last checkpoint, if any, stays in {run_dir})", file=sys.stderr)
                     sys.exit(3)
 
                 optimizer.zero_grad()
@@ -641,20 +540,19 @@ if __name__ == "__main__":
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        # nav, SIL (Oh et al. 2018): in the first --sil-fraction of the iterations, a few gradient steps on the
-        # SIL loss over the best episodes so far
+        # SIL (Oh et al. 2018), in the first --sil-fraction of the iterations: gradient steps on the best episodes
         if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
             for _ in range(args.sil_updates):
                 sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
                 _, sil_logprob, _, sil_value = agent.get_action_and_value(sil_obs, sil_actions)
-                loss, sil_policy_loss, sil_value_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns,
-                                                                 args.sil_value_coef)
+                loss, sil_pg_loss, sil_v_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns,
+                                                         args.sil_value_coef)
                 optimizer.zero_grad()
                 (args.sil_coef * loss).backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
-            writer.add_scalar("losses/sil_policy_loss", sil_policy_loss.item(), global_step)
-            writer.add_scalar("losses/sil_value_loss", sil_value_loss.item(), global_step)
+            writer.add_scalar("losses/sil_policy_loss", sil_pg_loss.item(), global_step)
+            writer.add_scalar("losses/sil_value_loss", sil_v_loss.item(), global_step)
             writer.add_scalar("charts/sil_best_return", memory.episodes[0][0] / args.reward_scale, global_step)
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
@@ -672,30 +570,28 @@ if __name__ == "__main__":
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
-        if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or iteration == args.num_iterations):
+        last = iteration == args.num_iterations
+        if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or last):
             positions, _, greedy_distance = greedy_nav_episode(agent, args, device)
-            title = f"greedy policy at step {global_step:,}; goal ({args.goal[0]:g}, {args.goal[1]:g})"
-            image = nav_env.render_trajectories([positions], [args.goal], obstacles=args.obstacles, size=320,
-                                                title=title, legend=True)
+            image = nav_env.render_trajectories([positions], [args.goal], args.obstacles, size=320, legend=True,
+                                                title=f"greedy policy at step {global_step:,}; goal {args.goal}")
             writer.add_image("charts/greedy_trajectory", image, global_step, dataformats="HWC")
             writer.add_scalar("charts/greedy_final_distance", greedy_distance, global_step)
-        if iteration % 10 == 0 or iteration in (1, args.num_iterations):
-            recent = np.mean(finished_returns[-100:]) if finished_returns else float("nan")
+        if iteration % 10 == 0 or iteration == 1 or last:
             distance = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
-            print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} episodic_return={recent:.1f}"
-                  f"{distance} SPS={sps}", flush=True)
+            print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} episodic_return="
+                  f"{np.mean(finished_returns[-100:]) if finished_returns else np.nan:.1f}{distance} SPS={sps}")
 
-        # after every draw of the iteration: a run killed at any moment resumes from here exactly
-        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
-            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, envs.np_random.bit_generator.state)
+        # after the iteration's last random draw, so that a run killed at any moment resumes exactly
+        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or last:
             loop = (iteration, global_step, next_obs, next_done, next_gae_done, episode_return, episode_length,
                     finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions,
-                    episode_rewards, None if memory is None else memory.episodes)
-            torch.save(dict(script=os.path.basename(__file__), args=asdict(args), agent=agent.state_dict(),
-                            optimizer=optimizer.state_dict(), env=env_state(envs), loop=loop, rng=rng,
-                            elapsed_s=time.time() - start_time), checkpoint_path + ".tmp")
-            os.replace(checkpoint_path + ".tmp", checkpoint_path)  # a kill mid-write leaves the last one whole
+                    episode_rewards, memory and memory.episodes)
+            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.is_available()
+                   and torch.cuda.get_rng_state_all(), envs.np_random.bit_generator.state)
+            torch.save(dict(args=asdict(args), agent=agent.state_dict(), optimizer=optimizer.state_dict(), loop=loop,
+                            rng=rng, env=env_state(envs), elapsed_s=time.time() - start_time), f"{run_dir}/ckpt.tmp")
+            os.replace(f"{run_dir}/ckpt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last one whole
 
     wall_time = time.time() - start_time
     summary = dict(args=asdict(args), iterations=args.num_iterations, env_steps=global_step,
@@ -705,12 +601,8 @@ if __name__ == "__main__":
     if args.env == "nav":
         summary.update(nav_summary(agent, args, device, finished_returns, finished_distances))
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":
-        summary.update(eval_set_summary(agent, args, device, eval_data, writer, global_step))
-    if args.save_model:
-        summary["model_path"] = os.path.join(run_dir, f"{args.exp_name}.cleanrl_model")
-        torch.save(agent.state_dict(), summary["model_path"])
-        print(f"model saved to {summary['model_path']}")
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        summary.update(eval_set_summary(agent, args, device, writer, global_step))
+    with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")
     envs.close()
