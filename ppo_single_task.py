@@ -111,8 +111,6 @@ class Args:
     """multiplies rewards for learning only; logged returns are unscaled (None: nav 0.01, alchemy 0.1)"""
     hidden_size: int | None = None
     """width of the two tanh layers of the actor and of the critic (None: nav 64, alchemy 128)"""
-    vpg: bool = False
-    """vanilla policy gradient: sets --update-epochs 1 --num-minibatches 1 --no-clip-vloss, no clipping"""
     sil_coef: float | None = None
     """weight of the self-imitation loss; 0: plain PPO (None: nav 1.0, alchemy 0.0, the only choice)"""
     sil_episodes: int = 16
@@ -142,13 +140,11 @@ ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4
 
 
 def resolve(args: Args) -> Args:
-    """The --env's values of the fields left at None, --vpg's fixed values, --num-iterations as env steps."""
+    """The --env's values of the fields left at None, and --num-iterations as env steps."""
     for name, values in ENV_DEFAULTS.items():
         setattr(args, name, values[args.env == "alchemy"] if getattr(args, name) is None else getattr(args, name))
     if args.env == "nav":  # nav has neither trials nor actions that do nothing
         args.per_trial_returns = args.mask_actions = False
-    if args.vpg:  # one gradient step on the whole batch, unclipped
-        args.update_epochs, args.num_minibatches, args.clip_vloss = 1, 1, False
     if args.num_iterations is not None:
         args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
     return args
@@ -239,7 +235,7 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
 def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, mask, args: Args):
     """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1
     (mask 0: an autoreset step). Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl,
-    clipfrac). With args.vpg the policy term is the plain policy gradient -A * ratio (ratio 1 on its one epoch)."""
+    clipfrac)."""
     num_samples = mask.sum().clamp(min=1.0)
 
     def masked_mean(x):
@@ -257,7 +253,7 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
 
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-    pg_loss = masked_mean(pg_loss1 if args.vpg else torch.max(pg_loss1, pg_loss2))
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2))
     v_loss = (newvalue - returns) ** 2
     if args.clip_vloss:
         v_clipped = oldvalue + torch.clamp(newvalue - oldvalue, -args.clip_coef, args.clip_coef)

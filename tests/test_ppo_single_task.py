@@ -86,16 +86,6 @@ def test_ppo_loss_normalises_advantages_over_the_masked_samples_only():
     assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2, rel=1e-6)
 
 
-def test_vpg_is_the_unclipped_policy_gradient():
-    args = replace(Args(), vpg=True, norm_adv=False, clip_vloss=False, ent_coef=0.0, vf_coef=0.0)
-    batch = tiny_batch()
-    batch["newlogprob"] = batch["newlogprob"].clone().requires_grad_(True)
-    loss, pg_loss, *_ = ppo_loss(**batch, args=args)
-    assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2)
-    loss.backward()  # d/dlogp of -A*exp(logp - old) = -A*ratio, averaged over the 2 kept samples
-    assert batch["newlogprob"].grad.tolist() == pytest.approx([-1.5 / 2, 0.5 / 2, 0.0])
-
-
 def test_sil_loss_by_hand():
     """Self-imitation: only samples whose return beats the critic are imitated, and only their values pulled up."""
     logprob = torch.log(torch.tensor([0.5, 0.25, 0.8], dtype=torch.float64)).requires_grad_()
@@ -183,8 +173,6 @@ def test_env_picks_its_defaults_and_every_given_flag_wins():
         "total_timesteps": 4_000_000, "mask_actions": False, "per_trial_returns": False}
     assert parse(["--mask-actions", "--per-trial-returns"]).mask_actions is False  # nav has neither
     assert parse(["--num-iterations", "2", "--num-envs", "8", "--num-steps", "50"]).total_timesteps == 800
-    vpg = parse(["--vpg", "--update-epochs", "3"])
-    assert (vpg.update_epochs, vpg.num_minibatches, vpg.clip_vloss) == (1, 1, False)
 
 
 def test_help_states_both_envs_values_of_every_field_left_at_none(capsys, monkeypatch):
