@@ -1,15 +1,19 @@
-"""ppo_single_task.py: GAE and the loss pieces against hand-computed values, the per-env defaults and the
-validation in-process, one bad command line through the real entry point, and tiny runs through the CLI."""
+"""ppo_single_task.py: GAE and the loss pieces against hand-computed values, the per-env defaults and the check
+table in-process, bad command lines through the real entry point, tiny runs through the CLI, and resume: a run
+SIGKILLed at a random moment and resumed ends with the summary.json of the run left alone."""
 
-import ast
 import importlib.util
 import json
 import math
 import pathlib
+import os
+import random
 import re
+import signal
 import subprocess
+import time
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +23,8 @@ from tensorboard.backend.event_processing import event_accumulator
 import alchemy_env
 import nav_env
 import ppo_single_task
-from ppo_single_task import ENV_DEFAULTS, Agent, Args, BestEpisodes, compute_gae, parse_args, ppo_loss, resolve, sil_loss
+import tyro
+from ppo_single_task import ENV_DEFAULTS, Agent, Args, BestEpisodes, check, compute_gae, ppo_loss, resolve, sil_loss
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "ppo_single_task.py"
 # nav, goal (4.5, 1): the farthest point of the map [0, 10]^2 from the goal is the corner (10, 10), at squared
@@ -79,16 +84,6 @@ def test_ppo_loss_normalises_advantages_over_the_masked_samples_only():
     _, pg_loss, *_ = ppo_loss(**tiny_batch(), args=args)
     # the advantages (1, -1) of the two kept samples normalise to (1, -1); no clipping at 10: mean(-A*r)
     assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2, rel=1e-6)
-
-
-def test_vpg_is_the_unclipped_policy_gradient():
-    args = replace(Args(), vpg=True, norm_adv=False, clip_vloss=False, ent_coef=0.0, vf_coef=0.0)
-    batch = tiny_batch()
-    batch["newlogprob"] = batch["newlogprob"].clone().requires_grad_(True)
-    loss, pg_loss, *_ = ppo_loss(**batch, args=args)
-    assert pg_loss.item() == pytest.approx((-1.5 + 0.5) / 2)
-    loss.backward()  # d/dlogp of -A*exp(logp - old) = -A*ratio, averaged over the 2 kept samples
-    assert batch["newlogprob"].grad.tolist() == pytest.approx([-1.5 / 2, 0.5 / 2, 0.0])
 
 
 def test_sil_loss_by_hand():
@@ -154,11 +149,15 @@ def test_action_mask_gives_invalid_actions_probability_zero():
         assert math.isclose(entropy[env].item(), -(probs * probs.clamp_min(1e-300).log()).sum().item(), abs_tol=1e-4)
 
 
-# --- the per-env defaults: applied before parsing, shown by --help, given flags win ------------------------
+# --- the per-env defaults: fields left at None take their --env's value from ENV_DEFAULTS --------------------
 NAV = dict(total_timesteps=12_000_000, learning_rate=3e-4, num_envs=64, num_steps=200, gamma=1.0, ent_coef=0.0,
            reward_scale=0.01, hidden_size=64, sil_coef=1.0, mask_actions=False, per_trial_returns=False)
 ALCHEMY = dict(total_timesteps=8_000_000, learning_rate=1e-3, num_envs=256, num_steps=100, gamma=0.99, ent_coef=0.01,
                reward_scale=0.1, hidden_size=128, sil_coef=0.0, mask_actions=True, per_trial_returns=True)
+
+
+def parse(argv: list[str]) -> Args:
+    return resolve(tyro.cli(Args, args=argv))
 
 
 def picked(args: Args) -> dict:
@@ -166,137 +165,88 @@ def picked(args: Args) -> dict:
 
 
 def test_env_picks_its_defaults_and_every_given_flag_wins():
-    nav, given = parse_args([])
-    assert picked(nav) == NAV and nav.env == "nav" and given == set()
-    for argv in (["--env", "alchemy"], ["--env=alchemy"], ["--env", "nav", "--env", "alchemy"]):
-        alchemy, _ = parse_args(argv)
-        assert picked(alchemy) == ALCHEMY and alchemy.env == "alchemy", argv
+    assert picked(parse([])) == NAV and picked(parse(["--env", "alchemy"])) == ALCHEMY
     flags = ["--learning-rate", "3e-4", "--num-envs", "64", "--num-steps", "200", "--hidden-size", "64",
              "--total-timesteps", "4000000", "--no-mask-actions", "--no-per-trial-returns"]
-    given_alchemy, given = parse_args(["--env", "alchemy", *flags])
-    assert picked(given_alchemy) == {**ALCHEMY, "learning_rate": 3e-4, "num_envs": 64, "num_steps": 200, "hidden_size": 64,
-                                     "total_timesteps": 4_000_000, "mask_actions": False, "per_trial_returns": False}
-    assert {"env", "learning_rate", "mask_actions", "per_trial_returns"} <= given
-    assert resolve(given_alchemy, given).num_iterations == 4_000_000 // (64 * 200)  # no env flag rejected
-    # the fields that differ between the two sets are exactly those with both values in their help
-    differ = {f.name for f in fields(Args) if getattr(ENV_DEFAULTS["nav"], f.name) != getattr(ENV_DEFAULTS["alchemy"], f.name)}
-    assert differ == set(NAV) | {"env"}
+    assert picked(parse(["--env", "alchemy", *flags])) == {
+        **ALCHEMY, "learning_rate": 3e-4, "num_envs": 64, "num_steps": 200, "hidden_size": 64,
+        "total_timesteps": 4_000_000, "mask_actions": False, "per_trial_returns": False}
+    assert parse(["--mask-actions", "--per-trial-returns"]).mask_actions is False  # nav has neither
+    assert parse(["--num-iterations", "2", "--num-envs", "8", "--num-steps", "50"]).total_timesteps == 800
 
 
-def help_text(argv, capsys, monkeypatch) -> str:
-    """--help of the script in-process: its words without tyro's boxes and line wrapping."""
+def test_help_states_both_envs_values_of_every_field_left_at_none(capsys, monkeypatch):
+    """--help gives, for each None field, "(None: nav X, alchemy Y)" with ENV_DEFAULTS' values, on one line."""
     monkeypatch.setenv("COLUMNS", "400")
     with pytest.raises(SystemExit) as exit:
-        parse_args([*argv, "--help"])
+        tyro.cli(Args, args=["--help"])
     assert exit.value.code == 0
-    return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    words = " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    for name, (nav, alchemy) in ENV_DEFAULTS.items():
+        (text,) = re.findall(rf"--{name.replace('_', '-')} {{None}}\|[A-Z]+ (.*?) \(default: None\)", words)
+        (both,) = re.findall(r"\(None: nav ([^ ,]+).*?, alchemy ([^ ,)]+)", text)
+        assert tuple(float(value.replace("_", "")) for value in both) == (nav, alchemy), name
+    assert "(default: nav)" in words and "(default: 1000)" in words  # real defaults elsewhere
 
 
-@pytest.mark.parametrize("env", ["nav", "alchemy"])
-def test_help_shows_the_real_defaults_of_its_env_and_names_both(env, capsys, monkeypatch):
-    words = help_text([] if env == "nav" else ["--env", env], capsys, monkeypatch)
-    expected = NAV if env == "nav" else ALCHEMY
-    for name, value in expected.items():
-        flag = "--" + name.replace("_", "-")
-        (entry,) = re.findall(rf"{flag}(?: [A-Z]+|, --no-{flag[2:]}) (.*?)\(default: ([^)]*)\)", words)
-        text, shown = entry
-        assert ast.literal_eval(shown) == value, (flag, shown)  # the value in effect, never None
-        # the help states both envs' values, and they are the ones in effect for each
-        (both,) = re.findall(r"\(nav: ([^,]+), alchemy: ([^;]+); `--env alchemy --help` shows Alchemy's", text)
-        assert (ast.literal_eval(both[0]), ast.literal_eval(both[1])) == (NAV[name], ALCHEMY[name]), flag
-    assert f"--env {{nav,alchemy}} " in words and f"(default: {env})" in words
-
-
-# --- bad input: one line on stderr naming the value, exit code 2, nothing written ----------------------------
+# --- bad input: one line on stderr naming the flag, exit code 2 ----------------------------------------------
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
-        (["--goal", "5", "5"], "goal (5, 5) lies on an obstacle of level 'medium'"),
-        (["--goal", "12", "1"], "goal (12, 1) is outside the map"),
+        (["--learning-rate", "-0.1"], "--learning-rate must be a finite number > 0, got -0.1"),
+        (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0, got inf"),
+        (["--learning-rate", "1e38"], "--learning-rate must be below 3e37"),
+        (["--max-grad-norm", "nan"], "--max-grad-norm must be a finite number > 0, got nan"),
+        (["--goal", "12", "1"], "--goal must lie in the map [0, 10]^2, got (12.0, 1.0)"),
+        (["--goal", "nan", "1"], "--goal must lie in the map [0, 10]^2, got (nan, 1.0)"),
         (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
-        (["--mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
-        (["--per-trial-returns"], "--per-trial-returns applies to --env alchemy only, got --env nav"),
-        (["--no-mask-actions"], "--mask-actions applies to --env alchemy only, got --env nav"),
-        (["--eval-set", "dm_alchemy"], "--eval-set applies to --env alchemy only, got --env nav"),
-        (["--chemistry-seed", "3"], "--chemistry-seed applies to --env alchemy only, got --env nav"),
-        (["--env", "alchemy", "--eval-episodes", "3"], "--eval-episodes is for --eval-set dm_alchemy"),
-        (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef applies to --env nav only, got --env alchemy"),
-        (["--env", "alchemy", "--goal", "1", "1"], "--goal applies to --env nav only, got --env alchemy"),
-        (["--env", "alchemy", "--no-see-goal"], "--see-goal applies to --env nav only, got --env alchemy"),
-        (["--env", "alchemy", "--image-every", "5"], "--image-every applies to --env nav only, got --env alchemy"),
-        (["--sil-coef", "-1"], "--sil-coef must be >= 0, got -1.0"),
+        (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef must be 0 with --env alchemy"),
+        (["--sil-coef", "-1"], "--sil-coef must be a finite number >= 0, got -1.0"),
         (["--sil-fraction", "0"], "--sil-fraction must be in (0, 1], got 0.0"),
-        (["--sil-episodes", "0"], "--sil-episodes must be > 0, got 0"),
-        (["--sil-coef", "0", "--sil-episodes", "4"], "--sil-episodes applies with self-imitation only, got --sil-coef 0"),
-        (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
-        (["--learning-rate", "inf"], "--learning-rate must be finite, got inf"),
-        (["--max-grad-norm", "nan"], "--max-grad-norm must be finite, got nan"),
-        (["--goal", "nan", "1"], "--goal must be finite, got (nan, 1.0)"),
-        (["--max-grad-norm", "0"], "--max-grad-norm must be > 0, got 0.0"),
-        (["--reward-scale", "0"], "--reward-scale must be > 0, got 0.0"),
-        (["--image-every", "-1"], "--image-every must be >= 0 (0: never), got -1"),
-        (["--target-kl", "0"], "--target-kl must be > 0, got 0.0"),
-        (["--total-timesteps", "1000", "--num-iterations", "2"], "--total-timesteps 1000 and --num-iterations 2 both set"),
-        (["--total-timesteps", "1000"], "--total-timesteps must be at least one rollout, --num-envs x --num-steps = 12800, got 1000"),
-        (["--vpg", "--update-epochs", "3"], "--update-epochs cannot be given with --vpg"),
-        (["--vpg", "--no-clip-vloss"], "--clip-vloss cannot be given with --vpg"),
-        (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0, got -1"),
-        (["--torch-threads", "0"], "--torch-threads must be > 0, got 0"),
-        (["--exp-name", "a/b"], "--exp-name must be a non-empty name without '/', got 'a/b'"),
+        (["--sil-episodes", "0"], "--sil-episodes must be a finite number > 0, got 0"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32), got -1"),
+        (["--reward-scale", "0"], "--reward-scale must be a finite number > 0, got 0.0"),
+        (["--image-every", "-1"], "--image-every must be a finite number >= 0, got -1"),
+        (["--target-kl", "0"], "--target-kl must be a finite number > 0, got 0.0"),
+        (["--total-timesteps", "1000"], "--total-timesteps must be at least one rollout, got 1000"),
+        (["--num-minibatches", "100000"], "--num-minibatches must not exceed the batch size, got 100000"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be a finite number >= 0, got -1"),
+        (["--torch-threads", "0"], "--torch-threads must be a finite number > 0, got 0"),
+        (["--exp-name", "a/b"], "--exp-name must name a run in runs/, got 'a/b'"),
+        (["--env", "alchemy", "--level", "alchemy/nope"], "--level must name a level, got 'alchemy/nope'"),
+        (["--env", "alchemy", "--eval-episodes", "0"], "--eval-episodes must be in [1, 1000], got 0"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv, message, capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    args, given = parse_args(argv)
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit:
-        resolve(args, given)
+        check(parse(argv))
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
-    assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--env", "alchemy", "--level"], "error: Missing value for argument '--level'. Expected 1 values.\n"),
-    (["--obstacles", "extreme"], "error: invalid choice 'extreme' for argument '--obstacles'. Expected one of "
-                                 "('none', 'easy', 'medium', 'hard').\n"),
-])
-def test_a_value_tyro_cannot_parse_exits_2_with_its_message_in_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit:
-        parse_args(argv)
-    assert exit.value.code == 2 and capsys.readouterr().err == message
-
-
-def test_bad_input_through_the_entry_point_exits_2_in_one_line_and_writes_nothing(tmp_path):
-    result = run_cli(tmp_path, "--env", "alchemy", "--goal", "1", "1")
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == "error: --goal applies to --env nav only, got --env alchemy\n"
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_file_named_runs_exits_2_in_one_line(tmp_path, monkeypatch, capsys):
+def test_a_file_named_runs_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").write_text("a file named runs")
     with pytest.raises(SystemExit) as exit:
-        ppo_single_task.make_run_dir("runs/r")
-    err = capsys.readouterr().err
-    assert exit.value.code == 2 and err.startswith("error: cannot create the run folder runs/r") and err.count("\n") == 1
-    assert (tmp_path / "runs").read_text() == "a file named runs"
+        check(parse([]))
+    assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: --exp-name must name a run in runs/")
 
 
-def test_flags_given_names_every_field_set_on_the_command_line():
-    given = ppo_single_task.flags_given(["--vpg", "--no-see-goal", "--goal", "1", "2", "--update-epochs=3"])
-    assert {"vpg", "see_goal", "goal", "update_epochs"} <= given and "num_steps" not in given
+@pytest.mark.parametrize("argv, message", [
+    (["--goal", "5", "5"], "error: --goal must be a free point of the map, got (5.0, 5.0)\n"),  # on the cross
+    (["--resume", "runs/none"], "error: --resume must be a run folder with a checkpoint.pt of this script, got "
+                                "'runs/none'\n"),
+])
+def test_bad_input_through_the_entry_point_exits_2_in_one_line_and_writes_nothing(argv, message, tmp_path):
+    result = run_cli(tmp_path, *argv)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_the_run_length_is_whole_rollouts_and_vpg_takes_one_step_per_rollout():
-    args = resolve(*parse_args(["--num-iterations", "2", "--num-envs", "8", "--num-steps", "50"]))
-    assert args.num_iterations == 2 and args.total_timesteps == 800
-    assert resolve(*parse_args([])).num_iterations == 12_000_000 // (64 * 200)
-    assert resolve(*parse_args(["--env", "alchemy"])).num_iterations == 8_000_000 // (256 * 100)
-    vpg = resolve(*parse_args(["--vpg"]))
-    assert (vpg.update_epochs, vpg.num_minibatches, vpg.clip_vloss) == (1, 1, False)
+def test_a_misspelt_flag_gets_tyros_own_message_and_exit_2(tmp_path):
+    result = run_cli(tmp_path, "--num-iteration", "3")
+    assert result.returncode == 2 and "--num-iterations" in result.stderr  # tyro's "similar arguments"
 
 
 # --- tiny runs through the CLI -------------------------------------------------------------------------------
@@ -382,3 +332,99 @@ def test_alchemy_eval_set_scores_the_policy_against_every_published_agent(tmp_pa
         assert difference == pytest.approx(summary["eval_set_score"] - summary["reference_scores"][agent])
         assert sem is not None and sem >= 0
     assert -90 <= summary["eval_set_score"] <= 450 and summary["eval_set_score_sem"] >= 0
+
+
+# --- resume: exact after a kill at any moment; divergence stops with exit 3 ----------------------------------
+TIME_FIELDS = {"wall_time_s", "sps"}
+# 50-step rollouts of 100-step (nav) and 200-step (alchemy) episodes: episodes, and SIL's episodes in progress,
+# span iterations, so the vector env's state and the loop's bookkeeping must be in the checkpoint
+RESUMED = {
+    "nav": ["--num-iterations", "8", "--num-envs", "8", "--num-steps", "50", "--sil-fraction", "1",
+            "--hidden-size", "16", "--checkpoint-every", "1", "--image-every", "3"],
+    "alchemy": ["--env", "alchemy", "--num-iterations", "6", "--num-envs", "8", "--num-steps", "50",
+                "--hidden-size", "16", "--checkpoint-every", "1"],
+}
+
+
+def start(cwd, *flags):
+    return subprocess.Popen([sys.executable, str(SCRIPT), *flags], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def without_time(run_dir: pathlib.Path) -> dict:
+    return {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in TIME_FIELDS}
+
+
+@pytest.mark.parametrize("env", list(RESUMED))
+def test_killed_at_a_random_moment_and_resumed_ends_like_the_run_left_alone(env, tmp_path):
+    alone, killed = tmp_path / "alone", tmp_path / "killed"
+    alone.mkdir(), killed.mkdir()
+    left_alone = start(alone, *RESUMED[env])  # side by side with the killed one
+    process = start(killed, *RESUMED[env])
+    for attempt in range(2):  # killed twice: once in the first run, once in a resumed one
+        while process.poll() is None and not list(killed.glob("runs/*/checkpoint.pt")):
+            time.sleep(0.005)
+        if attempt:  # let the resumed process write a checkpoint of its own first
+            checkpoint = next(killed.glob("runs/*/checkpoint.pt"))
+            before = checkpoint.stat().st_mtime_ns
+            while process.poll() is None and checkpoint.stat().st_mtime_ns == before:
+                time.sleep(0.005)
+        time.sleep(random.uniform(0.0, 0.4))
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=120)
+        (run_dir,) = killed.glob("runs/*")
+        process = start(killed, "--resume", str(run_dir.relative_to(killed)))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    _, stderr = left_alone.communicate(timeout=300)
+    assert left_alone.returncode == 0, stderr
+    (alone_dir,) = alone.glob("runs/*")
+    assert without_time(run_dir) == without_time(alone_dir)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 2  # TensorBoard continued in the run's folder
+
+
+@pytest.mark.parametrize("what", ["empty folder", "not a checkpoint", "another script's"])
+def test_resume_without_a_checkpoint_of_this_script_exits_2_naming_resume(what, tmp_path):
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    if what == "not a checkpoint":
+        (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    if what == "another script's":
+        torch.save({"args": {"meta_batch_size": 2}, "model": {}}, run_dir / "checkpoint.pt")
+    result = run_cli(tmp_path, "--resume", "runs/r")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: --resume must be a run folder with a checkpoint.pt of this script, got 'runs/r'\n"
+
+
+def test_a_non_finite_loss_stops_the_run_with_exit_3_and_one_line(tmp_path):
+    # a step of 1e37 overflows the float32 logits within the first iteration
+    result = run_cli(tmp_path, "--num-iterations", "4", "--num-envs", "8", "--num-steps", "50", "--hidden-size", "16",
+                     "--learning-rate", "1e37")
+    assert result.returncode == 3 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: non-finite loss at iteration 1; lower --learning-rate")
+    assert not list(tmp_path.glob("runs/*/summary.json"))  # a diverged run writes no summary
+
+
+@pytest.mark.parametrize("env, collision", [("nav", "block"), ("nav", "original"), ("alchemy", "block")])
+def test_env_state_round_trip_continues_the_same_episodes(env, collision):
+    """env_state / set_env_state restore a vector env in place (alchemy's batch keeps views of its arrays;
+    collision "original" keeps float positions and contact flags): the same actions then give the same steps."""
+    if env == "nav":
+        envs = nav_env.NavigationVectorEnv(4, "medium", collision=collision)
+    else:
+        envs = alchemy_env.SymbolicAlchemyVectorEnv(4)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(130):  # past an episode's end: autoresets, new trials
+        envs.step(rng.integers(0, envs.single_action_space.n, 4))
+    state, generator = ppo_single_task.env_state(envs), envs.np_random.bit_generator.state
+    state = {name: value.copy() for name, value in state.items()}
+    actions = rng.integers(0, envs.single_action_space.n, (150, 4))
+
+    def play():
+        return [np.concatenate([np.ravel(x) for x in envs.step(a)[:3]]) for a in actions]
+
+    first = play()
+    ppo_single_task.set_env_state(envs, state)
+    envs.np_random.bit_generator.state = generator
+    np.testing.assert_array_equal(np.array(play()), np.array(first))

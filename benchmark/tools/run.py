@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="a flag and its values to sweep; repeat for a cartesian grid (e.g. --grid inner-steps=1,2,3)")
     parser.add_argument("--set", action="append", default=[], dest="fixed", metavar="KEY=VALUE",
-                        help="a flag passed to every run (e.g. --set num-iterations=400, --set see-goal=false, --set vpg)")
+                        help="a flag passed to every run (e.g. --set num-iterations=400, --set see-goal=false)")
     parser.add_argument("--seeds", default="1", metavar="N|A-B",
                         help="seeds per grid point: N runs --seed 1..N, A-B runs --seed A..B (default: 1)")
     parser.add_argument("--workers", type=positive_int, default=1, metavar="W",
