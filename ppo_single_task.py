@@ -32,15 +32,12 @@ from torch.utils.tensorboard import SummaryWriter
 import alchemy_env
 import nav_env
 
-
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
     """seed of the experiment (env, actions, network initialisation)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
     """if toggled, use CUDA when it is available (else the CPU, with a message)"""
     track: bool = False
@@ -132,12 +129,10 @@ class Args:
     torch_threads: int = 1
     """torch's CPU threads (1: runs side by side on a few cores slow each other down with more)"""
 
-
 # The fields left at None take their --env's value: (nav, alchemy). The runs behind them: docs/ppo_single_task.md.
 ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4, 1e-3), num_envs=(64, 256),
                     num_steps=(200, 100), gamma=(1.0, 0.99), ent_coef=(0.0, 0.01), reward_scale=(0.01, 0.1),
                     hidden_size=(64, 128), sil_coef=(1.0, 0.0))
-
 
 def resolve(args: Args) -> Args:
     """The --env's values of the fields left at None, and --num-iterations as env steps."""
@@ -149,11 +144,9 @@ def resolve(args: Args) -> Args:
         args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
     return args
 
-
 def fail(flag: str, message: str) -> None:
     print(f"error: --{flag.replace('_', '-')} {message}", file=sys.stderr)
     sys.exit(2)
-
 
 def check(args: Args) -> None:
     """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
@@ -182,12 +175,10 @@ def check(args: Args) -> None:
         if not fine:
             fail(flag, f"must {must}, got {getattr(args, flag)!r}")
 
-
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
-
 
 class Agent(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_low: np.ndarray, obs_high: np.ndarray):
@@ -218,7 +209,6 @@ class Agent(nn.Module):
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
-
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
     """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016, eq. 16).
     As in CleanRL, dones[t] = 1 means step t - 1 ended its episode (with --per-trial-returns: its trial), so
@@ -230,7 +220,6 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
         delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
         advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
     return advantages
-
 
 def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, mask, args: Args):
     """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1
@@ -263,7 +252,6 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
     return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
 
-
 def sil_loss(logprob, value, returns, value_coef: float):
     """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R): imitate an action only where its return
     R beats the critic, and pull V(s) up towards such R. Returns (loss, policy_loss, value_loss) of
@@ -271,7 +259,6 @@ def sil_loss(logprob, value, returns, value_coef: float):
     gap = (returns - value).clamp(min=0.0)
     policy_loss, value_loss = -(logprob * gap.detach()).mean(), 0.5 * (gap**2).mean()
     return policy_loss + value_coef * value_loss, policy_loss, value_loss
-
 
 class BestEpisodes:
     """SIL's memory: the `capacity` finished episodes with the highest return so far (ties: the older stays)."""
@@ -294,7 +281,6 @@ class BestEpisodes:
         index = torch.randint(len(returns), (batch_size,))
         return obs[index].to(device), actions[index].to(device), returns[index].float().to(device)
 
-
 def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, float, float]:
     """Run the argmax policy once on the task; return its positions (T, 2), return and final distance."""
     env = nav_env.NavigationEnv(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision)
@@ -306,7 +292,6 @@ def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, fl
         obs, reward, terminated, truncated, info = env.step(int(action))
         positions, total, done = positions + [env.position], total + reward, terminated or truncated
     return np.array(positions), total, info["distance"]
-
 
 def nav_summary(agent: Agent, args: Args, device, returns: list, distances: list) -> dict:
     """The last 100 episodes, one greedy episode, and the gaps to the task's exact optimum R* (nav_env's dynamic
@@ -323,7 +308,6 @@ def nav_summary(agent: Agent, args: Args, device, returns: list, distances: list
                 optimal_success_rate=None if optimum is None else float(optimum_reached[0]),
                 return_gap=None if optimum is None or not returns else optimum - float(np.mean(returns[-100:])),
                 greedy_return_gap=None if optimum is None else optimum - greedy_return)
-
 
 def eval_set_summary(agent: Agent, args: Args, device, writer, global_step: int) -> dict:
     """Zero-shot on dm_alchemy's evaluation episodes (chemistries never trained on), one sampled episode each as
@@ -352,17 +336,14 @@ def eval_set_summary(agent: Agent, args: Args, device, writer, global_step: int)
     return dict(eval_episodes=n, eval_set_score=score, eval_set_score_sem=score_sem, reference_scores=references,
                 reference_score_sems=reference_sems, post_minus_reference=differences)
 
-
 # A checkpoint holds the vector env mid-episode, because episodes span rollouts: its batch's writable arrays, written
 # back in place (alchemy's batch keeps views of them, which a pickled env would cut loose).
 def env_state(envs) -> dict:
     return {k: v for k, v in vars(envs._batch).items() if isinstance(v, np.ndarray) and v.flags.writeable}
 
-
 def set_env_state(envs, state: dict) -> None:
     for name, value in state.items():
         getattr(envs._batch, name)[...] = value
-
 
 if __name__ == "__main__":
     args, checkpoint = tyro.cli(Args), None
@@ -382,7 +363,6 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
