@@ -109,7 +109,7 @@ class Args:
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt every this many iterations and after the last (0: after the last)"""
     resume: str | None = None
-    """continue the run in this folder (runs/{run_name}) from its checkpoint, with its own flags"""
+    """continue the run in this folder from its checkpoint, with its own flags (None: a new run)"""
     torch_threads: int = 1
     """torch's CPU threads (1: many small tensor operations; runs side by side do not compete)"""
 
@@ -309,7 +309,6 @@ def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, dev
         if step < num_steps:
             task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
     return batches, stats, task_params
-
 
 
 # --- tasks, evaluation, bad input and checkpoints: the helpers of the loop below -----------------------------
