@@ -478,7 +478,8 @@ if __name__ == "__main__":
         checkpoint, run_dir = load_checkpoint(args.resume), os.path.normpath(args.resume)
         args = Args(**{**checkpoint["args"], "torch_threads": args.torch_threads})
     else:
-        run_dir = f"runs/alchemy-{'fomaml' if args.first_order else 'maml'}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        algorithm = "fomaml" if args.first_order else "maml"
+        run_dir = f"runs/alchemy-{algorithm}__{args.exp_name}__{args.seed}__{int(time.time())}"
     torch.set_num_threads(args.torch_threads)
 
     # TRY NOT TO MODIFY: seeding
@@ -504,7 +505,8 @@ if __name__ == "__main__":
         load_policy(model, args)
     model = model.to(device)
     params = dict(model.named_parameters())
-    optimizer = (torch.optim.Adam if args.outer_optimizer == "adam" else torch.optim.SGD)(params.values(), lr=args.outer_lr)
+    optimizer = (torch.optim.Adam if args.outer_optimizer == "adam" else torch.optim.SGD)(params.values(),
+                                                                                          lr=args.outer_lr)
 
     # checkpoints: everything the loop carries from one iteration to the next (the envs draw the items)
     generators = {"task_rng": task_rng, "envs": envs.np_random, "test_envs": test_envs.np_random}
@@ -605,15 +607,20 @@ if __name__ == "__main__":
             writer.add_scalar(f"eval_set/post_minus_{agent}", difference, args.num_iterations)
             if sem is not None:
                 writer.add_scalar(f"eval_set/post_minus_{agent}_sem", sem, args.num_iterations)
-    (bot, bot_sem), (margin, margin_sem) = alchemy_env.mean_and_sem(heuristic), alchemy_env.mean_and_sem(post - heuristic)
+    (bot, bot_sem), (margin, margin_sem) = (alchemy_env.mean_and_sem(x) for x in (heuristic, post - heuristic))
     summary.update(pre_adaptation_score=scores[0], post_adaptation_score=scores[args.inner_steps],
                    adaptation_gain=scores[args.inner_steps] - scores[0], score_after_steps=scores,
                    score_sem_after_steps=errors, heuristic_score=bot, heuristic_score_sem=bot_sem,
-                   post_minus_heuristic=margin, post_minus_heuristic_sem=margin_sem, wall_time_s=time.time() - start_time,
-                   train_time_s=train_time, sps=global_step / train_time if global_step else None)
-    print(f"{'held-out chemistries' if eval_set is None else 'evaluation episodes'}: score after 0..{eval_steps} inner "
-          f"steps {', '.join(f'{s:.1f}' for s in scores)}; random-heuristic bot {bot:.1f}; after {args.inner_steps} "
-          f"step(s) minus the bot {margin:+.1f} +- {margin_sem and round(margin_sem, 1)} (paired)")
+                   post_minus_heuristic=margin, post_minus_heuristic_sem=margin_sem, train_time_s=train_time,
+                   wall_time_s=time.time() - start_time, sps=global_step / train_time if global_step else None)
+    print(f"{'held-out chemistries' if eval_set is None else 'evaluation episodes'}, score after 0..{eval_steps} "
+          f"inner steps: {', '.join(f'{s:.1f} +- {e and round(e, 1)}' for s, e in zip(scores, errors))}")
+    print(f"random-heuristic bot on the same ones: {bot:.1f}; after {args.inner_steps} step(s) minus the bot: "
+          f"{margin:+.1f} +- {margin_sem and round(margin_sem, 1)} (paired)")
+    if eval_set is not None:
+        (difference, sem) = differences["baseline"]
+        print(f"V-MPO (dm_alchemy's baseline) on the same episodes: {references['baseline']:.2f}; after "
+              f"{args.inner_steps} step(s) minus it: {difference:+.2f} +- {sem and round(sem, 2)} (paired)")
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])
