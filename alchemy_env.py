@@ -31,8 +31,9 @@ Public API (in this order below; the tables the step reads come last, in their o
     SymbolicAlchemyEnv         gymnasium.Env, a batch of one; registered as "SymbolicAlchemy-v0"
     level_config, chemistry_indices, sample_chemistry(ies), all_chemistries, chemistry_vector
                                levels and their chemistries (§7, §11)
-    sample_episode, replay     dm_alchemy's seed-exact draws of an episode (§12), and an episode with
-                               given chemistry, items and actions run through the vector env
+    sample_episode, seeded_chemistries, replay   dm_alchemy's seed-exact draws of an episode (§12) and of
+                               the chemistries of many seeds, and an episode with given chemistry, items and
+                               actions run through the vector env
     valid_action_mask          the actions that change anything, from observations (for action masking)
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
     bot_episode_returns        one episode of a bot in every env of a just-reset vector env
@@ -526,6 +527,14 @@ def sample_episode(level: str, seed: int) -> tuple[dict[str, Any], dict[str, np.
     return chemistry, _indices_to_items(vertex, latent_potion)
 
 
+def seeded_chemistries(level: str, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    """The chemistries of `sample_episode(level, seed)` for these seeds, canonical and batched, with their "seed"
+    (what DMAlchemyVectorEnv reads to build dm_alchemy's own chemistry objects)."""
+    chemistries = [sample_episode(level, int(seed))[0] for seed in seeds]
+    batch = {key: np.stack([chemistry[key] for chemistry in chemistries]) for key in _CHEMISTRY_SHAPES}
+    return {**batch, "seed": np.asarray(seeds, dtype=np.int64)}
+
+
 def replay(
     chemistry: Mapping[str, Any], items: Mapping[str, Any], actions: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -864,7 +873,8 @@ class DMAlchemyVectorEnv:
         from dm_alchemy.types import stones_and_potions
         from dm_alchemy.types import utils as dm_utils
 
-        self._symbolic_alchemy, self._stones_and_potions, self._dm_utils = symbolic_alchemy, stones_and_potions, dm_utils
+        self._symbolic_alchemy, self._stones_and_potions = symbolic_alchemy, stones_and_potions
+        self._dm_utils = dm_utils
         self.num_envs, self.level, self.see_chemistry = num_envs, level, see_chemistry
         self._see = ({"chemistry": dm_utils.ChemistrySeen(content=dm_utils.ElementContent.GROUND_TRUTH)}
                      if see_chemistry else None)

@@ -736,12 +736,13 @@ def test_eval_set_options_are_the_first_episodes_as_batched_reset_options():
 # --- DMAlchemyVectorEnv: DeepMind's own envs behind the vector env's reset and step ---------------------------
 
 
-def seeded_chemistries(level: str, seeds) -> dict:
-    """dm_alchemy's chemistries for these seeds, batched, with the "seed" entry DMAlchemyVectorEnv reads."""
-    chemistries = [alchemy_env.sample_episode(level, seed)[0] for seed in seeds]
-    batch = {key: np.stack([c[key] for c in chemistries]) for key in
-             ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation")}
-    return {**batch, "seed": np.array(seeds)}
+def test_seeded_chemistries_are_dm_alchemys_for_their_seeds():
+    chemistries = alchemy_env.seeded_chemistries(STANDARD_LEVEL, np.array([3, 11]))
+    np.testing.assert_array_equal(chemistries["seed"], [3, 11])
+    for i, seed in enumerate([3, 11]):
+        reference, _ = alchemy_env.sample_episode(STANDARD_LEVEL, seed)
+        for key in ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation"):
+            np.testing.assert_array_equal(chemistries[key][i], reference[key])
 
 
 @needs_dm_alchemy
@@ -751,7 +752,8 @@ def test_dm_alchemy_vector_env_plays_the_same_episodes_as_this_modules(source, s
     SymbolicAlchemyVectorEnv give the same observations, rewards and ends, step for step, over two episodes."""
     n = 3
     if source == "seed":
-        options = [{"chemistries": seeded_chemistries(STANDARD_LEVEL, [4, 9, 4])}] * 2  # fresh items each episode
+        # fresh items every episode
+        options = [{"chemistries": alchemy_env.seeded_chemistries(STANDARD_LEVEL, [4, 9, 4])}] * 2
     else:
         options = [alchemy_env.eval_set_options(n)] * 2  # the evaluation set's chemistries and items
     dm = alchemy_env.DMAlchemyVectorEnv(n, STANDARD_LEVEL, see_chemistry)
@@ -783,6 +785,7 @@ def test_dm_alchemy_vector_env_plays_the_same_episodes_as_this_modules(source, s
 @needs_dm_alchemy
 def test_dm_alchemy_vector_env_needs_to_know_where_each_chemistry_comes_from():
     dm = alchemy_env.DMAlchemyVectorEnv(2)
-    chemistries = {key: value for key, value in seeded_chemistries(STANDARD_LEVEL, [1, 2]).items() if key != "seed"}
+    chemistries = alchemy_env.seeded_chemistries(STANDARD_LEVEL, [1, 2])
+    del chemistries["seed"]
     with pytest.raises(ValueError, match="'seed' or an 'eval_episode' entry"):
         dm.reset(options={"chemistries": chemistries})
