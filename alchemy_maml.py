@@ -2,15 +2,13 @@
 # Docs: docs/alchemy_maml.md (usage, logged metrics, resuming, results). The algorithm is maml_vpg.py's.
 """MAML (Finn et al. 2017, Algorithm 3) with a policy-gradient inner loop on symbolic Alchemy (Wang et al. 2021).
 
-A task is a chemistry of the level. Each meta-iteration, for every chemistry of a meta-batch:
-  1. sample K episodes (10 trials of 20 steps, fresh stones and potions every trial) with theta_0 = theta,
-  2. take N inner steps theta_{k+1} = theta_k - inner_lr * grad L_in(theta_k), K fresh episodes before each,
-  3. sample K validation episodes with theta_N; their policy-gradient loss L_out(theta_N) is the task's meta-loss.
-MAML differentiates the summed meta-losses through the N inner steps; --first-order (FOMAML, Finn et al. 2017,
-Sec. 5.2; Nichol et al. 2018) sums each task's gradient at theta_N instead. L_in is ProMP's LVC surrogate
-(Rothfuss et al. 2018): REINFORCE's value and gradient, and the Hessian term that -log pi * A loses.
-The policy is a memoryless MLP: it knows the chemistry only by adapting (or with --see-chemistry). Items are
-new every trial, so returns stop at each trial's end. All tasks' episodes run at once in one vector env.
+Each meta-iteration, for all chemistries (tasks) of a meta-batch at once, in one vector env:
+  1. sample K episodes (10 trials of 20 steps, fresh stones and potions every trial) with theta_0 = theta;
+  2. take N inner steps theta_{k+1} = theta_k - inner_lr * grad L_in(theta_k) (Eq. 1), K fresh episodes before
+     each; L_in is ProMP's LVC surrogate (Rothfuss et al. 2018), whose Hessian has the sampling term;
+  3. sample K validation episodes with theta_N: their policy-gradient loss L_out(theta_N) is the task's meta-loss;
+  4. step theta along the gradient of the summed meta-losses (Eq. 3), through the N inner steps (MAML) or, with
+     --first-order (FOMAML, Sec. 5.2; Nichol et al. 2018), as if d theta_N / d theta were the identity.
 """
 
 import importlib.util
@@ -33,15 +31,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 import alchemy_env
 
-
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
     """seed of the experiment (training chemistries, items, actions, network initialisation)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
     """if toggled, use CUDA when it is available"""
     track: bool = False
@@ -113,12 +108,10 @@ class Args:
     torch_threads: int = 1
     """torch's CPU threads (1: many small tensor operations; runs side by side do not compete)"""
 
-
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
-
 
 class Policy(nn.Module):
     """A categorical policy: observation -> action logits (an MLP with two tanh hidden layers)."""
@@ -137,18 +130,15 @@ class Policy(nn.Module):
     def forward(self, obs):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
 
-
 # The losses take one task's batch: obs (n, obs_dim), actions (n,), advantages (n,), mask (n,) (all 1: every
 # episode runs its 200 steps) and with --mask-actions action_mask (n, 40). vmap runs them over the meta-batch.
 def masked_logits(logits, action_mask=None):
     """Invalid-action masking (Huang & Ontanon 2020): the actions that change nothing get probability 0."""
     return logits if action_mask is None else logits.masked_fill(~action_mask, -1e8)
 
-
 def log_prob(model, params, obs, actions, action_mask=None):
     logits = masked_logits(functional_call(model, params, (obs,)), action_mask)
     return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
 
 def inner_loss(model, params, batch):
     """ProMP's LVC surrogate, -mean_t pi(a_t|s_t) / stopgrad(pi(a_t|s_t)) * A_t, at the sampling parameters."""
@@ -156,24 +146,20 @@ def inner_loss(model, params, batch):
     ratio = torch.exp(logp - logp.detach())  # = 1 in value; its gradient is the score function
     return -(ratio * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
 
-
 def outer_loss(model, params, batch):
     """The vanilla policy-gradient loss -mean_t log pi(a_t|s_t) * A_t of the validation episodes."""
     logp = log_prob(model, params, batch["obs"], batch["actions"], batch.get("action_mask"))
     return -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
-
 
 def inner_update(model, params, batch, inner_lr: float):
     """One inner SGD step on the LVC loss (Finn et al. 2017, Eq. 1); differentiable w.r.t. params."""
     grads = grad(inner_loss, argnums=1)(model, params, batch)
     return {name: params[name] - inner_lr * grads[name] for name in params}
 
-
 def meta_gradient(model, params, adapted_params, inner_batches, validation_batch, inner_lr: float,
                   first_order: bool = False):
-    """The gradient of the validation losses summed over tasks (Finn et al. 2017, Eq. 3), and that sum. MAML
-    differentiates through the N inner steps; FOMAML (first_order) sums each task's gradient at its adapted
-    parameters, as if d theta_N / d theta were the identity (Nichol et al. 2018)."""
+    """The gradient of the validation losses summed over tasks (Eq. 3), and that sum: through the N inner steps
+    (MAML), or (first_order: FOMAML) each task's gradient at its adapted parameters, summed."""
     if first_order:
         task_grads, task_losses = vmap(grad_and_value(outer_loss, argnums=1), in_dims=(None, 0, 0))(
             model, adapted_params, validation_batch)
@@ -187,7 +173,6 @@ def meta_gradient(model, params, adapted_params, inner_batches, validation_batch
     return grad_and_value(lambda params: vmap(task_meta_loss, in_dims=(None, 0, 0))(
         params, inner_batches, validation_batch).sum())(params)
 
-
 def episode_options(chemistries: dict, items: dict | None, episodes: int) -> dict:
     """Reset options giving each task's chemistry (and items, if given) to its `episodes` consecutive envs."""
     options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
@@ -195,11 +180,9 @@ def episode_options(chemistries: dict, items: dict | None, episodes: int) -> dic
         options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
     return options
 
-
 def rollout(envs, model, task_params, chemistries, args, device, items=None):
-    """args.episodes_per_task episodes of every task's chemistry in lockstep, each task with its own params (leading
-    task dim), on the tasks' items if given (leading task dim), else on fresh ones. Returns the task-batched
-    samples for the losses and the episodes' statistics."""
+    """K episodes of every task's chemistry in lockstep, each task with its own params (and its items if given;
+    leading task dims): the task-batched samples for the losses and the episodes' statistics."""
     tasks, episodes, horizon = len(chemistries["rotation"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
     obs_np, _ = envs.reset(options=episode_options(chemistries, items, episodes))
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
@@ -242,7 +225,6 @@ def rollout(envs, model, task_params, chemistries, args, device, items=None):
              "entropy": float(entropies.mean())}
     return {k: v.to(device) for k, v in batch.items()}, stats
 
-
 def discount_matrix(rate: float, horizon: int, segment: int | None = None) -> torch.Tensor:
     """M[t, u] = rate^(u - t) for u >= t in t's segment of that many steps, else 0: x @ M.T sums x's future."""
     steps = torch.arange(horizon, dtype=torch.float64)
@@ -252,21 +234,17 @@ def discount_matrix(rate: float, horizon: int, segment: int | None = None) -> to
         keep &= (steps[None, :] // segment) == (steps[:, None] // segment)
     return torch.where(keep, rate ** exponent.clamp(min=0), torch.zeros(()))
 
-
 def linear_baseline(features, returns, mask, reg: float = 1e-5):
-    """Per-task ridge regression of returns (tasks, n) on features (tasks, n, F): the linear feature baseline
-    (Duan et al. 2016) of Finn et al. 2017, Sec. 5.3. Returns the fitted values."""
+    """Per-task ridge regression of returns on features: Duan et al. 2016's baseline (Finn et al. 2017, Sec. 5.3)."""
     weighted = features * mask.unsqueeze(-1)
     gram = weighted.transpose(1, 2) @ features + reg * torch.eye(features.shape[-1], dtype=features.dtype)
     coef = torch.linalg.solve(gram, weighted.transpose(1, 2) @ returns.unsqueeze(-1))
     return (features @ coef).squeeze(-1)
 
-
 def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm_adv: bool,
                        segment: int | None = None):
-    """GAE(gamma, lambda) (Schulman et al. 2016) with a per-task linear baseline, as matrix products. obs (tasks,
-    episodes, T, obs_dim) in [-1, 1]; rewards, mask (tasks, episodes, T). The value after the episode's last
-    step, and with segment after every segment's, is 0: with the trial length, returns stop at each trial's end."""
+    """GAE(gamma, lambda) (Schulman et al. 2016) with a per-task linear baseline, as matrix products, for obs (tasks,
+    episodes, T, obs_dim) in [-1, 1]; with segment (the trial length) returns stop at each segment's end."""
     tasks, episodes, horizon = rewards.shape
     rewards, mask = rewards.double(), mask.double()
     returns = rewards @ discount_matrix(gamma, horizon, segment).T
@@ -293,11 +271,9 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
         advantages = (advantages - mean) / (std + 1e-8)
     return (advantages * mask).float()
 
-
 def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, device, items=None):
-    """Steps 1-3 for every task at once, without a graph: the batches sampled with theta_0..theta_num_steps, their
-    statistics and the adapted parameters (leading task dim). With items (an evaluation), each step's statistics
-    are K plays of each task's items, and the inner steps adapt on K fresh episodes, never on a scored one."""
+    """Steps 1-3 for every task at once, without a graph: the batches, their statistics, the adapted parameters.
+    With items (an evaluation) the statistics are of the items, and each inner step adapts on fresh episodes."""
     task_params = {name: p.detach().expand((len(chemistries["rotation"]),) + p.shape) for name, p in params.items()}
     batches, stats = [], []
     for step in range(num_steps + 1):
@@ -310,31 +286,20 @@ def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, dev
             task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
     return batches, stats, task_params
 
-
 # --- tasks, evaluation, bad input and checkpoints: the helpers of the loop below -----------------------------
-def task_chemistries(level: str, seeds: np.ndarray) -> dict[str, np.ndarray]:
-    """dm_alchemy's chemistries of `get_symbolic_alchemy_level(level, seed)` for these seeds, batched, with their
-    "seed" (alchemy_env.sample_episode is seed-exact): both backends train and test on the same chemistries."""
-    chemistries = [alchemy_env.sample_episode(level, int(seed))[0] for seed in seeds]
-    keys = ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation")
-    return {**{key: np.stack([c[key] for c in chemistries]) for key in keys}, "seed": np.asarray(seeds, dtype=np.int64)}
-
-
 def chemistry_keys(chemistries: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
     """One hashable key per chemistry (its four indices), to tell chemistries apart."""
     return list(zip(*(a.tolist() for a in alchemy_env.chemistry_indices(chemistries)[0])))
 
-
 def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) -> dict[str, np.ndarray]:
     """n training chemistries by fresh seeds, redrawing any that equals an excluded (held-out) one."""
     seeds = rng.integers(0, 2**31 - 1, size=n)
-    chemistries, redrawn = task_chemistries(level, seeds), False
+    chemistries, redrawn = alchemy_env.seeded_chemistries(level, seeds), False
     for i, key in enumerate(chemistry_keys(chemistries)):
         while key in excluded:
             seeds[i], redrawn = rng.integers(0, 2**31 - 1), True
-            key = chemistry_keys(task_chemistries(level, seeds[i : i + 1]))[0]
-    return task_chemistries(level, seeds) if redrawn else chemistries
-
+            key = chemistry_keys(alchemy_env.seeded_chemistries(level, seeds[i : i + 1]))[0]
+    return alchemy_env.seeded_chemistries(level, seeds) if redrawn else chemistries
 
 def make_envs(args, num_envs: int, seed: int):
     """Autoreset disabled: a rollout starts every episode itself, with its task's chemistry."""
@@ -343,21 +308,17 @@ def make_envs(args, num_envs: int, seed: int):
     envs.reset(seed=seed)
     return envs
 
-
 def evaluate(envs, model, params, chemistries, num_steps: int, args, device, items=None) -> list[np.ndarray]:
     """Each task's mean episode score after 0..num_steps inner steps: a list of (tasks,) arrays."""
     _, stats, _ = sample_and_adapt(envs, model, params, chemistries, num_steps, args, device, items)
     return [s["scores"].mean(1) for s in stats]
 
-
 def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarray:
-    """Each chemistry's mean score of dm_alchemy's random-heuristic bot (147.0 in Wang et al. 2021's reference
-    table) on the same chemistries (and items) as the policy: a paired reference for the held-out score."""
+    """Each chemistry's mean score of dm_alchemy's random-heuristic bot (147.0 in Wang et al. 2021's table)."""
     obs, _ = envs.reset(options=episode_options(chemistries, items, args.episodes_per_task))
     scores = alchemy_env.bot_episode_returns(envs, obs, alchemy_env.random_heuristic_actions,
                                              np.random.default_rng(seed))
     return scores.reshape(len(chemistries["rotation"]), args.episodes_per_task).mean(1)
-
 
 def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_steps: int, step: int):
     """The mean scores over tasks after 0..K inner steps and their standard errors, logged under prefix/."""
@@ -370,10 +331,8 @@ def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_step
             writer.add_scalar(f"{prefix}/score_sem_after_{k}_steps", error, step)
     return scores, errors
 
-
 def final_scores(args, model, params, envs_of_size: dict, chemistries, items, num_steps: int, device):
-    """evaluate and heuristic_scores on every task (with its items, if given), --num-test-tasks at a time, one env
-    per chunk size: each task's mean score after 0..num_steps inner steps, and the bot's."""
+    """evaluate and heuristic_scores on every task (and its items), --num-test-tasks at a time, one env per size."""
     n, means, heuristic = len(chemistries["rotation"]), [], []
     for start in range(0, n, min(args.num_test_tasks, n)):
         rows = slice(start, min(start + args.num_test_tasks, n))
@@ -386,21 +345,19 @@ def final_scores(args, model, params, envs_of_size: dict, chemistries, items, nu
         heuristic.append(heuristic_scores(envs_of_size[size], part, args, args.test_seed + start, part_items))
     return [np.concatenate(per_step) for per_step in zip(*means)], np.concatenate(heuristic)
 
-
-def fail(message: str, code: int = 2):
+def stop(code: int, message: str):
     """Bad input (exit code 2) or a diverged run (3): one line on stderr."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
-
 def check(args: Args) -> Args:
-    """Values that would crash or silently misbehave: exit code 2 and one line naming the flag. Then --total-episodes
-    sets --num-iterations, so that the saved args are the ones the run used."""
+    """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
     given = [flag for flag, value in asdict(args).items() if value != getattr(Args(), flag)]
     no_dm_alchemy = f"without dm_alchemy ({alchemy_env.DM_ALCHEMY_INSTALL})"
     rules = [  # (flag, the value is fine, what it must be); nan fails every comparison
         *[(flag, 0 <= getattr(args, flag) < 2**32, "in [0, 2**32)") for flag in ("seed", "test_seed")],
-        *[(flag, 0 < getattr(args, flag) < 1e30, "a number in (0, 1e30)") for flag in ("inner_lr", "outer_lr")],
+        ("inner_lr", 0 < args.inner_lr < math.inf, "a finite number > 0"),
+        ("outer_lr", 0 < args.outer_lr < 1e37, "in (0, 1e37): Adam's step would overflow float32"),
         ("max_grad_norm", 0 <= args.max_grad_norm < math.inf, "a finite number >= 0"),
         *[(flag, 0 <= getattr(args, flag) <= 1, "in [0, 1]") for flag in ("gamma", "gae_lambda")],
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in
@@ -408,75 +365,38 @@ def check(args: Args) -> Args:
         *[(flag, getattr(args, flag) >= 0, ">= 0") for flag in ("num_iterations", "eval_every", "checkpoint_every")],
         ("total_episodes", args.total_episodes is None or args.total_episodes >= 0 and "num_iterations" not in given,
          ">= 0, given instead of --num-iterations"),
-        ("eval_inner_steps", args.eval_inner_steps is None or args.eval_inner_steps >= args.inner_steps,
-         f">= --inner-steps ({args.inner_steps})"),
+        ("eval_inner_steps", (args.eval_inner_steps or args.inner_steps) >= args.inner_steps, ">= --inner-steps"),
         ("level", args.level in alchemy_env.LEVELS, "one of alchemy_env.LEVELS"),
         ("exp_name", args.exp_name != "" and "/" not in args.exp_name, "a name without '/'"),
         ("backend", args.backend == "fast" or importlib.util.find_spec("dm_alchemy"), f"fast {no_dm_alchemy}"),
         ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), f"sampled {no_dm_alchemy}"),
         ("eval_episodes", args.eval_episodes is None or args.eval_set == "dm_alchemy" and 1 <= args.eval_episodes
          <= 1000, "in [1, 1000], with --eval-set dm_alchemy"),
-        ("wandb_entity", args.track or args.wandb_entity is None, "given with --track only"),
-        ("wandb_project_name", args.track or args.wandb_project_name == "meta-rl", "given with --track only"),
-        ("track", not args.track or importlib.util.find_spec("wandb") is not None, "used with wandb installed"),
+        *[(flag, args.track or flag not in given, "left alone without --track")
+          for flag in ("wandb_project_name", "wandb_entity")],
+        ("track", not args.track or importlib.util.find_spec("wandb") is not None, "given with wandb installed"),
         ("load_model", args.load_model is None or os.path.isfile(args.load_model), "an existing file"),
         ("resume", args.resume is None or set(given) <= {"resume", "torch_threads"},
          "given alone (or with --torch-threads): the run keeps its own flags"),
     ]
     for flag, fine, must in rules:
         if not fine:
-            fail(f"--{flag.replace('_', '-')} must be {must}, got {getattr(args, flag)!r}")
+            stop(2, f"--{flag.replace('_', '-')} must be {must}, got {getattr(args, flag)!r}")
     if os.path.exists("runs") and not os.path.isdir("runs"):
-        fail("runs must be a folder for the runs' outputs, got a file")
-    if args.total_episodes is not None:  # an iteration samples meta_batch_size * K * (N + 1) episodes
+        stop(2, "runs must be a folder for the runs' outputs, got a file")
+    if args.total_episodes is not None:  # saved as the run used it; an iteration samples M * K * (N + 1) episodes
         args.num_iterations = math.ceil(args.total_episodes / (args.meta_batch_size * args.episodes_per_task
                                                                * (args.inner_steps + 1)))
     return args
 
-
-def load_policy(model: Policy, args: Args) -> None:
-    """Load --load-model's saved parameters into model, or exit 2 in one line."""
-    try:
-        model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
-    except Exception as error:  # not a file torch.save wrote, or another network (other keys or shapes)
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        fail(f"--load-model must be a {args.exp_name}.cleanrl_model saved with --save-model and the same --hidden-size "
-             f"and --see-chemistry, got {args.load_model!r} ({lines[min(1, len(lines) - 1)][:200]})")
-
-
-def rng_state(generators: dict) -> dict:
-    """Every random generator the loop draws from: python's, numpy's, torch's (CPU, CUDA) and the given ones."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "generators": {name: g.bit_generator.state for name, g in generators.items()}}
-
-
-def set_rng_state(state: dict, generators: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for name, g in generators.items():
-        g.bit_generator.state = state["generators"][name]
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    """--resume's checkpoint, or exit 2 in one line naming --resume."""
-    try:  # weights_only=False: the run's own file, with numpy's RNG states in it
-        checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
-        if checkpoint["script"] != os.path.basename(__file__):
-            raise ValueError(checkpoint["script"])
-    except Exception:  # no file, a truncated or a foreign one
-        fail(f"--resume must be a run folder with a checkpoint.pt of {os.path.basename(__file__)}, got {run_dir!r}")
-    return checkpoint
-
-
 if __name__ == "__main__":
-    args, checkpoint = check(tyro.cli(Args)), None
-    if args.resume is not None:  # the run's own flags, and the state its loop carries
-        checkpoint, run_dir = load_checkpoint(args.resume), os.path.normpath(args.resume)
-        args = Args(**{**checkpoint["args"], "torch_threads": args.torch_threads})
+    args, checkpoint, script = check(tyro.cli(Args)), None, os.path.basename(__file__)
+    if args.resume is not None:  # the run's own flags (kept under this script's name) and its loop's state
+        try:  # weights_only=False: the run's own file, holding numpy's RNG states
+            checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), map_location="cpu", weights_only=False)
+            run_dir, args = args.resume, Args(**checkpoint[script] | {"torch_threads": args.torch_threads})
+        except Exception:  # no file, a truncated or a foreign one
+            stop(2, f"--resume must be a run folder with a checkpoint.pt of {script}, got {args.resume!r}")
     else:
         algorithm = "fomaml" if args.first_order else "maml"
         run_dir = f"runs/alchemy-{algorithm}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -486,12 +406,11 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.cuda and not torch.cuda.is_available():
         print("--cuda given but no CUDA device is available: running on the CPU")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training chemistries, never a test or evaluation-set one
-    test_chemistries = task_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
+    test_chemistries = alchemy_env.seeded_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
         0, 2**31 - 1, size=args.num_test_tasks))
     eval_set = alchemy_env.eval_set_options(args.eval_episodes) if args.eval_set == "dm_alchemy" else None
     held_out = set(chemistry_keys(test_chemistries)) | set(chemistry_keys(eval_set["chemistries"]) if eval_set else [])
@@ -502,31 +421,35 @@ if __name__ == "__main__":
     obs_space = envs.single_observation_space
     model = Policy(obs_space.shape[0], int(envs.single_action_space.n), args.hidden_size, obs_space.low, obs_space.high)
     if args.load_model is not None and checkpoint is None:
-        load_policy(model, args)
+        try:
+            model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
+        except Exception as error:  # not a file torch.save wrote, or another network (its first mismatch named)
+            stop(2, f"--load-model must be a {args.exp_name}.cleanrl_model of this --hidden-size and --see-chemistry, "
+                    f"got {args.load_model!r} ({(str(error).splitlines()[1:] or [str(error)])[0].strip()[:150]})")
     model = model.to(device)
     params = dict(model.named_parameters())
-    optimizer = (torch.optim.Adam if args.outer_optimizer == "adam" else torch.optim.SGD)(params.values(),
-                                                                                          lr=args.outer_lr)
+    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[args.outer_optimizer](params.values(), args.outer_lr)
 
-    # checkpoints: everything the loop carries from one iteration to the next (the envs draw the items)
-    generators = {"task_rng": task_rng, "envs": envs.np_random, "test_envs": test_envs.np_random}
+    generators = (task_rng, envs.np_random, test_envs.np_random)  # with the global ones: every RNG the loop draws from
     checkpoint_path, start_iteration, global_step = os.path.join(run_dir, "checkpoint.pt"), 0, 0
-    if checkpoint is not None:
+    if checkpoint is not None:  # continue where the checkpoint left off
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        set_rng_state(checkpoint["rng"], generators)
-        start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        start_iteration, global_step, rng = checkpoint["loop"]
+        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
+        for generator, state in zip(generators, rng[3]):
+            generator.bit_generator.state = state
+        torch.cuda.set_rng_state_all(rng[4]) if rng[4] else None
     os.makedirs(run_dir, exist_ok=True)
-    if args.track:
+    if args.track:  # the run's folder name is its W&B name and id: a resumed run continues its W&B run
         import wandb
-
-        run_name = os.path.basename(run_dir)
+        run_name = os.path.basename(os.path.normpath(run_dir))
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
                    name=run_name, id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name), resume="allow", save_code=True)
     writer = SummaryWriter(run_dir, purge_step=start_iteration + 1 if checkpoint is not None else None)
     if checkpoint is None:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
-            "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])))
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n"
+                        + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()))
 
     start_time = time.time()
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
@@ -550,7 +473,7 @@ if __name__ == "__main__":
             if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
                 held_out_means = evaluate(test_envs, model, params, test_chemistries, args.inner_steps, args, device)
         except FloatingPointError as error:
-            fail(f"{error} at iteration {iteration}: the run diverged; lower --outer-lr or --inner-lr", code=3)
+            stop(3, f"{error} at iteration {iteration}: the run diverged; lower --outer-lr or --inner-lr")
         global_step += sum(s["env_steps"] for s in stats)
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes; the x axis is the meta-iteration, as in maml_vpg.py
@@ -573,26 +496,29 @@ if __name__ == "__main__":
             print(f"iteration {iteration}: held-out score {scores[0]:.1f} +- {errors[0]:.1f} before adaptation, "
                   f"{scores[-1]:.1f} +- {errors[-1]:.1f} after {args.inner_steps} inner step(s)")
         if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
-            torch.save({"script": os.path.basename(__file__), "args": asdict(args), "iteration": iteration,
-                        "global_step": global_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "rng": rng_state(generators)}, checkpoint_path + ".tmp")
+            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), [g.bit_generator.state for g in
+                   generators], torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+            torch.save({script: asdict(args), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "loop": (iteration, global_step, rng)}, checkpoint_path + ".tmp")
             os.replace(checkpoint_path + ".tmp", checkpoint_path)  # a kill mid-write leaves the last one whole
 
     # final evaluation after 0..K inner steps, on the held-out chemistries or on dm_alchemy's evaluation episodes,
     # beside the random-heuristic bot on the same ones (paired: the chemistries' difficulty cancels out)
     train_time, eval_steps = time.time() - start_time, max(args.inner_steps, args.eval_inner_steps or 0)
+    tasks, items, envs_of_size = ((test_chemistries, None, {args.num_test_tasks: test_envs}) if eval_set is None
+                                  else (eval_set["chemistries"], eval_set["items"], {}))
     try:
-        if eval_set is None:
-            task_means, heuristic = final_scores(args, model, params, {args.num_test_tasks: test_envs},
-                                                 test_chemistries, None, eval_steps, device)
-        else:
-            task_means, heuristic = final_scores(args, model, params, {}, eval_set["chemistries"], eval_set["items"],
-                                                 eval_steps, device)
+        task_means, heuristic = final_scores(args, model, params, envs_of_size, tasks, items, eval_steps, device)
     except FloatingPointError as error:
-        fail(f"{error} in the final evaluation: the run diverged; lower --outer-lr or --inner-lr", code=3)
+        stop(3, f"{error} in the final evaluation: the run diverged; lower --outer-lr or --inner-lr")
     scores, errors = log_evaluation(writer, "eval" if eval_set is None else "eval_set", task_means, args.inner_steps,
                                     args.num_iterations)
     post, pre = task_means[args.inner_steps], task_means[0]
+    (bot, bot_sem), (margin, margin_sem) = (alchemy_env.mean_and_sem(x) for x in (heuristic, post - heuristic))
+    print(f"{'held-out chemistries' if eval_set is None else 'evaluation episodes'}, score after 0..{eval_steps} "
+          f"inner steps: {', '.join(f'{s:.1f} +- {e and round(e, 1)}' for s, e in zip(scores, errors))}")
+    print(f"random-heuristic bot on the same ones: {bot:.1f}; after {args.inner_steps} step(s) minus the bot: "
+          f"{margin:+.1f} +- {margin_sem and round(margin_sem, 1)} (paired)")
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step,
                "train_episodes": global_step // alchemy_env.EPISODE_STEPS, "eval_set": args.eval_set}
     if eval_set is None:
@@ -607,20 +533,14 @@ if __name__ == "__main__":
             writer.add_scalar(f"eval_set/post_minus_{agent}", difference, args.num_iterations)
             if sem is not None:
                 writer.add_scalar(f"eval_set/post_minus_{agent}_sem", sem, args.num_iterations)
-    (bot, bot_sem), (margin, margin_sem) = (alchemy_env.mean_and_sem(x) for x in (heuristic, post - heuristic))
+        print(f"V-MPO (dm_alchemy's baseline) on the same episodes: {references['baseline']:.2f}; after "
+              f"{args.inner_steps} step(s) minus it: {differences['baseline'][0]:+.2f} +- "
+              f"{differences['baseline'][1] and round(differences['baseline'][1], 2)} (paired)")
     summary.update(pre_adaptation_score=scores[0], post_adaptation_score=scores[args.inner_steps],
                    adaptation_gain=scores[args.inner_steps] - scores[0], score_after_steps=scores,
                    score_sem_after_steps=errors, heuristic_score=bot, heuristic_score_sem=bot_sem,
                    post_minus_heuristic=margin, post_minus_heuristic_sem=margin_sem, train_time_s=train_time,
                    wall_time_s=time.time() - start_time, sps=global_step / train_time if global_step else None)
-    print(f"{'held-out chemistries' if eval_set is None else 'evaluation episodes'}, score after 0..{eval_steps} "
-          f"inner steps: {', '.join(f'{s:.1f} +- {e and round(e, 1)}' for s, e in zip(scores, errors))}")
-    print(f"random-heuristic bot on the same ones: {bot:.1f}; after {args.inner_steps} step(s) minus the bot: "
-          f"{margin:+.1f} +- {margin_sem and round(margin_sem, 1)} (paired)")
-    if eval_set is not None:
-        (difference, sem) = differences["baseline"]
-        print(f"V-MPO (dm_alchemy's baseline) on the same episodes: {references['baseline']:.2f}; after "
-              f"{args.inner_steps} step(s) minus it: {difference:+.2f} +- {sem and round(sem, 2)} (paired)")
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])
