@@ -316,19 +316,17 @@ def evaluate(envs, model, params, chemistries, num_steps: int, args, device, ite
 def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarray:
     """Each chemistry's mean score of dm_alchemy's random-heuristic bot (147.0 in Wang et al. 2021's table)."""
     obs, _ = envs.reset(options=episode_options(chemistries, items, args.episodes_per_task))
-    scores = alchemy_env.bot_episode_returns(envs, obs, alchemy_env.random_heuristic_actions,
-                                             np.random.default_rng(seed))
+    bot, rng = alchemy_env.random_heuristic_actions, np.random.default_rng(seed)
+    scores = alchemy_env.bot_episode_returns(envs, obs, bot, rng)
     return scores.reshape(len(chemistries["rotation"]), args.episodes_per_task).mean(1)
 
 def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_steps: int, step: int):
-    """The mean scores over tasks after 0..K inner steps and their standard errors, logged under prefix/."""
+    """The mean scores over tasks after 0..K inner steps (logged under prefix/) and their standard errors."""
     scores, errors = (list(x) for x in zip(*(alchemy_env.mean_and_sem(m) for m in task_means)))
     writer.add_scalar(f"{prefix}/pre_adaptation_score", scores[0], step)
     writer.add_scalar(f"{prefix}/post_adaptation_score", scores[inner_steps], step)
-    for k, (score, error) in enumerate(zip(scores, errors)):
+    for k, score in enumerate(scores):
         writer.add_scalar(f"{prefix}/score_after_{k}_steps", score, step)
-        if prefix == "eval_set" and error is not None:
-            writer.add_scalar(f"{prefix}/score_sem_after_{k}_steps", error, step)
     return scores, errors
 
 def final_scores(args, model, params, envs_of_size: dict, chemistries, items, num_steps: int, device):
@@ -528,14 +526,11 @@ if __name__ == "__main__":
         summary.update(eval_episodes=len(post), reference_scores=references, reference_score_sems=reference_sems,
                        post_minus_reference=differences, pre_minus_reference=alchemy_env.compare_with_agents(
                            pre, heuristic)[2], post_minus_pre=list(alchemy_env.mean_and_sem(post - pre)))
-        for agent, (difference, sem) in differences.items():
+        for agent, (difference, _) in differences.items():
             writer.add_scalar(f"eval_set/reference_{agent}", references[agent], args.num_iterations)
             writer.add_scalar(f"eval_set/post_minus_{agent}", difference, args.num_iterations)
-            if sem is not None:
-                writer.add_scalar(f"eval_set/post_minus_{agent}_sem", sem, args.num_iterations)
-        print(f"V-MPO (dm_alchemy's baseline) on the same episodes: {references['baseline']:.2f}; after "
-              f"{args.inner_steps} step(s) minus it: {differences['baseline'][0]:+.2f} +- "
-              f"{differences['baseline'][1] and round(differences['baseline'][1], 2)} (paired)")
+        print(f"V-MPO (dm_alchemy's baseline) on them: {references['baseline']:.2f}; after {args.inner_steps} step(s) "
+              f"minus it: {differences['baseline'][0]:+.2f} +- {differences['baseline'][1] or 0:.2f} (paired)")
     summary.update(pre_adaptation_score=scores[0], post_adaptation_score=scores[args.inner_steps],
                    adaptation_gain=scores[args.inner_steps] - scores[0], score_after_steps=scores,
                    score_sem_after_steps=errors, heuristic_score=bot, heuristic_score_sem=bot_sem,
