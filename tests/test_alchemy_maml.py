@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import runpy
 import subprocess
 import sys
 import time
@@ -403,15 +404,15 @@ def policy_file(tmp_path, hidden: int, see_chemistry: bool) -> Path:
     return path
 
 
-def test_load_model_rejects_what_is_not_a_saved_policy_of_this_shape_in_one_line(tmp_path):
+def test_load_model_rejects_what_is_not_a_saved_policy_of_this_shape_in_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
     cases = [(tmp_path / "garbage.pt", ""),
              (policy_file(tmp_path, 16, True), "size mismatch"),  # trained with the chemistry seen
              (policy_file(tmp_path, 32, False), "size mismatch")]
     for path, message in cases:
-        result = run_script(TINY + ["--load-model", str(path)], tmp_path)  # TINY has --hidden-size 16
-        assert result.returncode == 2, result.stderr
-        (line,) = result.stderr.strip().splitlines()
+        code, err = run_in_process(TINY + ["--load-model", str(path)], tmp_path, monkeypatch, capsys)  # hidden 16
+        assert code == 2, err
+        (line,) = err.strip().splitlines()
         assert line.startswith("error: --load-model must be a alchemy_maml.cleanrl_model of this --hidden-size")
         assert f"got {str(path)!r}" in line and message in line, line
     assert not (tmp_path / "runs").exists()
@@ -421,6 +422,16 @@ def test_load_model_rejects_what_is_not_a_saved_policy_of_this_shape_in_one_line
 
 TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
         "--eval-every", "1", "--hidden-size", "16"]
+
+
+def run_in_process(flags, cwd, monkeypatch, capsys) -> tuple[int, str]:
+    """The script's __main__ in this process (no interpreter start-up), for runs that stop before training: its exit
+    code and stderr."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["alchemy_maml.py", *flags])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(ROOT / "alchemy_maml.py"), run_name="__main__")
+    return exit.value.code, capsys.readouterr().err
 
 
 def run_script(flags, cwd, env=None):
@@ -548,8 +559,8 @@ def test_eval_set_summary_compares_with_every_published_agent_on_the_same_episod
 
 # --- runs that survive a kill: --resume; a diverged run stops ------------------------------------------------
 
-RESUME_FLAGS = ["--num-iterations", "12", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks",
-                "2", "--hidden-size", "16", "--eval-every", "4", "--checkpoint-every", "1", "--first-order"]
+RESUME_FLAGS = ["--num-iterations", "6", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks",
+                "2", "--hidden-size", "16", "--eval-every", "2", "--checkpoint-every", "1", "--first-order"]
 TIME_FIELDS = {"wall_time_s", "train_time_s", "sps"}
 
 
@@ -581,14 +592,12 @@ def test_a_run_killed_at_a_random_moment_and_resumed_ends_with_the_summary_of_th
     assert logged_scalars(killed)["charts/env_steps"] == logged_scalars(alone)["charts/env_steps"]
 
 
-def test_resume_rejects_a_folder_without_a_checkpoint_of_this_script_and_other_flags(tmp_path):
+def test_resume_rejects_a_folder_without_a_checkpoint_of_this_script_and_other_flags(tmp_path, monkeypatch, capsys):
     (tmp_path / "runs" / "r").mkdir(parents=True)
 
     def rejected_resume(folder: str) -> None:
-        result = run_script(["--resume", folder], tmp_path)
-        assert result.returncode == 2
-        assert result.stderr == (f"error: --resume must be a run folder with a checkpoint.pt of alchemy_maml.py, got "
-                                 f"{folder!r}\n")
+        assert run_in_process(["--resume", folder], tmp_path, monkeypatch, capsys) == (
+            2, f"error: --resume must be a run folder with a checkpoint.pt of alchemy_maml.py, got {folder!r}\n")
 
     rejected_resume("runs/nope")  # no such folder
     rejected_resume("runs/r")  # no checkpoint in it
@@ -597,17 +606,18 @@ def test_resume_rejects_a_folder_without_a_checkpoint_of_this_script_and_other_f
     torch.save({"another.py": {}}, tmp_path / "runs" / "r" / "checkpoint.pt")  # another script's
     rejected_resume("runs/r")
     assert os.listdir(tmp_path / "runs") == ["r"] and os.listdir(tmp_path / "runs" / "r") == ["checkpoint.pt"]
-    result = run_script(["--resume", "runs/r", "--num-iterations", "3"], tmp_path)
-    assert result.returncode == 2 and result.stderr.startswith("error: --resume must be given alone")
+    code, err = run_in_process(["--resume", "runs/r", "--num-iterations", "3"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: --resume must be given alone")
 
 
-def test_a_non_finite_policy_stops_the_run_with_exit_3_in_one_line_and_no_summary(tmp_path):
+def test_a_non_finite_policy_stops_the_run_with_exit_3_in_one_line_and_no_summary(tmp_path, monkeypatch, capsys):
     model = alchemy_policy(16)
     with torch.no_grad():
         next(model.parameters())[0, 0] = float("nan")
     torch.save(model.state_dict(), tmp_path / "nan.cleanrl_model")
-    result = run_script(TINY + ["--load-model", str(tmp_path / "nan.cleanrl_model")], tmp_path)
-    assert result.returncode == 3, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    code, err = run_in_process(TINY + ["--load-model", str(tmp_path / "nan.cleanrl_model")], tmp_path, monkeypatch,
+                               capsys)
+    assert code == 3, err
+    (line,) = err.strip().splitlines()
     assert line.startswith("error: non-finite ") and "at iteration 1" in line and "--outer-lr" in line, line
     assert not list(tmp_path.glob("runs/*/summary.json"))
