@@ -31,14 +31,17 @@ Public API (in this order below; the tables the step reads come last, in their o
     SymbolicAlchemyEnv         gymnasium.Env, a batch of one; registered as "SymbolicAlchemy-v0"
     level_config, chemistry_indices, sample_chemistry(ies), all_chemistries, chemistry_vector
                                levels and their chemistries (§7, §11)
-    sample_episode, replay     dm_alchemy's seed-exact draws of an episode (§12), and an episode with
-                               given chemistry, items and actions run through the vector env
+    sample_episode, seeded_chemistries, replay   dm_alchemy's seed-exact draws of an episode (§12) and of
+                               the chemistries of many seeds, and an episode with given chemistry, items and
+                               actions run through the vector env
     valid_action_mask          the actions that change anything, from observations (for action masking)
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
     bot_episode_returns        one episode of a bot in every env of a just-reset vector env
     load_dm_alchemy_eval_set   dm_alchemy's 1,000 evaluation episodes and its five agents' scores on them
-                               (needs the dm_alchemy package); eval_set_tasks, episode_scores,
-                               compare_with_agents, mean_and_sem
+                               (needs the dm_alchemy package); eval_set_tasks, eval_set_options (the first n
+                               as batched reset options), episode_scores, compare_with_agents, mean_and_sem
+    DMAlchemyVectorEnv         DeepMind's own symbolic envs behind this vector env's reset and step, one
+                               Python env per episode: a slow reference (needs the dm_alchemy package)
 
 The envs draw from gymnasium's np_random (PCG64), so a seed gives other episodes than dm_alchemy's
 RandomState; to reproduce dm_alchemy's episode for a seed, pass `sample_episode(level, seed)` to reset.
@@ -524,6 +527,14 @@ def sample_episode(level: str, seed: int) -> tuple[dict[str, Any], dict[str, np.
     return chemistry, _indices_to_items(vertex, latent_potion)
 
 
+def seeded_chemistries(level: str, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    """The chemistries of `sample_episode(level, seed)` for these seeds, canonical and batched, with their "seed"
+    (what DMAlchemyVectorEnv reads to build dm_alchemy's own chemistry objects)."""
+    chemistries = [sample_episode(level, int(seed))[0] for seed in seeds]
+    batch = {key: np.stack([chemistry[key] for chemistry in chemistries]) for key in _CHEMISTRY_SHAPES}
+    return {**batch, "seed": np.asarray(seeds, dtype=np.int64)}
+
+
 def replay(
     chemistry: Mapping[str, Any], items: Mapping[str, Any], actions: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -654,6 +665,17 @@ def eval_set_tasks(data: Mapping[str, Any], episodes: int | None = None) -> list
     n = len(data["chemistries"]["rotation"]) if episodes is None else episodes
     return [{"chemistry": _unbatch(data["chemistries"], row),
              "items": {key: np.array(value[row]) for key, value in data["items"].items()}} for row in range(n)]
+
+
+def eval_set_options(episodes: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The first `episodes` (default all) episodes of load_dm_alchemy_eval_set() as the batched reset options
+    {"chemistries", "items"} of a vector env with one env per episode (writable copies). The chemistries also
+    carry "eval_episode", each episode's index, by which DMAlchemyVectorEnv finds dm_alchemy's own chemistry."""
+    data = load_dm_alchemy_eval_set()
+    n = len(data["chemistries"]["rotation"]) if episodes is None else episodes
+    chemistries = {key: np.array(value[:n]) for key, value in data["chemistries"].items()}
+    chemistries["eval_episode"] = np.arange(n)
+    return {"chemistries": chemistries, "items": {key: np.array(value[:n]) for key, value in data["items"].items()}}
 
 
 def mean_and_sem(values: np.ndarray) -> tuple[float, float | None]:
@@ -819,6 +841,112 @@ def _load_dm_alchemy_eval_set() -> dict[str, Any]:
         for array in data[group].values():
             array.flags.writeable = False  # one copy per process, shared by every caller
     return data
+
+
+class DMAlchemyVectorEnv:
+    """num_envs of DeepMind's `dm_alchemy` symbolic envs behind SymbolicAlchemyVectorEnv's reset and step,
+    stepped one by one in Python: a reference to check this module's envs against, far slower than them.
+
+    ## Reset Options
+    `"chemistries"` (batched, one per env) and optionally `"items"`, as SymbolicAlchemyVectorEnv's. Every
+    chemistry must name where dm_alchemy's own chemistry object comes from: a `"seed"` entry s (the first
+    episode's chemistry of `get_symbolic_alchemy_level(level, seed=s)`, which `sample_episode(level, s)`
+    gives in canonical form) or an `"eval_episode"` entry (that episode of dm_alchemy's evaluation set, as
+    `eval_set_options` gives). A reset without chemistries only seeds the item source and returns `(None, {})`.
+
+    ## Items
+    Every trial's items come from the same source as SymbolicAlchemyVectorEnv's: one of those envs (of the
+    same size and level, autoreset disabled), reset with the same seed and options, draws them (or takes
+    the given ones), and `np_random` is its generator. With the same seeds and options, both classes play
+    the same episodes and give the same observations and rewards.
+
+    ## Arguments
+    - `num_envs`, `level`, `see_chemistry`: as SymbolicAlchemyVectorEnv (no autoreset: DISABLED only).
+
+    `step(actions)` returns observations float32 (num_envs, 39 or 67), rewards float64, terminated (True
+    after each env's 200th step), truncated (always False) and an empty info. Needs DeepMind's package
+    (DM_ALCHEMY_INSTALL).
+    """
+
+    def __init__(self, num_envs: int, level: str = STANDARD_LEVEL, see_chemistry: bool = False):
+        from dm_alchemy import symbolic_alchemy
+        from dm_alchemy.types import stones_and_potions
+        from dm_alchemy.types import utils as dm_utils
+
+        self._symbolic_alchemy, self._stones_and_potions = symbolic_alchemy, stones_and_potions
+        self._dm_utils = dm_utils
+        self.num_envs, self.level, self.see_chemistry = num_envs, level, see_chemistry
+        self._see = ({"chemistry": dm_utils.ChemistrySeen(content=dm_utils.ElementContent.GROUND_TRUTH)}
+                     if see_chemistry else None)
+        self._chemistry_cache, self._eval_set, self._envs = {}, None, []
+        self._item_source = SymbolicAlchemyVectorEnv(num_envs, level=level, autoreset_mode=AutoresetMode.DISABLED)
+        self.single_observation_space = _observation_space(see_chemistry)
+        self.single_action_space = self._item_source.single_action_space
+
+    @property
+    def np_random(self) -> np.random.Generator:
+        """The generator the items are drawn from (what a checkpoint saves)."""
+        return self._item_source.np_random
+
+    def _chemistry(self, chemistries: Mapping[str, np.ndarray], row: int):
+        """dm_alchemy's chemistry object for row `row` of a batch of chemistries (built once per seed or episode)."""
+        if "seed" in chemistries:
+            key = ("seed", int(chemistries["seed"][row]))
+            if key not in self._chemistry_cache:
+                level_env = self._symbolic_alchemy.get_symbolic_alchemy_level(self.level, seed=key[1])
+                level_env.reset()
+                self._chemistry_cache[key] = level_env._chemistry  # no public getter for the episode's chemistry
+        elif "eval_episode" in chemistries:
+            key = ("eval_episode", int(chemistries["eval_episode"][row]))
+            if key not in self._chemistry_cache:
+                from dm_alchemy import io as dm_io
+                from dm_alchemy.encode import chemistries_pb2, chemistries_proto_conversion
+
+                if self._eval_set is None:  # dm_alchemy's evaluation chemistries file, parsed once
+                    self._eval_set = chemistries_pb2.ChemistriesAndItems.FromString(
+                        dm_io.read_proto(_DM_ALCHEMY_EVAL_CHEMISTRIES))
+                self._chemistry_cache[key] = chemistries_proto_conversion.proto_to_chemistry(
+                    self._eval_set.chemistries[key[1]].chemistry)
+        else:
+            raise ValueError("DMAlchemyVectorEnv takes chemistries with a 'seed' or an 'eval_episode' entry")
+        return self._chemistry_cache[key]
+
+    def _episode_items(self, items: Mapping[str, np.ndarray], row: int) -> list:
+        """One env's 10 trials as fresh dm_alchemy TrialItems (its env moves the stones it is given)."""
+        sp = self._stones_and_potions
+        return [self._dm_utils.TrialItems(
+            stones=[sp.LatentStone(np.array(coords)) for coords in items["stones_latent"][row, trial]],
+            potions=[sp.LatentPotion(int(axis), int(sign)) for axis, sign in items["potions_latent"][row, trial]])
+            for trial in range(NUM_TRIALS)]
+
+    def _observation(self, timesteps) -> np.ndarray:
+        parts = [[t.observation["symbolic_obs"]] + ([t.observation["chemistry"]] if self.see_chemistry else [])
+                 for t in timesteps]
+        return np.stack([np.concatenate(p) for p in parts]).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._item_source.reset(seed=seed, options=options)  # the same draws, in the same order, as this module's envs
+        chemistries = (options or {}).get("chemistries")
+        if chemistries is None:
+            return None, {}
+        items = self._item_source.episode_items
+        self._envs = []
+        for row in range(self.num_envs):
+            chemistry, trials = self._chemistry(chemistries, row), self._episode_items(items, row)
+            self._envs.append(self._symbolic_alchemy.SymbolicAlchemy(
+                chemistry_gen=lambda chemistry=chemistry: chemistry, reward_weights=None,
+                items_gen=lambda trial, trials=trials: trials[trial], num_trials=NUM_TRIALS,
+                see_chemistries=self._see, observe_used=True))
+        return self._observation([env.reset() for env in self._envs]), {}
+
+    def step(self, actions):
+        timesteps = [env.step(int(a)) for env, a in zip(self._envs, actions)]
+        rewards = np.array([t.reward for t in timesteps], dtype=np.float64)
+        terminated = np.array([t.last() for t in timesteps])
+        return self._observation(timesteps), rewards, terminated, np.zeros_like(terminated), {}
+
+    def close(self):
+        self._envs = []
 
 
 # ==================================================================================================

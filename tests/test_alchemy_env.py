@@ -716,3 +716,76 @@ def test_eval_set_without_dm_alchemy_raises_naming_the_install_command(tmp_path)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert alchemy_env.DM_ALCHEMY_INSTALL in result.stdout and "test stub" in result.stdout
+
+
+@needs_dm_alchemy
+def test_eval_set_options_are_the_first_episodes_as_batched_reset_options():
+    data = alchemy_env.load_dm_alchemy_eval_set()
+    options = alchemy_env.eval_set_options(5)
+    np.testing.assert_array_equal(options["chemistries"]["eval_episode"], np.arange(5))
+    for group in ("chemistries", "items"):
+        for key, value in data[group].items():
+            np.testing.assert_array_equal(options[group][key], value[:5])
+            assert options[group][key].flags.writeable  # copies: the loaded set stays shared and read-only
+    envs = SymbolicAlchemyVectorEnv(5, autoreset_mode="Disabled")
+    envs.reset(options=options)  # the extra "eval_episode" entry is ignored by this module's envs
+    np.testing.assert_array_equal(envs.episode_items["stones_latent"], data["items"]["stones_latent"][:5])
+    assert len(alchemy_env.eval_set_options()["chemistries"]["rotation"]) == 1000
+
+
+# --- DMAlchemyVectorEnv: DeepMind's own envs behind the vector env's reset and step ---------------------------
+
+
+def test_seeded_chemistries_are_dm_alchemys_for_their_seeds():
+    chemistries = alchemy_env.seeded_chemistries(STANDARD_LEVEL, np.array([3, 11]))
+    np.testing.assert_array_equal(chemistries["seed"], [3, 11])
+    for i, seed in enumerate([3, 11]):
+        reference, _ = alchemy_env.sample_episode(STANDARD_LEVEL, seed)
+        for key in ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation"):
+            np.testing.assert_array_equal(chemistries[key][i], reference[key])
+
+
+@needs_dm_alchemy
+@pytest.mark.parametrize("source, see_chemistry", [("seed", False), ("seed", True), ("eval_episode", False)])
+def test_dm_alchemy_vector_env_plays_the_same_episodes_as_this_modules(source, see_chemistry):
+    """With the same seeds and reset options, DeepMind's envs (through DMAlchemyVectorEnv) and
+    SymbolicAlchemyVectorEnv give the same observations, rewards and ends, step for step, over two episodes."""
+    n = 3
+    if source == "seed":
+        # fresh items every episode
+        options = [{"chemistries": alchemy_env.seeded_chemistries(STANDARD_LEVEL, [4, 9, 4])}] * 2
+    else:
+        options = [alchemy_env.eval_set_options(n)] * 2  # the evaluation set's chemistries and items
+    dm = alchemy_env.DMAlchemyVectorEnv(n, STANDARD_LEVEL, see_chemistry)
+    fast = SymbolicAlchemyVectorEnv(n, STANDARD_LEVEL, see_chemistry, "Disabled")
+    assert dm.single_observation_space == fast.single_observation_space
+    assert dm.reset(seed=3) == (None, {})  # only seeds the item source
+    fast.reset(seed=3)
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for episode_options in options:
+        dm_obs, _ = dm.reset(options=episode_options)
+        fast_obs, _ = fast.reset(options=episode_options)
+        np.testing.assert_array_equal(dm_obs, fast_obs)
+        for t in range(alchemy_env.EPISODE_STEPS):
+            actions = np.where(rng.random(n) < 0.5, alchemy_env.random_heuristic_actions(fast_obs, rng),
+                               rng.integers(0, alchemy_env.NUM_ACTIONS, n))
+            dm_obs, dm_rewards, dm_terminated, dm_truncated, _ = dm.step(actions)
+            fast_obs, fast_rewards, fast_terminated, fast_truncated, _ = fast.step(actions)
+            np.testing.assert_array_equal(dm_obs, fast_obs, err_msg=f"step {t}")
+            np.testing.assert_array_equal(dm_rewards, fast_rewards, err_msg=f"step {t}")
+            np.testing.assert_array_equal(dm_terminated, fast_terminated)
+            assert not dm_truncated.any() and dm_obs.dtype == np.float32
+            total += dm_rewards.sum()
+        assert dm_terminated.all()
+    assert total != 0  # stones went into the cauldron: the comparison saw rewards
+    assert dm.np_random is dm._item_source.np_random
+
+
+@needs_dm_alchemy
+def test_dm_alchemy_vector_env_needs_to_know_where_each_chemistry_comes_from():
+    dm = alchemy_env.DMAlchemyVectorEnv(2)
+    chemistries = alchemy_env.seeded_chemistries(STANDARD_LEVEL, [1, 2])
+    del chemistries["seed"]
+    with pytest.raises(ValueError, match="'seed' or an 'eval_episode' entry"):
+        dm.reset(options={"chemistries": chemistries})

@@ -1,13 +1,18 @@
 """alchemy_maml.py: meta-gradients against exact answers and classic autograd, advantages against their
 recursion, rollouts against alchemy_env's replay, a short meta-training run against the initial policy, the
-validation of every flag, and the command line end to end."""
+check table, the command line end to end (both backends, dm_alchemy's evaluation set), and runs that survive a
+kill (--resume) or stop when they diverge."""
 
 import dataclasses
 import importlib.util
 import json
+import os
+import random
 import re
+import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,13 +187,8 @@ def test_advantages_equal_the_gae_recursion_with_the_fitted_baseline(segment):
 # --- tasks and rollouts ---------------------------------------------------------------------------------
 
 
-def test_task_chemistries_are_dm_alchemys_for_their_seeds_and_held_out_ones_are_never_drawn():
+def test_held_out_chemistries_are_never_drawn_for_training():
     level = alchemy_env.STANDARD_LEVEL
-    chemistries = alchemy_maml.task_chemistries(level, np.array([3, 11]))
-    for i, seed in enumerate([3, 11]):
-        reference, _ = alchemy_env.sample_episode(level, seed)
-        for key in ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation"):
-            np.testing.assert_array_equal(chemistries[key][i], reference[key])
     # exclude exactly what the generator would draw first: the draw must move on
     first = alchemy_maml.sample_tasks(level, 4, np.random.default_rng(5), set())
     excluded = set(alchemy_maml.chemistry_keys(first)[:2])
@@ -202,7 +202,7 @@ class RolloutArgs:
 
 def test_rollout_matches_alchemy_env_replay_of_the_same_chemistry_items_and_actions():
     level = alchemy_env.STANDARD_LEVEL
-    chemistries = alchemy_maml.task_chemistries(level, np.array([7, 8, 9]))
+    chemistries = alchemy_env.seeded_chemistries(level, np.array([7, 8, 9]))
     envs = alchemy_env.SymbolicAlchemyVectorEnv(6, autoreset_mode="Disabled")
     envs.reset(seed=0)
     model = alchemy_policy()
@@ -224,7 +224,7 @@ def test_rollout_matches_alchemy_env_replay_of_the_same_chemistry_items_and_acti
 
 
 def test_masked_rollout_chooses_only_valid_actions_and_carries_their_mask():
-    chemistries = alchemy_maml.task_chemistries(alchemy_env.STANDARD_LEVEL, np.array([7, 8, 9]))
+    chemistries = alchemy_env.seeded_chemistries(alchemy_env.STANDARD_LEVEL, np.array([7, 8, 9]))
     envs = alchemy_env.SymbolicAlchemyVectorEnv(6, autoreset_mode="Disabled")
     envs.reset(seed=0)
     model = alchemy_policy()
@@ -251,7 +251,7 @@ def test_masked_rollout_chooses_only_valid_actions_and_carries_their_mask():
 
 def test_the_heuristic_reference_scores_dm_alchemys_published_147_on_the_given_chemistries():
     level, tasks, episodes = alchemy_env.STANDARD_LEVEL, 200, 5
-    chemistries = alchemy_maml.task_chemistries(level, np.arange(tasks))
+    chemistries = alchemy_env.seeded_chemistries(level, np.arange(tasks))
     envs = alchemy_env.SymbolicAlchemyVectorEnv(tasks * episodes, autoreset_mode="Disabled")
     envs.reset(seed=0)
 
@@ -276,7 +276,7 @@ def test_a_few_meta_iterations_on_one_chemistry_beat_the_initial_policy_by_many_
     chemistry: after 10 meta-iterations the policy scores far above its initial, near-uniform self. A sign
     error or a lost term in the meta-gradient leaves the score where it started."""
     args = alchemy_maml.Args(meta_batch_size=2, episodes_per_task=10, hidden_size=32, outer_lr=0.05)
-    chemistry = alchemy_maml.task_chemistries(args.level, np.array([5]))
+    chemistry = alchemy_env.seeded_chemistries(args.level, np.array([5]))
     chemistries = {key: np.repeat(value, args.meta_batch_size, axis=0) for key, value in chemistry.items()}
     envs = alchemy_maml.make_envs(args, args.meta_batch_size * args.episodes_per_task, seed=0)
     space = envs.single_observation_space
@@ -303,13 +303,13 @@ def test_a_few_meta_iterations_on_one_chemistry_beat_the_initial_policy_by_many_
     assert after - before > 3 * np.hypot(before_sem, after_sem), (before, before_sem, after, after_sem)
 
 
-# --- the validation of every flag, in-process --------------------------------------------------------
+# --- the check table, in-process --------------------------------------------------------------------
 
 
 def rejected(capsys, **values) -> str:
-    """resolve(Args(**values)) exits 2 with one line on stderr; that line."""
+    """check(Args(**values)) exits 2 with one line on stderr; that line."""
     with pytest.raises(SystemExit) as exit:
-        alchemy_maml.resolve(alchemy_maml.Args(**values))
+        alchemy_maml.check(alchemy_maml.Args(**values))
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
@@ -317,71 +317,67 @@ def rejected(capsys, **values) -> str:
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(seed=-1), "--seed must be in [0, 2**32 - 1], got -1"),
-    (dict(test_seed=2**32), "--test-seed must be in [0, 2**32 - 1], got 4294967296"),
-    (dict(outer_lr=float("inf")), "--outer-lr must be a finite number, got inf"),
-    (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number, got nan"),
-    (dict(inner_lr=-0.1), "--inner-lr must be > 0, got -0.1"),
+    (dict(seed=-1), "--seed must be in [0, 2**32), got -1"),
+    (dict(test_seed=2**32), "--test-seed must be in [0, 2**32), got 4294967296"),
+    (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37): Adam's step would overflow float32, got inf"),
+    (dict(inner_lr=float("nan")), "--inner-lr must be a finite number > 0, got nan"),
+    (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number >= 0, got nan"),
+    (dict(inner_lr=-0.1), "--inner-lr must be a finite number > 0, got -0.1"),
     (dict(episodes_per_task=0), "--episodes-per-task must be > 0, got 0"),
     (dict(torch_threads=0), "--torch-threads must be > 0, got 0"),
     (dict(gae_lambda=1.5), "--gae-lambda must be in [0, 1], got 1.5"),
     (dict(checkpoint_every=-1), "--checkpoint-every must be >= 0, got -1"),
     (dict(num_iterations=-1), "--num-iterations must be >= 0, got -1"),
-    (dict(total_episodes=-5), "--total-episodes must be >= 0, got -5"),
-    (dict(num_iterations=5, total_episodes=100), "--num-iterations 5 and --total-episodes 100 both set the length"),
-    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps (2), got 1"),
-    (dict(level="alchemy/nope"), "--level alchemy/nope is not a symbolic Alchemy level; allowed: "
-                                 + alchemy_env.STANDARD_LEVEL),
-    (dict(exp_name="a/b"), "--exp-name must be a non-empty name without '/', got 'a/b'"),
-    (dict(wandb_entity="me"), "--wandb-project-name and --wandb-entity are for --track"),
-    (dict(eval_episodes=5), "--eval-episodes is for --eval-set dm_alchemy; add it or drop --eval-episodes 5"),
-    (dict(load_model="no/such.pt"), "--load-model no/such.pt: no such file"),
+    (dict(total_episodes=-5), "--total-episodes must be >= 0, given instead of --num-iterations, got -5"),
+    (dict(num_iterations=5, total_episodes=100), "--total-episodes must be >= 0, given instead of --num-iterations"),
+    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps, got 1"),
+    (dict(level="alchemy/nope"), "--level must be one of alchemy_env.LEVELS, got 'alchemy/nope'"),
+    (dict(exp_name="a/b"), "--exp-name must be a name without '/', got 'a/b'"),
+    (dict(wandb_entity="me"), "--wandb-entity must be left alone without --track, got 'me'"),
+    (dict(eval_episodes=5), "--eval-episodes must be in [1, 1000], with --eval-set dm_alchemy, got 5"),
+    (dict(load_model="no/such.pt"), "--load-model must be an existing file, got 'no/such.pt'"),
+    (dict(resume="runs/r", seed=3), "--resume must be given alone (or with --torch-threads)"),
 ])
 def test_bad_values_exit_2_with_one_line_naming_them(values, message, capsys):
     assert message in rejected(capsys, **values)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--backend", "fastest"], "error: invalid choice 'fastest' for argument '--backend'. Expected one of "
-                               "('fast', 'dm_alchemy').\n"),
-    (["--num-iterations", "1.5"], "error: Error parsing --num-iterations: invalid literal for int() with base 10: "
-                                  "'1.5'\n"),
-])
-def test_a_value_tyro_cannot_parse_exits_2_with_its_message_in_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit:
-        alchemy_maml.tyro_cli(alchemy_maml.Args(), argv)
-    assert exit.value.code == 2 and capsys.readouterr().err == message
+def test_runs_being_a_file_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("not a folder")
+    assert "runs must be a folder" in rejected(capsys)
 
 
 @needs_dm_alchemy
 @pytest.mark.parametrize("episodes", [0, 1001])
 def test_eval_episodes_out_of_range_exit_2(episodes, capsys):
     err = rejected(capsys, eval_set="dm_alchemy", eval_episodes=episodes)
-    assert f"--eval-episodes must be in [1, 1000], got {episodes}" in err
+    assert f"--eval-episodes must be in [1, 1000], with --eval-set dm_alchemy, got {episodes}" in err
 
 
 @pytest.mark.parametrize("values", [dict(backend="dm_alchemy"), dict(eval_set="dm_alchemy")])
 def test_dm_alchemy_flags_without_the_package_exit_2_naming_the_install(values, capsys, monkeypatch):
-    # None in sys.modules makes every import of the package fail, as where it is not installed
+    # None in sys.modules makes every import (and find_spec) of the package fail, as where it is not installed
     for name in [name for name in sys.modules if name == "dm_alchemy" or name.startswith("dm_alchemy.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "dm_alchemy", None)
-    alchemy_env._load_dm_alchemy_eval_set.cache_clear()  # a copy read earlier in this process
-    try:
-        err = rejected(capsys, **values)
-    finally:
-        alchemy_env._load_dm_alchemy_eval_set.cache_clear()
-    assert alchemy_env.DM_ALCHEMY_INSTALL in err and f"--{next(iter(values)).replace('_', '-')} dm_alchemy" in err
+    err = rejected(capsys, **values)
+    assert alchemy_env.DM_ALCHEMY_INSTALL in err and f"--{next(iter(values)).replace('_', '-')} must be" in err
 
 
-def test_the_run_length_follows_total_episodes_and_none_takes_its_documented_value():
-    resolved = alchemy_maml.resolve(alchemy_maml.Args(total_episodes=1000, inner_steps=2))
+def test_the_run_length_follows_total_episodes():
     # an iteration samples 20 chemistries x 10 episodes x (2 inner + 1 validation) = 600 episodes
-    assert resolved.num_iterations == 2 and resolved.eval_inner_steps == 2
-    assert alchemy_maml.resolve(alchemy_maml.Args(inner_steps=3, eval_inner_steps=5)).eval_inner_steps == 5
+    assert alchemy_maml.check(alchemy_maml.Args(total_episodes=1000, inner_steps=2)).num_iterations == 2
+    assert alchemy_maml.check(alchemy_maml.Args(total_episodes=1200, inner_steps=1)).num_iterations == 3
 
 
-def test_help_shows_every_flag_with_its_real_default(capsys):
+def test_a_flag_tyro_cannot_parse_exits_2_with_tyros_own_hint(tmp_path):
+    result = run_script(["--inner-step", "3"], tmp_path)
+    assert result.returncode == 2 and "--inner-steps" in result.stderr  # tyro's "Perhaps you meant" line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_shows_every_flag_with_its_real_default_and_one_line_docstrings(capsys):
     with pytest.raises(SystemExit) as exit:
         tyro.cli(alchemy_maml.Args, args=["--help"])
     assert exit.value.code == 0
@@ -393,8 +389,13 @@ def test_help_shows_every_flag_with_its_real_default(capsys):
         flag = f"--{field.name.replace('_', '-')}"
         match = re.search(rf"{flag}\b((?:(?!\(default: ).)*)\(default: {re.escape(str(field.default))}\)", text)
         assert match, field.name
-        if field.default is None:  # None is a value with a meaning, which the help states, not one filled in later
+        if field.default is None:  # None is a value with a meaning, which the help states
             assert "None: " in match.group(1), (field.name, match.group(1))
+    source = (ROOT / "alchemy_maml.py").read_text()
+    args_source = source[source.index("class Args:"):source.index("def layer_init")]
+    docstrings = [line for line in args_source.splitlines() if line.strip().startswith('"""')]
+    assert len(docstrings) == len(dataclasses.fields(alchemy_maml.Args))
+    assert all(line.strip().endswith('"""') and line.count('"""') == 2 for line in docstrings)  # one line each
 
 
 def policy_file(tmp_path, hidden: int, see_chemistry: bool) -> Path:
@@ -403,35 +404,34 @@ def policy_file(tmp_path, hidden: int, see_chemistry: bool) -> Path:
     return path
 
 
-def test_load_model_takes_a_saved_policy_and_rejects_others_in_one_line(tmp_path, capsys):
-    args = alchemy_maml.Args(hidden_size=16)
-    model = alchemy_policy(16)
-    saved = alchemy_policy(16)
-    with torch.no_grad():
-        for p in saved.parameters():
-            p.add_(1.0)
-    torch.save(saved.state_dict(), tmp_path / "saved.pt")
-    alchemy_maml.load_policy(model, alchemy_maml.Args(hidden_size=16, load_model=str(tmp_path / "saved.pt")))
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
-
+def test_load_model_rejects_what_is_not_a_saved_policy_of_this_shape_in_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
-    cases = [(tmp_path / "garbage.pt", "is not a saved policy"),
-             (policy_file(tmp_path, 16, True), "does not fit this policy"),  # trained with the chemistry seen
-             (policy_file(tmp_path, 32, False), "does not fit this policy")]
+    cases = [(tmp_path / "garbage.pt", ""),
+             (policy_file(tmp_path, 16, True), "size mismatch"),  # trained with the chemistry seen
+             (policy_file(tmp_path, 32, False), "size mismatch")]
     for path, message in cases:
-        with pytest.raises(SystemExit) as exit:
-            alchemy_maml.load_policy(model, dataclasses.replace(args, load_model=str(path)))
-        assert exit.value.code == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"--load-model {path} {message}" in err, err
-        if message == "does not fit this policy":  # the error names the mismatch, not torch's header line
-            assert "size mismatch" in err, err
+        code, err = run_in_process(TINY + ["--load-model", str(path)], tmp_path, monkeypatch, capsys)  # hidden 16
+        assert code == 2, err
+        (line,) = err.strip().splitlines()
+        assert line.startswith("error: --load-model must be a alchemy_maml.cleanrl_model of this --hidden-size")
+        assert f"got {str(path)!r}" in line and message in line, line
+    assert not (tmp_path / "runs").exists()
 
 
 # --- the command line, end to end --------------------------------------------------------------------
 
 TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
         "--eval-every", "1", "--hidden-size", "16"]
+
+
+def run_in_process(flags, cwd, monkeypatch, capsys) -> tuple[int, str]:
+    """The script's __main__ in this process (no interpreter start-up), for runs that stop before training: its exit
+    code and stderr."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["alchemy_maml.py", *flags])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(ROOT / "alchemy_maml.py"), run_name="__main__")
+    return exit.value.code, capsys.readouterr().err
 
 
 def run_script(flags, cwd, env=None):
@@ -555,3 +555,69 @@ def test_eval_set_summary_compares_with_every_published_agent_on_the_same_episod
         # the mean paired difference is the difference of the means
         assert difference == pytest.approx(summary["post_adaptation_score"] - summary["reference_scores"][agent])
         assert sem is not None and sem >= 0
+
+
+# --- runs that survive a kill: --resume; a diverged run stops ------------------------------------------------
+
+RESUME_FLAGS = ["--num-iterations", "6", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks",
+                "2", "--hidden-size", "16", "--eval-every", "2", "--checkpoint-every", "1", "--first-order"]
+TIME_FIELDS = {"wall_time_s", "train_time_s", "sps"}
+
+
+def test_a_run_killed_at_a_random_moment_and_resumed_ends_with_the_summary_of_the_run_left_alone(tmp_path):
+    """SIGKILL at a random moment after the first checkpoint (maybe mid-way through writing the next one, or in a
+    held-out evaluation, whose items come from the test envs' generator), then --resume to the end."""
+    alone, killed = tmp_path / "alone", tmp_path / "killed"
+    alone.mkdir(), killed.mkdir()
+    assert run_script(RESUME_FLAGS, alone).returncode == 0
+    process = subprocess.Popen([sys.executable, str(ROOT / "alchemy_maml.py"), *RESUME_FLAGS], cwd=killed,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(killed.glob("runs/*/checkpoint.pt")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    delay = random.uniform(0.0, 0.5)
+    time.sleep(delay)
+    process.kill()
+    process.wait()
+    (run_dir,) = list(killed.glob("runs/*"))
+    assert not (run_dir / "summary.json").exists(), f"the run ended within {delay:.2f} s: nothing was resumed"
+    result = run_script(["--resume", str(run_dir.relative_to(killed))], killed)
+    assert result.returncode == 0, (delay, result.stderr)
+
+    def without_time(cwd):
+        return {k: v for k, v in read_summary(cwd).items() if k not in TIME_FIELDS}
+
+    assert without_time(killed) == without_time(alone), delay
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 2  # TensorBoard continued in the run's folder
+    assert logged_scalars(killed)["charts/env_steps"] == logged_scalars(alone)["charts/env_steps"]
+
+
+def test_resume_rejects_a_folder_without_a_checkpoint_of_this_script_and_other_flags(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+
+    def rejected_resume(folder: str) -> None:
+        assert run_in_process(["--resume", folder], tmp_path, monkeypatch, capsys) == (
+            2, f"error: --resume must be a run folder with a checkpoint.pt of alchemy_maml.py, got {folder!r}\n")
+
+    rejected_resume("runs/nope")  # no such folder
+    rejected_resume("runs/r")  # no checkpoint in it
+    (tmp_path / "runs" / "r" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    rejected_resume("runs/r")
+    torch.save({"another.py": {}}, tmp_path / "runs" / "r" / "checkpoint.pt")  # another script's
+    rejected_resume("runs/r")
+    assert os.listdir(tmp_path / "runs") == ["r"] and os.listdir(tmp_path / "runs" / "r") == ["checkpoint.pt"]
+    code, err = run_in_process(["--resume", "runs/r", "--num-iterations", "3"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: --resume must be given alone")
+
+
+def test_a_non_finite_policy_stops_the_run_with_exit_3_in_one_line_and_no_summary(tmp_path, monkeypatch, capsys):
+    model = alchemy_policy(16)
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("nan")
+    torch.save(model.state_dict(), tmp_path / "nan.cleanrl_model")
+    code, err = run_in_process(TINY + ["--load-model", str(tmp_path / "nan.cleanrl_model")], tmp_path, monkeypatch,
+                               capsys)
+    assert code == 3, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: non-finite ") and "at iteration 1" in line and "--outer-lr" in line, line
+    assert not list(tmp_path.glob("runs/*/summary.json"))
