@@ -39,7 +39,8 @@ Public API (in this order below; the tables the step reads come last, in their o
     bot_episode_returns        one episode of a bot in every env of a just-reset vector env
     load_dm_alchemy_eval_set   dm_alchemy's 1,000 evaluation episodes and its five agents' scores on them
                                (needs the dm_alchemy package); eval_set_tasks, eval_set_options (the first n
-                               as batched reset options), episode_scores, compare_with_agents, mean_and_sem
+                               as batched reset options), episode_scores, compare_with_agents, mean_and_sem;
+                               score_on_eval_set scores a policy on them
     DMAlchemyVectorEnv         DeepMind's own symbolic envs behind this vector env's reset and step, one
                                Python env per episode: a slow reference (needs the dm_alchemy package)
 
@@ -413,6 +414,19 @@ class SymbolicAlchemyVectorEnv(gymnasium.vector.VectorEnv):
             self._draw_chemistries(mask)
         self._draw_items_and_start(mask)
 
+    def get_state(self) -> dict[str, Any]:
+        """The envs' state mid-episode, for a checkpoint: copies of every array a step reads or writes, and the
+        generator's state. set_state(state) writes them back in place, so an env built with the same arguments
+        continues the same episodes exactly."""
+        arrays = {name: value.copy() for name, value in vars(self._batch).items()
+                  if isinstance(value, np.ndarray) and value.flags.writeable}
+        return {"arrays": arrays, "np_random": self.np_random.bit_generator.state}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        for name, value in state["arrays"].items():  # in place: some arrays are views of others
+            getattr(self._batch, name)[...] = value
+        self.np_random.bit_generator.state = state["np_random"]
+
     def step(self, actions):
         actions = _check_actions(actions, self.num_envs)
         mode = self.metadata["autoreset_mode"]
@@ -699,6 +713,24 @@ def compare_with_agents(scores, random_heuristic_scores) -> tuple[dict, dict, di
     sems = {agent: mean_and_sem(r)[1] for agent, r in references.items()}
     differences = {agent: list(mean_and_sem(scores - r)) for agent, r in references.items()}
     return means, sems, differences
+
+
+def score_on_eval_set(policy, episodes: int, seed: int) -> dict[str, Any]:
+    """A policy zero-shot on the first `episodes` of dm_alchemy's evaluation episodes, one sampled episode each (as
+    dm_alchemy's agents played them), beside the published agents and the random heuristic on the same items.
+
+    policy(observations, rng) -> actions, batched as the reference bots. Returns summary figures: eval_episodes,
+    eval_set_score and its standard error eval_set_score_sem, and compare_with_agents' reference_scores,
+    reference_score_sems and post_minus_reference (agent -> [mean, standard error] of the paired difference)."""
+    options = eval_set_options(episodes)
+    envs = SymbolicAlchemyVectorEnv(episodes, autoreset_mode="Disabled")
+    scores = bot_episode_returns(envs, envs.reset(seed=seed, options=options)[0], policy, None)
+    heuristic = bot_episode_returns(envs, envs.reset(options=options)[0], random_heuristic_actions,
+                                    np.random.default_rng(seed))
+    (score, score_sem), (references, reference_sems, differences) = (mean_and_sem(scores),
+                                                                     compare_with_agents(scores, heuristic))
+    return dict(eval_episodes=episodes, eval_set_score=score, eval_set_score_sem=score_sem, reference_scores=references,
+                reference_score_sems=reference_sems, post_minus_reference=differences)
 
 
 def _dm_chemistry_to_canonical(chemistry, rotations: list) -> dict[str, Any]:

@@ -917,6 +917,19 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
         """The set tasks, one per env, or each env's current goal while none is set."""
         return self._get_tasks()
 
+    def get_state(self) -> dict[str, Any]:
+        """The envs' state mid-episode, for a checkpoint: copies of every array a step reads or writes, and the
+        generator's state. set_state(state) writes them back in place, so an env built with the same arguments
+        continues the same episodes exactly."""
+        arrays = {name: value.copy() for name, value in vars(self._batch).items()
+                  if isinstance(value, np.ndarray) and value.flags.writeable}
+        return {"arrays": arrays, "np_random": self.np_random.bit_generator.state}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        for name, value in state["arrays"].items():  # in place: some arrays are views of others
+            getattr(self._batch, name)[...] = value
+        self.np_random.bit_generator.state = state["np_random"]
+
     def step(self, actions):
         actions = _check_actions(actions, self.num_envs)
         autoreset = None

@@ -789,3 +789,20 @@ def test_dm_alchemy_vector_env_needs_to_know_where_each_chemistry_comes_from():
     del chemistries["seed"]
     with pytest.raises(ValueError, match="'seed' or an 'eval_episode' entry"):
         dm.reset(options={"chemistries": chemistries})
+
+
+def test_vector_env_state_restored_into_a_fresh_env_continues_the_same_episodes():
+    """get_state / set_state carry episodes in progress (the batch's arrays, some of them views of others, written
+    back in place) and the generator: an env built alike, with another history, then steps exactly as the first."""
+    envs, fresh = SymbolicAlchemyVectorEnv(4), SymbolicAlchemyVectorEnv(4)
+    envs.reset(seed=0)
+    fresh.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(230):  # past an episode's end: the autoreset draws new items from the generator
+        envs.step(rng.integers(0, alchemy_env.NUM_ACTIONS, 4))
+    fresh.set_state(envs.get_state())
+    for actions in rng.integers(0, alchemy_env.NUM_ACTIONS, (250, 4)):
+        for a, b in zip(envs.step(actions), fresh.step(actions)):
+            if isinstance(a, dict):
+                a, b = a["trial"], b["trial"]
+            np.testing.assert_array_equal(a, b)
