@@ -134,47 +134,6 @@ ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4
                     num_steps=(200, 100), gamma=(1.0, 0.99), ent_coef=(0.0, 0.01), reward_scale=(0.01, 0.1),
                     hidden_size=(64, 128), sil_coef=(1.0, 0.0))
 
-def resolve(args: Args) -> Args:
-    """The --env's values of the fields left at None, and --num-iterations as env steps."""
-    for name, values in ENV_DEFAULTS.items():
-        setattr(args, name, values[args.env == "alchemy"] if getattr(args, name) is None else getattr(args, name))
-    if args.env == "nav":  # nav has neither trials nor actions that do nothing
-        args.per_trial_returns = args.mask_actions = False
-    if args.num_iterations is not None:
-        args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
-    return args
-
-def fail(flag: str, message: str) -> None:
-    print(f"error: --{flag.replace('_', '-')} {message}", file=sys.stderr)
-    sys.exit(2)
-
-def check(args: Args) -> None:
-    """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
-    positive = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "max_grad_norm",
-                "reward_scale", "hidden_size", "sil_episodes", "sil_updates", "sil_batch_size", "torch_threads")
-    not_negative = ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "sil_value_coef", "image_every", "checkpoint_every")
-    rules = [  # (flag, value is fine, what it must be); nan fails every comparison
-        *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in positive),
-        *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in not_negative),
-        *((name, 0 <= getattr(args, name) < 2**32, "be in [0, 2**32)") for name in ("seed", "chemistry_seed")),
-        *((name, 0 <= getattr(args, name) <= 1, "be in [0, 1]") for name in ("gamma", "gae_lambda")),
-        ("total_timesteps", args.total_timesteps >= args.num_envs * args.num_steps, "be at least one rollout"),
-        ("num_minibatches", args.num_minibatches <= args.num_envs * args.num_steps, "not exceed the batch size"),
-        ("learning_rate", args.learning_rate < 3e37, "be below 3e37 (Adam's first step, 10 x lr, is float32)"),
-        ("sil_fraction", 0 < args.sil_fraction <= 1, "be in (0, 1]"),
-        ("target_kl", args.target_kl is None or 0 < args.target_kl < math.inf, "be a finite number > 0"),
-        ("sil_coef", args.env == "nav" or args.sil_coef == 0, "be 0 with --env alchemy (SIL is nav's)"),
-        ("goal", all(0 <= g <= nav_env.MAP_SIZE for g in args.goal), "lie in the map [0, 10]^2"),
-        ("level", args.level.removesuffix(alchemy_env.SHAPING_SUFFIX) in alchemy_env.LEVELS, "name a level"),
-        ("eval_episodes", 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
-        ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), "have dm_alchemy installed"),
-        ("exp_name", args.exp_name and "/" not in args.exp_name and not os.path.isfile("runs"), "name a run in runs/"),
-        ("track", not args.track or importlib.util.find_spec("wandb"), "have wandb installed (pip install wandb)"),
-    ]
-    for flag, fine, must in rules:
-        if not fine:
-            fail(flag, f"must {must}, got {getattr(args, flag)!r}")
-
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -309,46 +268,56 @@ def nav_summary(agent: Agent, args: Args, device, returns: list, distances: list
                 return_gap=None if optimum is None or not returns else optimum - float(np.mean(returns[-100:])),
                 greedy_return_gap=None if optimum is None else optimum - greedy_return)
 
-def eval_set_summary(agent: Agent, args: Args, device, writer, global_step: int) -> dict:
-    """Zero-shot on dm_alchemy's evaluation episodes (chemistries never trained on), one sampled episode each as
-    its agents played them: the score beside theirs and the random heuristic's on the same episodes (paired)."""
-    data, n = alchemy_env.load_dm_alchemy_eval_set(), args.eval_episodes
-    options = {group: {key: value[:n] for key, value in data[group].items()} for group in ("chemistries", "items")}
-    envs = alchemy_env.SymbolicAlchemyVectorEnv(n, autoreset_mode="Disabled")
+def resolve(args: Args) -> Args:
+    """The --env's values of the fields left at None, and --num-iterations as env steps."""
+    for name, values in ENV_DEFAULTS.items():
+        setattr(args, name, values[args.env == "alchemy"] if getattr(args, name) is None else getattr(args, name))
+    if args.env == "nav":  # nav has neither trials nor actions that do nothing
+        args.per_trial_returns = args.mask_actions = False
+    if args.num_iterations is not None:
+        args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
+    return args
 
-    @torch.no_grad()
-    def policy(observations, _):
-        mask = torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
-        return agent.get_action_and_value(torch.Tensor(observations).to(device), action_mask=mask)[0].cpu().numpy()
+def fail(flag: str, message: str) -> None:
+    print(f"error: --{flag.replace('_', '-')} {message}", file=sys.stderr)
+    sys.exit(2)
 
-    scores = alchemy_env.bot_episode_returns(envs, envs.reset(seed=args.seed, options=options)[0], policy, None)
-    heuristic = alchemy_env.bot_episode_returns(envs, envs.reset(options=options)[0],
-                                                alchemy_env.random_heuristic_actions, np.random.default_rng(args.seed))
-    (score, score_sem), (references, reference_sems, differences) = (
-        alchemy_env.mean_and_sem(scores), alchemy_env.compare_with_agents(scores, heuristic))
-    for tag, value in [("score", score), ("score_sem", score_sem), *((f"post_minus_{a}", d) for a, (d, _) in
-                       differences.items()), *((f"reference_{a}", r) for a, r in references.items())]:
-        if value is not None:
-            writer.add_scalar(f"eval_set/{tag}", value, global_step)
-    print(f"dm_alchemy eval set, {n} episodes (chemistries never trained on): score {score:.2f} +- "
-          f"{score_sem or 0:.2f}; random heuristic {references['random_heuristic']:.2f}, best agent "
-          f"{max(references.values()):.2f}")
-    return dict(eval_episodes=n, eval_set_score=score, eval_set_score_sem=score_sem, reference_scores=references,
-                reference_score_sems=reference_sems, post_minus_reference=differences)
-
-# A checkpoint holds the vector env mid-episode, because episodes span rollouts: its batch's writable arrays, written
-# back in place (alchemy's batch keeps views of them, which a pickled env would cut loose).
-def env_state(envs) -> dict:
-    return {k: v for k, v in vars(envs._batch).items() if isinstance(v, np.ndarray) and v.flags.writeable}
-
-def set_env_state(envs, state: dict) -> None:
-    for name, value in state.items():
-        getattr(envs._batch, name)[...] = value
+def check(args: Args) -> None:
+    """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
+    positive = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "max_grad_norm",
+                "reward_scale", "hidden_size", "sil_episodes", "sil_updates", "sil_batch_size", "torch_threads")
+    not_negative = ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "sil_value_coef", "image_every", "checkpoint_every")
+    rules = [  # (flag, value is fine, what it must be); nan fails every comparison
+        *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in positive),
+        *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in not_negative),
+        *((name, 0 <= getattr(args, name) < 2**32, "be in [0, 2**32)") for name in ("seed", "chemistry_seed")),
+        *((name, 0 <= getattr(args, name) <= 1, "be in [0, 1]") for name in ("gamma", "gae_lambda")),
+        ("total_timesteps", args.total_timesteps >= args.num_envs * args.num_steps, "be at least one rollout"),
+        ("num_minibatches", args.num_minibatches <= args.num_envs * args.num_steps, "not exceed the batch size"),
+        ("learning_rate", args.learning_rate < 3e37, "be below 3e37 (Adam's first step, 10 x lr, is float32)"),
+        ("sil_fraction", 0 < args.sil_fraction <= 1, "be in (0, 1]"),
+        ("target_kl", args.target_kl is None or 0 < args.target_kl < math.inf, "be a finite number > 0"),
+        ("sil_coef", args.env == "nav" or args.sil_coef == 0, "be 0 with --env alchemy (SIL is nav's)"),
+        ("goal", all(0 <= g <= nav_env.MAP_SIZE for g in args.goal), "lie in the map [0, 10]^2"),
+        ("level", args.level.removesuffix(alchemy_env.SHAPING_SUFFIX) in alchemy_env.LEVELS, "name a level"),
+        ("eval_episodes", 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
+        ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), "have dm_alchemy installed"),
+        ("exp_name", args.exp_name and "/" not in args.exp_name and not os.path.isfile("runs"), "name a run in runs/"),
+        ("track", not args.track or importlib.util.find_spec("wandb"), "have wandb installed (pip install wandb)"),
+        *((name, args.track or getattr(args, name) == getattr(Args, name), "be left alone without --track")
+          for name in ("wandb_project_name", "wandb_entity")),
+    ]
+    for flag, fine, must in rules:
+        if not fine:
+            fail(flag, f"must {must}, got {getattr(args, flag)!r}")
 
 if __name__ == "__main__":
     args, checkpoint = tyro.cli(Args), None
     run_dir = args.resume
     if args.resume is not None:  # the run's own flags; everything its loop carried is restored below
+        given = [name for name, value in asdict(args).items() if value != getattr(Args, name)]
+        if set(given) - {"resume", "torch_threads"}:
+            fail("resume", f"continues a run with its own flags (only --torch-threads may be given), got {given}")
         try:
             checkpoint = torch.load(f"{args.resume}/checkpoint.pt", map_location="cpu", weights_only=False)
             args = Args(**{**checkpoint["args"], "torch_threads": args.torch_threads})
@@ -418,14 +387,14 @@ if __name__ == "__main__":
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        set_env_state(envs, checkpoint["env"])
+        envs.set_state(checkpoint["env"])
         (start_iteration, global_step, next_obs, next_done, next_gae_done, episode_return, episode_length,
          finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions, episode_rewards,
          sil_episodes) = checkpoint["loop"]
         next_obs, next_done, next_gae_done = next_obs.to(device), next_done.to(device), next_gae_done.to(device)
         if memory is not None:
             memory.episodes = sil_episodes
-        python_rng, numpy_rng, torch_rng, cuda_rng, envs.np_random.bit_generator.state = checkpoint["rng"]
+        python_rng, numpy_rng, torch_rng, cuda_rng = checkpoint["rng"]
         random.setstate(python_rng), np.random.set_state(numpy_rng), torch.set_rng_state(torch_rng)
         if cuda_rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_rng)
@@ -564,9 +533,9 @@ if __name__ == "__main__":
                     finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions,
                     episode_rewards, memory and memory.episodes)
             rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.is_available()
-                   and torch.cuda.get_rng_state_all(), envs.np_random.bit_generator.state)
+                   and torch.cuda.get_rng_state_all())
             torch.save(dict(args=asdict(args), agent=agent.state_dict(), optimizer=optimizer.state_dict(), loop=loop,
-                            rng=rng, env=env_state(envs), elapsed_s=time.time() - start_time), f"{run_dir}/ckpt.tmp")
+                            rng=rng, env=envs.get_state(), elapsed_s=time.time() - start_time), f"{run_dir}/ckpt.tmp")
             os.replace(f"{run_dir}/ckpt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last one whole
 
     wall_time = time.time() - start_time
@@ -576,8 +545,19 @@ if __name__ == "__main__":
                    eval_set=args.eval_set if args.env == "alchemy" else None)
     if args.env == "nav":
         summary.update(nav_summary(agent, args, device, finished_returns, finished_distances))
-    if args.env == "alchemy" and args.eval_set == "dm_alchemy":
-        summary.update(eval_set_summary(agent, args, device, writer, global_step))
+    if args.env == "alchemy" and args.eval_set == "dm_alchemy":  # zero-shot, on chemistries never trained on
+        @torch.no_grad()
+        def policy(observations, _):
+            observations, mask = torch.Tensor(observations).to(device), mask_of(observations)
+            return agent.get_action_and_value(observations, action_mask=mask)[0].cpu().numpy()
+        summary.update(alchemy_env.score_on_eval_set(policy, args.eval_episodes, args.seed))
+        for tag, value in [("score", summary["eval_set_score"]), *((f"reference_{a}", r) for a, r in
+                           summary["reference_scores"].items()), *((f"post_minus_{a}", d) for a, (d, _) in
+                           summary["post_minus_reference"].items())]:
+            writer.add_scalar(f"eval_set/{tag}", value, global_step)
+        print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}): score {summary['eval_set_score']:.2f}; the "
+              f"random heuristic {summary['reference_scores']['random_heuristic']:.2f} and V-MPO "
+              f"{summary['reference_scores']['baseline']:.2f} on the same episodes")
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")

@@ -403,28 +403,3 @@ def test_a_non_finite_loss_stops_the_run_with_exit_3_and_one_line(tmp_path):
     assert result.returncode == 3 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: non-finite loss at iteration 1; lower --learning-rate")
     assert not list(tmp_path.glob("runs/*/summary.json"))  # a diverged run writes no summary
-
-
-@pytest.mark.parametrize("env, collision", [("nav", "block"), ("nav", "original"), ("alchemy", "block")])
-def test_env_state_round_trip_continues_the_same_episodes(env, collision):
-    """env_state / set_env_state restore a vector env in place (alchemy's batch keeps views of its arrays;
-    collision "original" keeps float positions and contact flags): the same actions then give the same steps."""
-    if env == "nav":
-        envs = nav_env.NavigationVectorEnv(4, "medium", collision=collision)
-    else:
-        envs = alchemy_env.SymbolicAlchemyVectorEnv(4)
-    envs.reset(seed=0)
-    rng = np.random.default_rng(0)
-    for _ in range(130):  # past an episode's end: autoresets, new trials
-        envs.step(rng.integers(0, envs.single_action_space.n, 4))
-    state, generator = ppo_single_task.env_state(envs), envs.np_random.bit_generator.state
-    state = {name: value.copy() for name, value in state.items()}
-    actions = rng.integers(0, envs.single_action_space.n, (150, 4))
-
-    def play():
-        return [np.concatenate([np.ravel(x) for x in envs.step(a)[:3]]) for a in actions]
-
-    first = play()
-    ppo_single_task.set_env_state(envs, state)
-    envs.np_random.bit_generator.state = generator
-    np.testing.assert_array_equal(np.array(play()), np.array(first))
