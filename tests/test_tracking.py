@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("wandb", reason="--track needs wandb (pip install -r requirements.txt)")
+pytest.importorskip("wandb", reason="--track needs wandb (pip install -r requirements-dev.txt)")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAV_META = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
@@ -49,7 +49,9 @@ def test_track_offline_writes_the_config_and_the_synced_scalars(script, tmp_path
     assert (offline / "files" / "code" / script).is_file()  # save_code
 
 
-def test_wandb_flags_without_track_exit_2_and_write_nothing(tmp_path):
-    result = run(ROOT / "fomaml_vpg.py", ["--wandb-entity", "my-team", *NAV_META], tmp_path)
-    assert result.returncode == 2 and "--wandb-project-name and --wandb-entity are for --track" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+@pytest.mark.parametrize("script", list(RUNS))
+def test_wandb_flags_without_track_exit_2_and_write_nothing(script, tmp_path):
+    result = run(ROOT / script, ["--wandb-entity", "my-team", *RUNS[script][0]], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "error: --wandb-entity must be left alone without --track, got 'my-team'\n"
+    assert not any(tmp_path.iterdir())
