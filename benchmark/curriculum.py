@@ -22,9 +22,7 @@ import importlib
 import json
 import math
 import os
-import pathlib
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -34,11 +32,8 @@ import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the scripts and nav_env, also when run as a file from elsewhere (the sweep runner)
-
-import maml_vpg  # noqa: E402  (Args: the two scripts' flags are the same)
-import nav_env  # noqa: E402
+import maml_vpg  # Args: the two scripts' flags are the same
+import nav_env
 
 
 @dataclass

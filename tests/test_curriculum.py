@@ -3,6 +3,7 @@ resampling from the target distribution, the difficulty image, and runs through 
 sampler's run is the script's own, figure for figure)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,8 +136,9 @@ TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task"
 
 
 def run_curriculum(flags, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "benchmark" / "curriculum.py"), *flags], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    """python -m benchmark.curriculum in cwd, with the repository on the path (as the sweep runner runs it)."""
+    return subprocess.run([sys.executable, "-m", "benchmark.curriculum", *flags], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 @pytest.mark.parametrize("script, kind", [("maml_vpg.py", "plr"), ("fomaml_vpg.py", "cvar")])

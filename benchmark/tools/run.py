@@ -65,6 +65,15 @@ from dataclasses import dataclass
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # benchmark/tools/run.py -> the repository root
 SWEEPS_DIR = ROOT / "benchmark" / "sweeps"
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def child_environment() -> dict[str, str]:
+    """A run's environment: single-threaded, with the repository root on the path (a script under benchmark/
+    imports the scripts and env modules as a top-level script does)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **SINGLE_THREAD_ENV, "PYTHONPATH": path}
+
+
 FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 STDERR_TAIL_LINES = 40
@@ -236,7 +245,7 @@ def check_flags_known(sweep: Sweep) -> None:
         try:
             result = subprocess.run(
                 [sweep.python, str(sweep.script), "--help"], capture_output=True, text=True, cwd=scratch,
-                env={**os.environ, **SINGLE_THREAD_ENV}, timeout=300,
+                env=child_environment(), timeout=300,
             )
         except OSError as error:
             raise BadInput(f"--python {sweep.python!r}: cannot run it ({error.strerror}); give a Python executable") from None
@@ -299,8 +308,7 @@ def execute_run(argv: list[str], run_dir: str, shell_line: str) -> tuple[int, fl
     start = time.monotonic()
     with open(run_dir / "stdout.log", "w") as stdout, open(run_dir / "stderr.log", "w") as stderr:
         try:
-            child = subprocess.Popen(argv, cwd=run_dir, stdout=stdout, stderr=stderr,
-                                     env={**os.environ, **SINGLE_THREAD_ENV})
+            child = subprocess.Popen(argv, cwd=run_dir, stdout=stdout, stderr=stderr, env=child_environment())
         except OSError as error:  # e.g. a --python that does not exist: a failed run, not a crash
             print(f"benchmark.tools.run could not start the run: {error}", file=stderr, flush=True)
             code = 127
