@@ -2,7 +2,7 @@
 default meta-batch and at a large one. Prints a Markdown table.
 
 Each cell runs the real script through its CLI for --iterations meta-iterations (no intermediate evaluation,
-one held-out task) and reads the median iteration time from its summary.json; the first iterations (CUDA's
+one held-out task) and takes the median of its charts/iteration_time scalars; the first iterations (CUDA's
 start-up, the allocator's warm-up) do not move a median of 20. CPU runs are single-threaded
 (OMP_NUM_THREADS=1, --torch-threads 1), as the scripts' defaults are. A device this machine lacks is reported
 and skipped. Run it on a quiet machine:
@@ -10,12 +10,14 @@ and skipped. Run it on a quiet machine:
     python -m benchmark.device_speed [--iterations 20] [--devices cpu cuda] [--large-meta-batch 160]
 """
 
-import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
+
+from tensorboard.backend.event_processing import event_accumulator
 
 from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
@@ -33,8 +35,10 @@ def iteration_time(script: str, meta_batch: int, device: str, iterations: int, w
                                  "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if result.returncode != 0:
         sys.exit(f"{script} {' '.join(flags)} failed:\n{result.stderr}")
-    (summary,) = pathlib.Path(run_dir).glob("runs/*/summary.json")
-    return json.loads(summary.read_text())["median_iteration_time_s"]
+    (run,) = pathlib.Path(run_dir).glob("runs/*")
+    events = event_accumulator.EventAccumulator(str(run), size_guidance={event_accumulator.SCALARS: 0})
+    events.Reload()
+    return statistics.median(event.value for event in events.Scalars("charts/iteration_time"))
 
 
 def main() -> None:

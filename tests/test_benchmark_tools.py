@@ -498,8 +498,8 @@ def test_profile_meta_iteration_times_every_phase_of_the_scripts_own_functions(s
     assert sum(rows.values()) == pytest.approx(total, abs=0.1 * len(rows))  # each row is rounded to 0.1 ms
 
 
-@pytest.mark.parametrize("name", ["alchemy_reference", "alchemy_speed", "env_figure", "env_speed", "maml_speed",
-                                  "nav_optimal", "ppo_nav", "profile_meta_iteration", "threads"])
+@pytest.mark.parametrize("name", ["alchemy_reference", "alchemy_speed", "device_speed", "env_figure", "env_speed",
+                                  "maml_speed", "nav_optimal", "ppo_nav", "profile_meta_iteration", "threads"])
 def test_every_measurement_script_rejects_an_unknown_flag_in_one_line(name, monkeypatch, capsys):
     module = importlib.import_module(f"benchmark.{name}")
     monkeypatch.setattr(sys, "argv", [name, "--no-such-flag"])
