@@ -377,7 +377,7 @@ def test_help_shows_every_flag_with_its_real_default(module, capsys):
 @pytest.mark.parametrize("values, message", [
     (dict(inner_lr=-0.1), "--inner-lr must be a finite number > 0, got -0.1"),
     (dict(inner_lr=float("nan")), "--inner-lr must be a finite number > 0, got nan"),
-    (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37): Adam's step would overflow float32, got inf"),
+    (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37), got inf"),
     (dict(meta_batch_size=0), "--meta-batch-size must be > 0, got 0"),
     (dict(gamma=1.5), "--gamma must be in [0, 1], got 1.5"),
     (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps, got 1"),
@@ -415,7 +415,7 @@ def test_a_file_that_is_not_a_saved_policy_or_runs_as_a_file_exit_2_with_one_lin
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
     space = nav_env._observation_space(True, "block")
     torch.save(maml_vpg.Policy(space.shape[0], 8, 16, space.low, space.high).state_dict(), tmp_path / "small.pt")
-    for model_file, detail in (("garbage.pt", "("), ("small.pt", "size mismatch")):  # torch's reason, or the mismatch
+    for model_file, detail in (("garbage.pt", "Error)"), ("small.pt", "size mismatch")):  # its type, or the mismatch
         result = run_script(script, ["--load-model", model_file, "--num-iterations", "0"], tmp_path)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"error: --load-model must be a {script[:-3]}.cleanrl_model")
