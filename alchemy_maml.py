@@ -173,18 +173,11 @@ def meta_gradient(model, params, adapted_params, inner_batches, validation_batch
     return grad_and_value(lambda params: vmap(task_meta_loss, in_dims=(None, 0, 0))(
         params, inner_batches, validation_batch).sum())(params)
 
-def episode_options(chemistries: dict, items: dict | None, episodes: int) -> dict:
-    """Reset options giving each task's chemistry (and items, if given) to its `episodes` consecutive envs."""
-    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
-    if items is not None:
-        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
-    return options
-
 def rollout(envs, model, task_params, chemistries, args, device, items=None):
     """K episodes of every task's chemistry in lockstep, each task with its own params (and its items if given;
     leading task dims): the task-batched samples for the losses and the episodes' statistics."""
     tasks, episodes, horizon = len(chemistries["rotation"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
-    obs_np, _ = envs.reset(options=episode_options(chemistries, items, episodes))
+    obs_np, _ = envs.reset(options=alchemy_env.repeat_options(chemistries, items, episodes))
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = torch.zeros((horizon, tasks * episodes))
@@ -286,21 +279,7 @@ def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, dev
             task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
     return batches, stats, task_params
 
-# --- tasks, evaluation, bad input and checkpoints: the helpers of the loop below -----------------------------
-def chemistry_keys(chemistries: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
-    """One hashable key per chemistry (its four indices), to tell chemistries apart."""
-    return list(zip(*(a.tolist() for a in alchemy_env.chemistry_indices(chemistries)[0])))
-
-def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) -> dict[str, np.ndarray]:
-    """n training chemistries by fresh seeds, redrawing any that equals an excluded (held-out) one."""
-    seeds = rng.integers(0, 2**31 - 1, size=n)
-    chemistries, redrawn = alchemy_env.seeded_chemistries(level, seeds), False
-    for i, key in enumerate(chemistry_keys(chemistries)):
-        while key in excluded:
-            seeds[i], redrawn = rng.integers(0, 2**31 - 1), True
-            key = chemistry_keys(alchemy_env.seeded_chemistries(level, seeds[i : i + 1]))[0]
-    return alchemy_env.seeded_chemistries(level, seeds) if redrawn else chemistries
-
+# --- the helpers of the loop below: evaluation and bad input ----------------------------------------------
 def make_envs(args, num_envs: int, seed: int):
     """Autoreset disabled: a rollout starts every episode itself, with its task's chemistry."""
     envs = (alchemy_env.DMAlchemyVectorEnv(num_envs, args.level, args.see_chemistry) if args.backend == "dm_alchemy"
@@ -313,13 +292,6 @@ def evaluate(envs, model, params, chemistries, num_steps: int, args, device, ite
     _, stats, _ = sample_and_adapt(envs, model, params, chemistries, num_steps, args, device, items)
     return [s["scores"].mean(1) for s in stats]
 
-def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarray:
-    """Each chemistry's mean score of dm_alchemy's random-heuristic bot (147.0 in Wang et al. 2021's table)."""
-    obs, _ = envs.reset(options=episode_options(chemistries, items, args.episodes_per_task))
-    bot, rng = alchemy_env.random_heuristic_actions, np.random.default_rng(seed)
-    scores = alchemy_env.bot_episode_returns(envs, obs, bot, rng)
-    return scores.reshape(len(chemistries["rotation"]), args.episodes_per_task).mean(1)
-
 def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_steps: int, step: int):
     """The mean scores over tasks after 0..K inner steps (logged under prefix/) and their standard errors."""
     scores, errors = (list(x) for x in zip(*(alchemy_env.mean_and_sem(m) for m in task_means)))
@@ -330,7 +302,7 @@ def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_step
     return scores, errors
 
 def final_scores(args, model, params, envs_of_size: dict, chemistries, items, num_steps: int, device):
-    """evaluate and heuristic_scores on every task (and its items), --num-test-tasks at a time, one env per size."""
+    """evaluate and the heuristic's scores on every task (and its items), --num-test-tasks at a time, one env a size."""
     n, means, heuristic = len(chemistries["rotation"]), [], []
     for start in range(0, n, min(args.num_test_tasks, n)):
         rows = slice(start, min(start + args.num_test_tasks, n))
@@ -340,7 +312,8 @@ def final_scores(args, model, params, envs_of_size: dict, chemistries, items, nu
         if size not in envs_of_size:
             envs_of_size[size] = make_envs(args, size * args.episodes_per_task, args.test_seed)
         means.append(evaluate(envs_of_size[size], model, params, part, num_steps, args, device, part_items))
-        heuristic.append(heuristic_scores(envs_of_size[size], part, args, args.test_seed + start, part_items))
+        heuristic.append(alchemy_env.heuristic_scores(envs_of_size[size], part, part_items, args.episodes_per_task,
+                                                      args.test_seed + start))
     return [np.concatenate(per_step) for per_step in zip(*means)], np.concatenate(heuristic)
 
 def stop(code: int, message: str):
@@ -411,7 +384,8 @@ if __name__ == "__main__":
     test_chemistries = alchemy_env.seeded_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
         0, 2**31 - 1, size=args.num_test_tasks))
     eval_set = alchemy_env.eval_set_options(args.eval_episodes) if args.eval_set == "dm_alchemy" else None
-    held_out = set(chemistry_keys(test_chemistries)) | set(chemistry_keys(eval_set["chemistries"]) if eval_set else [])
+    held_out = set(alchemy_env.chemistry_keys(test_chemistries))  # never drawn for training
+    held_out |= set(alchemy_env.chemistry_keys(eval_set["chemistries"])) if eval_set else set()
 
     # env setup
     envs = make_envs(args, args.meta_batch_size * args.episodes_per_task, args.seed)
@@ -452,7 +426,7 @@ if __name__ == "__main__":
     start_time = time.time()
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         iteration_start = time.time()
-        chemistries = sample_tasks(args.level, args.meta_batch_size, task_rng, held_out)
+        chemistries = alchemy_env.sample_seeded_chemistries(args.level, args.meta_batch_size, task_rng, held_out)
         try:
             # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all chemistries at once
             batches, stats, adapted_params = sample_and_adapt(envs, model, params, chemistries, args.inner_steps,
