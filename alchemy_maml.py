@@ -67,9 +67,7 @@ class Args:
     inner_lr: float = 1.0
     """the inner SGD step size alpha (Algorithm 3, line 7), on normalised advantages"""
     outer_lr: float = 1e-2
-    """the meta (outer) learning rate beta (Algorithm 3, line 10)"""
-    outer_optimizer: Literal["sgd", "adam"] = "adam"
-    """the meta optimizer (plain SGD is Algorithm 3's update)"""
+    """the meta (outer) learning rate beta (Algorithm 3, line 10) of Adam, the meta optimizer"""
     gamma: float = 1.0
     """the discount factor gamma of returns and advantages (the score is the undiscounted return)"""
     gae_lambda: float = 1.0
@@ -400,7 +398,7 @@ if __name__ == "__main__":
                     f"got {args.load_model!r} ({(str(error).splitlines()[1:] or [str(error)])[0].strip()[:150]})")
     model = model.to(device)
     params = dict(model.named_parameters())
-    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[args.outer_optimizer](params.values(), args.outer_lr)
+    optimizer = torch.optim.Adam(params.values(), args.outer_lr)
 
     generators = (task_rng, envs.np_random, test_envs.np_random)  # with the global ones: every RNG the loop draws from
     checkpoint_path, start_iteration, global_step = os.path.join(run_dir, "checkpoint.pt"), 0, 0
