@@ -55,9 +55,7 @@ class Args:
     """`fast`: alchemy_env's vector env; `dm_alchemy`: DeepMind's envs, one per episode (slow, same scores)"""
     # Algorithm (Finn et al. 2017, Algorithm 3): the defaults train on 250 x 20 x 10 x 2 = 100,000 episodes
     num_iterations: int = 250
-    """the number of meta-iterations (0: only evaluate the initial parameters)"""
-    total_episodes: int | None = None
-    """the run's length in training episodes instead of --num-iterations (None: --num-iterations decides)"""
+    """the number of meta-iterations, each of M x K x (N + 1) episodes (0: only evaluate the initial parameters)"""
     meta_batch_size: int = 20
     """the number of chemistries (tasks) per meta-iteration"""
     episodes_per_task: int = 10
@@ -332,8 +330,6 @@ def check(args: Args) -> Args:
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in
           ("meta_batch_size", "episodes_per_task", "inner_steps", "hidden_size", "num_test_tasks", "torch_threads")],
         *[(flag, getattr(args, flag) >= 0, ">= 0") for flag in ("num_iterations", "eval_every", "checkpoint_every")],
-        ("total_episodes", args.total_episodes is None or args.total_episodes >= 0 and "num_iterations" not in given,
-         ">= 0, given instead of --num-iterations"),
         ("eval_inner_steps", (args.eval_inner_steps or args.inner_steps) >= args.inner_steps, ">= --inner-steps"),
         ("level", args.level in alchemy_env.LEVELS, "one of alchemy_env.LEVELS"),
         ("exp_name", args.exp_name != "" and "/" not in args.exp_name, "a name without '/'"),
@@ -353,9 +349,6 @@ def check(args: Args) -> Args:
             stop(2, f"--{flag.replace('_', '-')} must be {must}, got {getattr(args, flag)!r}")
     if os.path.exists("runs") and not os.path.isdir("runs"):
         stop(2, "runs must be a folder for the runs' outputs, got a file")
-    if args.total_episodes is not None:  # saved as the run used it; an iteration samples M * K * (N + 1) episodes
-        args.num_iterations = math.ceil(args.total_episodes / (args.meta_batch_size * args.episodes_per_task
-                                                               * (args.inner_steps + 1)))
     return args
 
 if __name__ == "__main__":
