@@ -111,17 +111,14 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 class Policy(nn.Module):
     """A categorical policy: observation -> action logits (an MLP with two tanh hidden layers)."""
-
     def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_low: np.ndarray, obs_high: np.ndarray):
         super().__init__()
         # observations are mapped from their Box bounds to [-1, 1]: centred inputs suit tanh layers
         self.register_buffer("obs_mid", torch.as_tensor((obs_high + obs_low) / 2, dtype=torch.float32))
         self.register_buffer("obs_half_range", torch.as_tensor((obs_high - obs_low) / 2, dtype=torch.float32))
-        self.net = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, num_actions), std=0.01),
-        )
+        self.net = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+                                 layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+                                 layer_init(nn.Linear(hidden, num_actions), std=0.01))
 
     def forward(self, obs):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
@@ -160,12 +157,10 @@ def meta_gradient(model, params, adapted_params, inner_batches, validation_batch
         task_grads, task_losses = vmap(grad_and_value(outer_loss, argnums=1), in_dims=(None, 0, 0))(
             model, adapted_params, validation_batch)
         return {name: g.sum(0) for name, g in task_grads.items()}, task_losses.sum()
-
     def task_meta_loss(params, inner_batches, validation_batch):  # the validation loss after the N inner steps
         for batch in inner_batches:
             params = inner_update(model, params, batch, inner_lr)
         return outer_loss(model, params, validation_batch)
-
     return grad_and_value(lambda params: vmap(task_meta_loss, in_dims=(None, 0, 0))(
         params, inner_batches, validation_batch).sum())(params)
 
@@ -176,16 +171,14 @@ def rollout(envs, model, task_params, chemistries, args, device, items=None):
     obs_np, _ = envs.reset(options=alchemy_env.repeat_options(chemistries, items, episodes))
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
-    rewards = torch.zeros((horizon, tasks * episodes))
-    entropies = torch.zeros((horizon, tasks * episodes))
+    rewards, entropies = torch.zeros((2, horizon, tasks * episodes))
     action_masks = (torch.ones((horizon, tasks * episodes, envs.single_action_space.n), dtype=torch.bool)
                     if args.mask_actions else None)
     policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
     with torch.no_grad():
         for t in range(horizon):
             obs[t] = torch.as_tensor(obs_np)
-            logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
-            logits = logits.reshape(tasks * episodes, -1)
+            logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),)).flatten(0, 1)
             if action_masks is not None:
                 action_masks[t] = torch.as_tensor(alchemy_env.valid_action_mask(obs_np))
                 logits = masked_logits(logits, action_masks[t].to(device))
@@ -200,7 +193,6 @@ def rollout(envs, model, task_params, chemistries, args, device, items=None):
 
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
-
     obs, actions, rewards = by_task(obs), by_task(actions), by_task(rewards)
     mask = torch.ones_like(rewards)
     normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
@@ -238,19 +230,15 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
     rewards, mask = rewards.double(), mask.double()
     returns = rewards @ discount_matrix(gamma, horizon, segment).T
     steps = torch.arange(horizon, dtype=torch.float64)
-    time = (steps / horizon).expand(tasks, episodes, horizon).unsqueeze(-1)
-    # the time left in the trial drives what a trial's rest can still score, whatever the items
-    trial_time = ((steps % segment) / segment if segment else steps / horizon).expand(tasks, episodes, horizon)
-    trial_time = trial_time.unsqueeze(-1)
+    trial_steps = (steps % segment) / segment if segment else steps / horizon  # the trial's clock
+    time, trial_time = (x.expand(tasks, episodes, horizon).unsqueeze(-1) for x in (steps / horizon, trial_steps))
     features = torch.cat([obs.double(), obs.double() ** 2, time, time**2, time**3, trial_time, trial_time**2,
                           trial_time**3, torch.ones_like(time)], dim=-1)
     values = linear_baseline(features.reshape(tasks, episodes * horizon, -1), returns.reshape(tasks, -1),
                              mask.reshape(tasks, -1)).reshape(tasks, episodes, horizon) * mask
-    continues = torch.ones(horizon, dtype=torch.float64)  # 0 where the next step belongs to another segment
-    continues[-1] = 0.0
-    if segment is not None:
-        continues[segment - 1 :: segment] = 0.0
-    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1) * continues
+    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    if segment is not None:  # no value after a segment's last step: the next step belongs to another segment
+        next_values[..., segment - 1 :: segment] = 0.0
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = deltas @ discount_matrix(gamma * gae_lambda, horizon, segment).T
     if norm_adv:
@@ -313,8 +301,7 @@ def final_scores(args, model, params, envs_of_size: dict, chemistries, items, nu
     return [np.concatenate(per_step) for per_step in zip(*means)], np.concatenate(heuristic)
 
 def stop(code: int, message: str):
-    """Bad input (exit code 2) or a diverged run (3): one line on stderr."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)  # bad input (exit code 2) or a diverged run (3): one line
     sys.exit(code)
 
 def check(args: Args) -> Args:
@@ -420,11 +407,10 @@ if __name__ == "__main__":
         chemistries = alchemy_env.sample_seeded_chemistries(args.level, args.meta_batch_size, task_rng, held_out)
         try:
             # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all chemistries at once
-            batches, stats, adapted_params = sample_and_adapt(envs, model, params, chemistries, args.inner_steps,
-                                                              args, device)
+            batches, stats, adapted = sample_and_adapt(envs, model, params, chemistries, args.inner_steps, args, device)
 
             # ALGO LOGIC: the meta-update (MAML through the inner steps, or FOMAML at the adapted parameters)
-            grads, loss = meta_gradient(model, params, adapted_params, batches[:-1], batches[-1], args.inner_lr,
+            grads, loss = meta_gradient(model, params, adapted, batches[:-1], batches[-1], args.inner_lr,
                                         first_order=args.first_order)
             for name, p in params.items():
                 p.grad = grads[name]
@@ -465,8 +451,7 @@ if __name__ == "__main__":
                         "loop": (iteration, global_step, rng)}, checkpoint_path + ".tmp")
             os.replace(checkpoint_path + ".tmp", checkpoint_path)  # a kill mid-write leaves the last one whole
 
-    # final evaluation after 0..K inner steps, on the held-out chemistries or on dm_alchemy's evaluation episodes,
-    # beside the random-heuristic bot on the same ones (paired: the chemistries' difficulty cancels out)
+    # final evaluation after 0..K inner steps, paired with the random-heuristic bot on the same chemistries or episodes
     train_time, eval_steps = time.time() - start_time, max(args.inner_steps, args.eval_inner_steps or 0)
     tasks, items, envs_of_size = ((test_chemistries, None, {args.num_test_tasks: test_envs}) if eval_set is None
                                   else (eval_set["chemistries"], eval_set["items"], {}))
@@ -483,24 +468,24 @@ if __name__ == "__main__":
     print(f"random-heuristic bot on the same ones: {bot:.1f}; after {args.inner_steps} step(s) minus the bot: "
           f"{margin:+.1f} +- {margin_sem and round(margin_sem, 1)} (paired)")
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step,
-               "train_episodes": global_step // alchemy_env.EPISODE_STEPS, "eval_set": args.eval_set}
+               "train_episodes": global_step // alchemy_env.EPISODE_STEPS, "eval_set": args.eval_set,
+               "pre_adaptation_score": scores[0], "post_adaptation_score": scores[args.inner_steps],
+               "adaptation_gain": scores[args.inner_steps] - scores[0], "score_after_steps": scores,
+               "score_sem_after_steps": errors, "heuristic_score": bot, "heuristic_score_sem": bot_sem,
+               "post_minus_heuristic": margin, "post_minus_heuristic_sem": margin_sem, "train_time_s": train_time,
+               "wall_time_s": time.time() - start_time, "sps": global_step / train_time if global_step else None}
     if eval_set is None:
         summary["test_chemistry_seeds"] = test_chemistries["seed"].tolist()
     else:  # paired by episode with the published agents (and with the bot, on the same items)
         references, reference_sems, differences = alchemy_env.compare_with_agents(post, heuristic)
         summary.update(eval_episodes=len(post), reference_scores=references, reference_score_sems=reference_sems,
-                       post_minus_reference=differences, pre_minus_reference=alchemy_env.compare_with_agents(
-                           pre, heuristic)[2], post_minus_pre=list(alchemy_env.mean_and_sem(post - pre)))
+                       post_minus_reference=differences, post_minus_pre=list(alchemy_env.mean_and_sem(post - pre)),
+                       pre_minus_reference=alchemy_env.compare_with_agents(pre, heuristic)[2])
         for agent, (difference, _) in differences.items():
             writer.add_scalar(f"eval_set/reference_{agent}", references[agent], args.num_iterations)
             writer.add_scalar(f"eval_set/post_minus_{agent}", difference, args.num_iterations)
         print(f"V-MPO (dm_alchemy's baseline) on them: {references['baseline']:.2f}; after {args.inner_steps} step(s) "
               f"minus it: {differences['baseline'][0]:+.2f} +- {differences['baseline'][1] or 0:.2f} (paired)")
-    summary.update(pre_adaptation_score=scores[0], post_adaptation_score=scores[args.inner_steps],
-                   adaptation_gain=scores[args.inner_steps] - scores[0], score_after_steps=scores,
-                   score_sem_after_steps=errors, heuristic_score=bot, heuristic_score_sem=bot_sem,
-                   post_minus_heuristic=margin, post_minus_heuristic_sem=margin_sem, train_time_s=train_time,
-                   wall_time_s=time.time() - start_time, sps=global_step / train_time if global_step else None)
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])
