@@ -34,9 +34,13 @@ Public API (in this order below; the tables the step reads come last, in their o
     sample_episode, seeded_chemistries, replay   dm_alchemy's seed-exact draws of an episode (§12) and of
                                the chemistries of many seeds, and an episode with given chemistry, items and
                                actions run through the vector env
+    chemistry_keys, sample_seeded_chemistries, repeat_options   a hashable key per chemistry; the chemistries of
+                               fresh seeds, redrawn while one is excluded (held out); reset options that play
+                               each chemistry (and its items) in several consecutive envs
     valid_action_mask          the actions that change anything, from observations (for action masking)
     uniform_random_actions, random_heuristic_actions   reference bots (batched, from observations)
-    bot_episode_returns        one episode of a bot in every env of a just-reset vector env
+    bot_episode_returns        one episode of a bot in every env of a just-reset vector env; heuristic_scores
+                               each chemistry's mean score of the random-heuristic bot over several episodes
     load_dm_alchemy_eval_set   dm_alchemy's 1,000 evaluation episodes and its five agents' scores on them
                                (needs the dm_alchemy package); eval_set_tasks, eval_set_options (the first n
                                as batched reset options), episode_scores, compare_with_agents, mean_and_sem;
@@ -577,6 +581,33 @@ def replay(
     return outputs if actions.ndim == 2 else tuple(a[0] for a in outputs)
 
 
+def chemistry_keys(chemistries: Mapping[str, Any]) -> list[tuple[int, ...]]:
+    """One hashable key per chemistry of a batch (its four indices), to tell chemistries apart."""
+    return list(zip(*(a.tolist() for a in chemistry_indices(chemistries)[0])))
+
+
+def sample_seeded_chemistries(level: str, n: int, rng: np.random.Generator,
+                              excluded: frozenset | set = frozenset()) -> dict[str, np.ndarray]:
+    """seeded_chemistries of n fresh seeds drawn from rng, each seed redrawn (in order) while its chemistry's key
+    (chemistry_keys) is in `excluded`: training chemistries that are never one of a set of held-out ones."""
+    seeds = rng.integers(0, 2**31 - 1, size=n)
+    chemistries, redrawn = seeded_chemistries(level, seeds), False
+    for i, key in enumerate(chemistry_keys(chemistries)):
+        while key in excluded:
+            seeds[i], redrawn = rng.integers(0, 2**31 - 1), True
+            key = chemistry_keys(seeded_chemistries(level, seeds[i : i + 1]))[0]
+    return seeded_chemistries(level, seeds) if redrawn else chemistries
+
+
+def repeat_options(chemistries: Mapping[str, Any], items: Mapping[str, Any] | None, episodes: int) -> dict:
+    """Batched reset options giving each of n chemistries (and its items, if given) to `episodes` consecutive envs:
+    a vector env of n * episodes envs then plays every chemistry `episodes` times."""
+    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
+    if items is not None:
+        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
+    return options
+
+
 # --- reference bots (batched, reading only the observations) --------------------------------------
 
 
@@ -631,6 +662,16 @@ def random_heuristic_actions(observations: np.ndarray, rng: np.random.Generator)
     cash_in = positive.argmax(1)
     actions = np.where(positive.any(1), 1 + (NUM_POTIONS + 1) * cash_in, 0)
     return np.where(use_potion, 2 + (NUM_POTIONS + 1) * stone + potion, actions)
+
+
+def heuristic_scores(envs, chemistries: Mapping[str, Any], items: Mapping[str, Any] | None, episodes: int,
+                     seed: int) -> np.ndarray:
+    """float64 (n,): each of n chemistries' mean score of the random-heuristic bot over `episodes` episodes, played
+    in a vector env of n * episodes envs without autoreset (repeat_options; with items, those items), the bot's
+    choices drawn from np.random.default_rng(seed). dm_alchemy publishes 147.02 +- 1.55 for it."""
+    observations, _ = envs.reset(options=repeat_options(chemistries, items, episodes))
+    scores = bot_episode_returns(envs, observations, random_heuristic_actions, np.random.default_rng(seed))
+    return scores.reshape(len(chemistries["rotation"]), episodes).mean(1)
 
 
 # --- dm_alchemy's evaluation set: its 1,000 episodes and five agents' recorded events -------------

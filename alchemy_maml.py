@@ -55,9 +55,7 @@ class Args:
     """`fast`: alchemy_env's vector env; `dm_alchemy`: DeepMind's envs, one per episode (slow, same scores)"""
     # Algorithm (Finn et al. 2017, Algorithm 3): the defaults train on 250 x 20 x 10 x 2 = 100,000 episodes
     num_iterations: int = 250
-    """the number of meta-iterations (0: only evaluate the initial parameters)"""
-    total_episodes: int | None = None
-    """the run's length in training episodes instead of --num-iterations (None: --num-iterations decides)"""
+    """the number of meta-iterations, each of M x K x (N + 1) episodes (0: only evaluate the initial parameters)"""
     meta_batch_size: int = 20
     """the number of chemistries (tasks) per meta-iteration"""
     episodes_per_task: int = 10
@@ -67,9 +65,7 @@ class Args:
     inner_lr: float = 1.0
     """the inner SGD step size alpha (Algorithm 3, line 7), on normalised advantages"""
     outer_lr: float = 1e-2
-    """the meta (outer) learning rate beta (Algorithm 3, line 10)"""
-    outer_optimizer: Literal["sgd", "adam"] = "adam"
-    """the meta optimizer (plain SGD is Algorithm 3's update)"""
+    """the meta (outer) learning rate beta (Algorithm 3, line 10) of Adam, the meta optimizer"""
     gamma: float = 1.0
     """the discount factor gamma of returns and advantages (the score is the undiscounted return)"""
     gae_lambda: float = 1.0
@@ -115,17 +111,14 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 class Policy(nn.Module):
     """A categorical policy: observation -> action logits (an MLP with two tanh hidden layers)."""
-
     def __init__(self, obs_dim: int, num_actions: int, hidden: int, obs_low: np.ndarray, obs_high: np.ndarray):
         super().__init__()
         # observations are mapped from their Box bounds to [-1, 1]: centred inputs suit tanh layers
         self.register_buffer("obs_mid", torch.as_tensor((obs_high + obs_low) / 2, dtype=torch.float32))
         self.register_buffer("obs_half_range", torch.as_tensor((obs_high - obs_low) / 2, dtype=torch.float32))
-        self.net = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-            layer_init(nn.Linear(hidden, num_actions), std=0.01),
-        )
+        self.net = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+                                 layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+                                 layer_init(nn.Linear(hidden, num_actions), std=0.01))
 
     def forward(self, obs):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
@@ -164,39 +157,28 @@ def meta_gradient(model, params, adapted_params, inner_batches, validation_batch
         task_grads, task_losses = vmap(grad_and_value(outer_loss, argnums=1), in_dims=(None, 0, 0))(
             model, adapted_params, validation_batch)
         return {name: g.sum(0) for name, g in task_grads.items()}, task_losses.sum()
-
     def task_meta_loss(params, inner_batches, validation_batch):  # the validation loss after the N inner steps
         for batch in inner_batches:
             params = inner_update(model, params, batch, inner_lr)
         return outer_loss(model, params, validation_batch)
-
     return grad_and_value(lambda params: vmap(task_meta_loss, in_dims=(None, 0, 0))(
         params, inner_batches, validation_batch).sum())(params)
-
-def episode_options(chemistries: dict, items: dict | None, episodes: int) -> dict:
-    """Reset options giving each task's chemistry (and items, if given) to its `episodes` consecutive envs."""
-    options = {"chemistries": {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items()}}
-    if items is not None:
-        options["items"] = {key: np.repeat(value, episodes, axis=0) for key, value in items.items()}
-    return options
 
 def rollout(envs, model, task_params, chemistries, args, device, items=None):
     """K episodes of every task's chemistry in lockstep, each task with its own params (and its items if given;
     leading task dims): the task-batched samples for the losses and the episodes' statistics."""
     tasks, episodes, horizon = len(chemistries["rotation"]), args.episodes_per_task, alchemy_env.EPISODE_STEPS
-    obs_np, _ = envs.reset(options=episode_options(chemistries, items, episodes))
+    obs_np, _ = envs.reset(options=alchemy_env.repeat_options(chemistries, items, episodes))
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
-    rewards = torch.zeros((horizon, tasks * episodes))
-    entropies = torch.zeros((horizon, tasks * episodes))
+    rewards, entropies = torch.zeros((2, horizon, tasks * episodes))
     action_masks = (torch.ones((horizon, tasks * episodes, envs.single_action_space.n), dtype=torch.bool)
                     if args.mask_actions else None)
     policy = vmap(functional_call, in_dims=(None, 0, 0))  # every task's policy in one forward pass
     with torch.no_grad():
         for t in range(horizon):
             obs[t] = torch.as_tensor(obs_np)
-            logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),))
-            logits = logits.reshape(tasks * episodes, -1)
+            logits = policy(model, task_params, (obs[t].view(tasks, episodes, -1).to(device),)).flatten(0, 1)
             if action_masks is not None:
                 action_masks[t] = torch.as_tensor(alchemy_env.valid_action_mask(obs_np))
                 logits = masked_logits(logits, action_masks[t].to(device))
@@ -211,7 +193,6 @@ def rollout(envs, model, task_params, chemistries, args, device, items=None):
 
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
-
     obs, actions, rewards = by_task(obs), by_task(actions), by_task(rewards)
     mask = torch.ones_like(rewards)
     normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
@@ -249,19 +230,15 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
     rewards, mask = rewards.double(), mask.double()
     returns = rewards @ discount_matrix(gamma, horizon, segment).T
     steps = torch.arange(horizon, dtype=torch.float64)
-    time = (steps / horizon).expand(tasks, episodes, horizon).unsqueeze(-1)
-    # the time left in the trial drives what a trial's rest can still score, whatever the items
-    trial_time = ((steps % segment) / segment if segment else steps / horizon).expand(tasks, episodes, horizon)
-    trial_time = trial_time.unsqueeze(-1)
+    trial_steps = (steps % segment) / segment if segment else steps / horizon  # the trial's clock
+    time, trial_time = (x.expand(tasks, episodes, horizon).unsqueeze(-1) for x in (steps / horizon, trial_steps))
     features = torch.cat([obs.double(), obs.double() ** 2, time, time**2, time**3, trial_time, trial_time**2,
                           trial_time**3, torch.ones_like(time)], dim=-1)
     values = linear_baseline(features.reshape(tasks, episodes * horizon, -1), returns.reshape(tasks, -1),
                              mask.reshape(tasks, -1)).reshape(tasks, episodes, horizon) * mask
-    continues = torch.ones(horizon, dtype=torch.float64)  # 0 where the next step belongs to another segment
-    continues[-1] = 0.0
-    if segment is not None:
-        continues[segment - 1 :: segment] = 0.0
-    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1) * continues
+    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    if segment is not None:  # no value after a segment's last step: the next step belongs to another segment
+        next_values[..., segment - 1 :: segment] = 0.0
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = deltas @ discount_matrix(gamma * gae_lambda, horizon, segment).T
     if norm_adv:
@@ -286,21 +263,7 @@ def sample_and_adapt(envs, model, params, chemistries, num_steps: int, args, dev
             task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
     return batches, stats, task_params
 
-# --- tasks, evaluation, bad input and checkpoints: the helpers of the loop below -----------------------------
-def chemistry_keys(chemistries: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
-    """One hashable key per chemistry (its four indices), to tell chemistries apart."""
-    return list(zip(*(a.tolist() for a in alchemy_env.chemistry_indices(chemistries)[0])))
-
-def sample_tasks(level: str, n: int, rng: np.random.Generator, excluded: set) -> dict[str, np.ndarray]:
-    """n training chemistries by fresh seeds, redrawing any that equals an excluded (held-out) one."""
-    seeds = rng.integers(0, 2**31 - 1, size=n)
-    chemistries, redrawn = alchemy_env.seeded_chemistries(level, seeds), False
-    for i, key in enumerate(chemistry_keys(chemistries)):
-        while key in excluded:
-            seeds[i], redrawn = rng.integers(0, 2**31 - 1), True
-            key = chemistry_keys(alchemy_env.seeded_chemistries(level, seeds[i : i + 1]))[0]
-    return alchemy_env.seeded_chemistries(level, seeds) if redrawn else chemistries
-
+# --- the helpers of the loop below: evaluation and bad input ----------------------------------------------
 def make_envs(args, num_envs: int, seed: int):
     """Autoreset disabled: a rollout starts every episode itself, with its task's chemistry."""
     envs = (alchemy_env.DMAlchemyVectorEnv(num_envs, args.level, args.see_chemistry) if args.backend == "dm_alchemy"
@@ -313,13 +276,6 @@ def evaluate(envs, model, params, chemistries, num_steps: int, args, device, ite
     _, stats, _ = sample_and_adapt(envs, model, params, chemistries, num_steps, args, device, items)
     return [s["scores"].mean(1) for s in stats]
 
-def heuristic_scores(envs, chemistries, args, seed: int, items=None) -> np.ndarray:
-    """Each chemistry's mean score of dm_alchemy's random-heuristic bot (147.0 in Wang et al. 2021's table)."""
-    obs, _ = envs.reset(options=episode_options(chemistries, items, args.episodes_per_task))
-    bot, rng = alchemy_env.random_heuristic_actions, np.random.default_rng(seed)
-    scores = alchemy_env.bot_episode_returns(envs, obs, bot, rng)
-    return scores.reshape(len(chemistries["rotation"]), args.episodes_per_task).mean(1)
-
 def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_steps: int, step: int):
     """The mean scores over tasks after 0..K inner steps (logged under prefix/) and their standard errors."""
     scores, errors = (list(x) for x in zip(*(alchemy_env.mean_and_sem(m) for m in task_means)))
@@ -330,7 +286,7 @@ def log_evaluation(writer, prefix: str, task_means: list[np.ndarray], inner_step
     return scores, errors
 
 def final_scores(args, model, params, envs_of_size: dict, chemistries, items, num_steps: int, device):
-    """evaluate and heuristic_scores on every task (and its items), --num-test-tasks at a time, one env per size."""
+    """evaluate and the heuristic's scores on every task (and its items), --num-test-tasks at a time, one env a size."""
     n, means, heuristic = len(chemistries["rotation"]), [], []
     for start in range(0, n, min(args.num_test_tasks, n)):
         rows = slice(start, min(start + args.num_test_tasks, n))
@@ -340,12 +296,12 @@ def final_scores(args, model, params, envs_of_size: dict, chemistries, items, nu
         if size not in envs_of_size:
             envs_of_size[size] = make_envs(args, size * args.episodes_per_task, args.test_seed)
         means.append(evaluate(envs_of_size[size], model, params, part, num_steps, args, device, part_items))
-        heuristic.append(heuristic_scores(envs_of_size[size], part, args, args.test_seed + start, part_items))
+        heuristic.append(alchemy_env.heuristic_scores(envs_of_size[size], part, part_items, args.episodes_per_task,
+                                                      args.test_seed + start))
     return [np.concatenate(per_step) for per_step in zip(*means)], np.concatenate(heuristic)
 
 def stop(code: int, message: str):
-    """Bad input (exit code 2) or a diverged run (3): one line on stderr."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)  # bad input (exit code 2) or a diverged run (3): one line
     sys.exit(code)
 
 def check(args: Args) -> Args:
@@ -361,8 +317,6 @@ def check(args: Args) -> Args:
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in
           ("meta_batch_size", "episodes_per_task", "inner_steps", "hidden_size", "num_test_tasks", "torch_threads")],
         *[(flag, getattr(args, flag) >= 0, ">= 0") for flag in ("num_iterations", "eval_every", "checkpoint_every")],
-        ("total_episodes", args.total_episodes is None or args.total_episodes >= 0 and "num_iterations" not in given,
-         ">= 0, given instead of --num-iterations"),
         ("eval_inner_steps", (args.eval_inner_steps or args.inner_steps) >= args.inner_steps, ">= --inner-steps"),
         ("level", args.level in alchemy_env.LEVELS, "one of alchemy_env.LEVELS"),
         ("exp_name", args.exp_name != "" and "/" not in args.exp_name, "a name without '/'"),
@@ -382,9 +336,6 @@ def check(args: Args) -> Args:
             stop(2, f"--{flag.replace('_', '-')} must be {must}, got {getattr(args, flag)!r}")
     if os.path.exists("runs") and not os.path.isdir("runs"):
         stop(2, "runs must be a folder for the runs' outputs, got a file")
-    if args.total_episodes is not None:  # saved as the run used it; an iteration samples M * K * (N + 1) episodes
-        args.num_iterations = math.ceil(args.total_episodes / (args.meta_batch_size * args.episodes_per_task
-                                                               * (args.inner_steps + 1)))
     return args
 
 if __name__ == "__main__":
@@ -411,7 +362,8 @@ if __name__ == "__main__":
     test_chemistries = alchemy_env.seeded_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
         0, 2**31 - 1, size=args.num_test_tasks))
     eval_set = alchemy_env.eval_set_options(args.eval_episodes) if args.eval_set == "dm_alchemy" else None
-    held_out = set(chemistry_keys(test_chemistries)) | set(chemistry_keys(eval_set["chemistries"]) if eval_set else [])
+    held_out = set(alchemy_env.chemistry_keys(test_chemistries))  # never drawn for training
+    held_out |= set(alchemy_env.chemistry_keys(eval_set["chemistries"])) if eval_set else set()
 
     # env setup
     envs = make_envs(args, args.meta_batch_size * args.episodes_per_task, args.seed)
@@ -426,7 +378,7 @@ if __name__ == "__main__":
                     f"got {args.load_model!r} ({(str(error).splitlines()[1:] or [str(error)])[0].strip()[:150]})")
     model = model.to(device)
     params = dict(model.named_parameters())
-    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[args.outer_optimizer](params.values(), args.outer_lr)
+    optimizer = torch.optim.Adam(params.values(), args.outer_lr)
 
     generators = (task_rng, envs.np_random, test_envs.np_random)  # with the global ones: every RNG the loop draws from
     checkpoint_path, start_iteration, global_step = os.path.join(run_dir, "checkpoint.pt"), 0, 0
@@ -452,14 +404,13 @@ if __name__ == "__main__":
     start_time = time.time()
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         iteration_start = time.time()
-        chemistries = sample_tasks(args.level, args.meta_batch_size, task_rng, held_out)
+        chemistries = alchemy_env.sample_seeded_chemistries(args.level, args.meta_batch_size, task_rng, held_out)
         try:
             # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all chemistries at once
-            batches, stats, adapted_params = sample_and_adapt(envs, model, params, chemistries, args.inner_steps,
-                                                              args, device)
+            batches, stats, adapted = sample_and_adapt(envs, model, params, chemistries, args.inner_steps, args, device)
 
             # ALGO LOGIC: the meta-update (MAML through the inner steps, or FOMAML at the adapted parameters)
-            grads, loss = meta_gradient(model, params, adapted_params, batches[:-1], batches[-1], args.inner_lr,
+            grads, loss = meta_gradient(model, params, adapted, batches[:-1], batches[-1], args.inner_lr,
                                         first_order=args.first_order)
             for name, p in params.items():
                 p.grad = grads[name]
@@ -500,8 +451,7 @@ if __name__ == "__main__":
                         "loop": (iteration, global_step, rng)}, checkpoint_path + ".tmp")
             os.replace(checkpoint_path + ".tmp", checkpoint_path)  # a kill mid-write leaves the last one whole
 
-    # final evaluation after 0..K inner steps, on the held-out chemistries or on dm_alchemy's evaluation episodes,
-    # beside the random-heuristic bot on the same ones (paired: the chemistries' difficulty cancels out)
+    # final evaluation after 0..K inner steps, paired with the random-heuristic bot on the same chemistries or episodes
     train_time, eval_steps = time.time() - start_time, max(args.inner_steps, args.eval_inner_steps or 0)
     tasks, items, envs_of_size = ((test_chemistries, None, {args.num_test_tasks: test_envs}) if eval_set is None
                                   else (eval_set["chemistries"], eval_set["items"], {}))
@@ -518,24 +468,24 @@ if __name__ == "__main__":
     print(f"random-heuristic bot on the same ones: {bot:.1f}; after {args.inner_steps} step(s) minus the bot: "
           f"{margin:+.1f} +- {margin_sem and round(margin_sem, 1)} (paired)")
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step,
-               "train_episodes": global_step // alchemy_env.EPISODE_STEPS, "eval_set": args.eval_set}
+               "train_episodes": global_step // alchemy_env.EPISODE_STEPS, "eval_set": args.eval_set,
+               "pre_adaptation_score": scores[0], "post_adaptation_score": scores[args.inner_steps],
+               "adaptation_gain": scores[args.inner_steps] - scores[0], "score_after_steps": scores,
+               "score_sem_after_steps": errors, "heuristic_score": bot, "heuristic_score_sem": bot_sem,
+               "post_minus_heuristic": margin, "post_minus_heuristic_sem": margin_sem, "train_time_s": train_time,
+               "wall_time_s": time.time() - start_time, "sps": global_step / train_time if global_step else None}
     if eval_set is None:
         summary["test_chemistry_seeds"] = test_chemistries["seed"].tolist()
     else:  # paired by episode with the published agents (and with the bot, on the same items)
         references, reference_sems, differences = alchemy_env.compare_with_agents(post, heuristic)
         summary.update(eval_episodes=len(post), reference_scores=references, reference_score_sems=reference_sems,
-                       post_minus_reference=differences, pre_minus_reference=alchemy_env.compare_with_agents(
-                           pre, heuristic)[2], post_minus_pre=list(alchemy_env.mean_and_sem(post - pre)))
+                       post_minus_reference=differences, post_minus_pre=list(alchemy_env.mean_and_sem(post - pre)),
+                       pre_minus_reference=alchemy_env.compare_with_agents(pre, heuristic)[2])
         for agent, (difference, _) in differences.items():
             writer.add_scalar(f"eval_set/reference_{agent}", references[agent], args.num_iterations)
             writer.add_scalar(f"eval_set/post_minus_{agent}", difference, args.num_iterations)
         print(f"V-MPO (dm_alchemy's baseline) on them: {references['baseline']:.2f}; after {args.inner_steps} step(s) "
               f"minus it: {differences['baseline'][0]:+.2f} +- {differences['baseline'][1] or 0:.2f} (paired)")
-    summary.update(pre_adaptation_score=scores[0], post_adaptation_score=scores[args.inner_steps],
-                   adaptation_gain=scores[args.inner_steps] - scores[0], score_after_steps=scores,
-                   score_sem_after_steps=errors, heuristic_score=bot, heuristic_score_sem=bot_sem,
-                   post_minus_heuristic=margin, post_minus_heuristic_sem=margin_sem, train_time_s=train_time,
-                   wall_time_s=time.time() - start_time, sps=global_step / train_time if global_step else None)
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])

@@ -422,6 +422,21 @@ def test_reference_bots_score_like_dm_alchemy(bot, reference, sem):
     assert abs(returns.mean() - reference) < 4 * combined_sem
 
 
+def test_heuristic_scores_are_dm_alchemys_published_147_on_the_given_chemistries():
+    tasks, episodes = 200, 5
+    chemistries = alchemy_env.seeded_chemistries(STANDARD_LEVEL, np.arange(tasks))
+    envs = SymbolicAlchemyVectorEnv(tasks * episodes, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    scores = alchemy_env.heuristic_scores(envs, chemistries, None, episodes, seed=1)
+    assert scores.shape == (tasks,)
+    # dm_alchemy's published random-heuristic score is 147.02 +- 1.55 (its README's reference table)
+    sem = scores.std(ddof=1) / np.sqrt(tasks)
+    assert abs(scores.mean() - 147.02) < 3 * np.hypot(sem, 1.55), (scores.mean(), sem)
+    # and they were played on the chemistries given, in order: the envs hold them, `episodes` apiece
+    per_env = {key: np.repeat(value, episodes, axis=0) for key, value in chemistries.items() if key != "seed"}
+    assert alchemy_env.chemistry_keys(per_env) == alchemy_env.chemistry_keys(envs.chemistries)
+
+
 def test_valid_action_mask_marks_exactly_the_actions_that_change_something():
     """From random mid-trial states, try all 40 actions: an action is valid iff the next observation or
     reward differs from the no-op's (checked through replay, i.e. the env's own transition tables)."""
@@ -743,6 +758,18 @@ def test_seeded_chemistries_are_dm_alchemys_for_their_seeds():
         reference, _ = alchemy_env.sample_episode(STANDARD_LEVEL, seed)
         for key in ("potion_dim_map", "potion_dir_map", "stone_dir_map", "graph_edges", "rotation"):
             np.testing.assert_array_equal(chemistries[key][i], reference[key])
+
+
+def test_held_out_chemistries_are_never_drawn_for_training():
+    # without exclusions: the chemistries of the seeds the generator draws
+    first = alchemy_env.sample_seeded_chemistries(STANDARD_LEVEL, 4, np.random.default_rng(5))
+    seeds = np.random.default_rng(5).integers(0, 2**31 - 1, size=4)
+    np.testing.assert_array_equal(first["seed"], seeds)
+    # exclude exactly what the generator would draw first: the draw must move on, the other seeds stay
+    excluded = set(alchemy_env.chemistry_keys(first)[:2])
+    again = alchemy_env.sample_seeded_chemistries(STANDARD_LEVEL, 4, np.random.default_rng(5), excluded)
+    assert not excluded & set(alchemy_env.chemistry_keys(again))
+    np.testing.assert_array_equal(again["seed"][2:], seeds[2:])
 
 
 @needs_dm_alchemy

@@ -15,6 +15,7 @@ cd "$(dirname "$0")/../.."  # the repository root: python -m finds the benchmark
 ROOT=$PWD
 if [[ "${1:-}" == "--quick" ]]; then Q=_quick; NAV_ITERS=5; ALCHEMY_EPISODES=800; K=2
 else Q=; NAV_ITERS=500; ALCHEMY_EPISODES=100000; K=5; fi
+ALCHEMY_ITERS=$(( (ALCHEMY_EPISODES + 399) / 400 ))  # an iteration: 20 chemistries x 10 episodes x (1 + 1)
 OUT=benchmark/sweeps/initialisations$Q
 PRETRAIN=1e-9
 
@@ -28,8 +29,8 @@ train() {  # train FOLDER SCRIPT FLAGS...: one run of SCRIPT with its runs/ unde
 train nav_meta maml_vpg.py --no-see-goal --num-iterations $NAV_ITERS & a=$!
 train nav_pretrained fomaml_vpg.py --no-see-goal --num-iterations $NAV_ITERS --inner-lr $PRETRAIN & b=$!
 wait $a; wait $b
-train alchemy_meta alchemy_maml.py --total-episodes $ALCHEMY_EPISODES & a=$!
-train alchemy_pretrained alchemy_maml.py --first-order --total-episodes $ALCHEMY_EPISODES --inner-lr $PRETRAIN & b=$!
+train alchemy_meta alchemy_maml.py --num-iterations $ALCHEMY_ITERS & a=$!
+train alchemy_pretrained alchemy_maml.py --first-order --num-iterations $ALCHEMY_ITERS --inner-lr $PRETRAIN & b=$!
 wait $a; wait $b
 
 # Evaluate every initialisation after 0..K inner steps on the scripts' held-out tasks (same for all).

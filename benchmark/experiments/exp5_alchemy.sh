@@ -10,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."  # the repository root: python -m finds the benchmark package there
 WORKERS=${WORKERS:-2}
 if [[ "${1:-}" == "--quick" ]]; then Q=_quick; SEEDS=1; EPISODES=4000; else Q=; SEEDS=2; EPISODES=100000; fi
+ITERATIONS=$(( (EPISODES + 399) / 400 ))  # an iteration samples 20 chemistries x 10 episodes x (1 inner + 1 validation)
 python -m benchmark.tools.run alchemy_maml.py --name alchemy$Q --grid first-order=false,true \
-  --set total-episodes=$EPISODES --seeds $SEEDS --workers $WORKERS
+  --set num-iterations=$ITERATIONS --seeds $SEEDS --workers $WORKERS
 python -m benchmark.tools.run alchemy_maml.py --name alchemy_see_chemistry$Q --set see-chemistry \
-  --set total-episodes=$EPISODES --seeds 1 --workers $WORKERS
+  --set num-iterations=$ITERATIONS --seeds 1 --workers $WORKERS
 # Timings share the machine with another worker (single-threaded each): a lone run is faster.
 python -m benchmark.tools.plots table benchmark/sweeps/alchemy$Q benchmark/sweeps/alchemy_see_chemistry$Q \
   --columns pre_adaptation_score post_adaptation_score heuristic_score post_minus_heuristic train_episodes train_time_s \

@@ -19,6 +19,7 @@ ROOT=$PWD
 PYTHON=${PYTHON:-python}
 if [[ "${1:-}" == "--quick" ]]; then Q=_quick; EPISODES=2000; EVAL=50
 else Q=; EPISODES=100000; EVAL=1000; fi
+ITERATIONS=$(( (EPISODES + 399) / 400 ))  # an iteration samples 20 chemistries x 10 episodes x (1 inner + 1 validation)
 OUT=benchmark/sweeps/alchemy_eval_set$Q
 
 run() {  # run FOLDER FLAGS...: one alchemy_maml.py run with its runs/ under $OUT/FOLDER, skipped when done
@@ -33,8 +34,8 @@ run() {  # run FOLDER FLAGS...: one alchemy_maml.py run with its runs/ under $OU
 model() { ls "$ROOT/$OUT/$1"/runs/*/*.cleanrl_model | tail -n 1; }
 
 # Stage 1: default flags, trained and scored on the evaluation episodes.
-run maml --total-episodes $EPISODES --save-model
-run fomaml --first-order --total-episodes $EPISODES --save-model
+run maml --num-iterations $ITERATIONS --save-model
+run fomaml --first-order --num-iterations $ITERATIONS --save-model
 
 $PYTHON - "$OUT" "docs/results/alchemy_eval_set$Q.md" <<'EOF'
 import glob, json, sys
