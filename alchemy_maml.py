@@ -311,7 +311,7 @@ def check(args: Args) -> Args:
     rules = [  # (flag, the value is fine, what it must be); nan fails every comparison
         *[(flag, 0 <= getattr(args, flag) < 2**32, "in [0, 2**32)") for flag in ("seed", "test_seed")],
         ("inner_lr", 0 < args.inner_lr < math.inf, "a finite number > 0"),
-        ("outer_lr", 0 < args.outer_lr < 1e37, "in (0, 1e37): Adam's step would overflow float32"),
+        ("outer_lr", 0 < args.outer_lr < 1e37, "in (0, 1e37)"),  # above, Adam's first step overflows float32
         ("max_grad_norm", 0 <= args.max_grad_norm < math.inf, "a finite number >= 0"),
         *[(flag, 0 <= getattr(args, flag) <= 1, "in [0, 1]") for flag in ("gamma", "gae_lambda")],
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in
@@ -373,9 +373,10 @@ if __name__ == "__main__":
     if args.load_model is not None and checkpoint is None:
         try:
             model.load_state_dict(torch.load(args.load_model, map_location="cpu"))
-        except Exception as error:  # not a file torch.save wrote, or another network (its first mismatch named)
+        except Exception as error:  # not a file torch.save wrote (its error named), or another network (the mismatch)
+            lines = str(error).splitlines() if isinstance(error, RuntimeError) else [type(error).__name__]
             stop(2, f"--load-model must be a {args.exp_name}.cleanrl_model of this --hidden-size and --see-chemistry, "
-                    f"got {args.load_model!r} ({(str(error).splitlines()[1:] or [str(error)])[0].strip()[:150]})")
+                    f"got {args.load_model!r} ({lines[min(1, len(lines) - 1)].strip()[:150]})")
     model = model.to(device)
     params = dict(model.named_parameters())
     optimizer = torch.optim.Adam(params.values(), args.outer_lr)

@@ -291,7 +291,7 @@ def rejected(capsys, **values) -> str:
 @pytest.mark.parametrize("values, message", [
     (dict(seed=-1), "--seed must be in [0, 2**32), got -1"),
     (dict(test_seed=2**32), "--test-seed must be in [0, 2**32), got 4294967296"),
-    (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37): Adam's step would overflow float32, got inf"),
+    (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37), got inf"),
     (dict(inner_lr=float("nan")), "--inner-lr must be a finite number > 0, got nan"),
     (dict(max_grad_norm=float("nan")), "--max-grad-norm must be a finite number >= 0, got nan"),
     (dict(inner_lr=-0.1), "--inner-lr must be a finite number > 0, got -0.1"),
@@ -370,7 +370,7 @@ def policy_file(tmp_path, hidden: int, see_chemistry: bool) -> Path:
 
 def test_load_model_rejects_what_is_not_a_saved_policy_of_this_shape_in_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "garbage.pt").write_bytes(b"this is not a torch file")
-    cases = [(tmp_path / "garbage.pt", ""),
+    cases = [(tmp_path / "garbage.pt", "Error)"),  # the type of torch.load's error
              (policy_file(tmp_path, 16, True), "size mismatch"),  # trained with the chemistry seen
              (policy_file(tmp_path, 32, False), "size mismatch")]
     for path, message in cases:
