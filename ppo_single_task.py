@@ -110,16 +110,8 @@ class Args:
     """width of the two tanh layers of the actor and of the critic (None: nav 64, alchemy 128)"""
     sil_coef: float | None = None
     """weight of the self-imitation loss; 0: plain PPO (None: nav 1.0, alchemy 0.0, the only choice)"""
-    sil_episodes: int = 16
-    """nav, SIL: how many of the best episodes so far (by return) are kept for imitation"""
     sil_fraction: float = 0.25
     """nav, SIL: SIL runs in this first fraction of the iterations; then PPO alone sharpens the policy"""
-    sil_updates: int = 8
-    """nav, SIL: gradient steps on the SIL loss per iteration"""
-    sil_batch_size: int = 512
-    """nav, SIL: transitions per SIL gradient step, drawn uniformly from the kept episodes"""
-    sil_value_coef: float = 0.01
-    """nav, SIL: weight of the SIL value loss (beta in Oh et al. 2018)"""
     image_every: int = 20
     """nav: log an image of a greedy (argmax) episode every this many iterations (0: never)"""
     checkpoint_every: int = 10
@@ -133,6 +125,9 @@ class Args:
 ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4, 1e-3), num_envs=(64, 256),
                     num_steps=(200, 100), gamma=(1.0, 0.99), ent_coef=(0.0, 0.01), reward_scale=(0.01, 0.1),
                     hidden_size=(64, 128), sil_coef=(1.0, 0.0))
+# SIL (nav): keep the 16 best episodes so far, take 8 gradient steps per iteration on 512 of their transitions drawn
+# uniformly, and weigh the value loss by 0.01 (beta in Oh et al. 2018)
+SIL_EPISODES, SIL_UPDATES, SIL_BATCH_SIZE, SIL_VALUE_COEF = 16, 8, 512, 0.01
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
@@ -285,8 +280,8 @@ def fail(flag: str, message: str) -> None:
 def check(args: Args) -> None:
     """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
     positive = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "max_grad_norm",
-                "reward_scale", "hidden_size", "sil_episodes", "sil_updates", "sil_batch_size", "torch_threads")
-    not_negative = ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "sil_value_coef", "image_every", "checkpoint_every")
+                "reward_scale", "hidden_size", "torch_threads")
+    not_negative = ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "image_every", "checkpoint_every")
     rules = [  # (flag, value is fine, what it must be); nan fails every comparison
         *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in positive),
         *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in not_negative),
@@ -380,7 +375,7 @@ if __name__ == "__main__":
     next_obs, next_done, next_gae_done = torch.Tensor(next_obs).to(device), *torch.zeros((2, args.num_envs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
-    memory = BestEpisodes(args.sil_episodes) if args.sil_coef > 0 else None  # SIL, and each env's episode so far:
+    memory = BestEpisodes(SIL_EPISODES) if args.sil_coef > 0 else None  # SIL, and each env's episode so far:
     episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + space.shape, dtype=np.float32)
     episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
     episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
@@ -487,11 +482,11 @@ if __name__ == "__main__":
 
         # SIL (Oh et al. 2018), in the first --sil-fraction of the iterations: gradient steps on the best episodes
         if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
-            for _ in range(args.sil_updates):
-                sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
+            for _ in range(SIL_UPDATES):
+                sil_obs, sil_actions, sil_returns = memory.sample(SIL_BATCH_SIZE, device)
                 _, sil_logprob, _, sil_value = agent.get_action_and_value(sil_obs, sil_actions)
                 loss, sil_pg_loss, sil_v_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns,
-                                                         args.sil_value_coef)
+                                                         SIL_VALUE_COEF)
                 optimizer.zero_grad()
                 (args.sil_coef * loss).backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)

@@ -203,7 +203,6 @@ def test_help_states_both_envs_values_of_every_field_left_at_none(capsys, monkey
         (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef must be 0 with --env alchemy"),
         (["--sil-coef", "-1"], "--sil-coef must be a finite number >= 0, got -1.0"),
         (["--sil-fraction", "0"], "--sil-fraction must be in (0, 1], got 0.0"),
-        (["--sil-episodes", "0"], "--sil-episodes must be a finite number > 0, got 0"),
         (["--seed", "-1"], "--seed must be in [0, 2**32), got -1"),
         (["--reward-scale", "0"], "--reward-scale must be a finite number > 0, got 0.0"),
         (["--image-every", "-1"], "--image-every must be a finite number >= 0, got -1"),
