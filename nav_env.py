@@ -29,7 +29,8 @@ Three collision modes:
 `NavigationEnv` is a gymnasium.Env; `NavigationVectorEnv` steps any number of envs as numpy arrays
 with the same code (a batch of one is the single env), so the two agree exactly. Beside them: the exact
 optimum of every task (`optimal_returns`, by dynamic programming), the scoring of meta-learners on held-out
-tasks (`held_out_tasks`, `held_out_figures`, `log_held_out`) and `render_trajectories`.
+tasks (`held_out_tasks`, `held_out_figures`, `log_held_out`), one episode of a deterministic policy
+(`play_episode`) and `render_trajectories`.
 """
 
 from __future__ import annotations
@@ -947,6 +948,18 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
 
     def _distance(self) -> np.ndarray:
         return self._batch.distances()
+
+
+def play_episode(policy, goal, obstacles: str = "medium", see_goal: bool = True, collision: str = "block") -> tuple:
+    """One episode of a deterministic policy, observation -> action, on the task `goal` (e.g. a greedy episode of a
+    trained policy): its positions (T + 1, 2) from the start, its return and the final distance to the goal."""
+    env = NavigationEnv(obstacles=obstacles, see_goal=see_goal, collision=collision)
+    obs, info = env.reset(options={"goal": goal})
+    positions, total, done = [env.position], 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy(obs))
+        positions, total, done = positions + [env.position], total + reward, terminated or truncated
+    return np.array(positions), total, info["distance"]
 
 
 # --- rendering -------------------------------------------------------------------------------------

@@ -163,6 +163,10 @@ class Agent(nn.Module):
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
+    @torch.no_grad()
+    def greedy_action(self, x: np.ndarray) -> int:  # nav's greedy (argmax) episodes, through nav_env.play_episode
+        return int(self.actor(self.normalise(torch.Tensor(x).to(self.obs_mid.device)[None])).argmax())
+
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
     """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016, eq. 16).
     As in CleanRL, dones[t] = 1 means step t - 1 ended its episode (with --per-trial-returns: its trial), so
@@ -234,34 +238,6 @@ class BestEpisodes:
         obs, actions, returns = (torch.as_tensor(np.concatenate([e[k] for e in self.episodes])) for k in (1, 2, 3))
         index = torch.randint(len(returns), (batch_size,))
         return obs[index].to(device), actions[index].to(device), returns[index].float().to(device)
-
-def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, float, float]:
-    """Run the argmax policy once on the task; return its positions (T, 2), return and final distance."""
-    env = nav_env.NavigationEnv(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision)
-    obs, _ = env.reset(options={"goal": args.goal})
-    positions, total, done = [env.position], 0.0, False
-    while not done:
-        with torch.no_grad():
-            action = agent.actor(agent.normalise(torch.Tensor(obs).to(device)[None])).argmax()
-        obs, reward, terminated, truncated, info = env.step(int(action))
-        positions, total, done = positions + [env.position], total + reward, terminated or truncated
-    return np.array(positions), total, info["distance"]
-
-def nav_summary(agent: Agent, args: Args, device, returns: list, distances: list) -> dict:
-    """The last 100 episodes, one greedy episode, and the gaps to the task's exact optimum R* (nav_env's dynamic
-    programme; none for collision "original", whose dynamics are not on the grid)."""
-    _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
-    reached = float(np.mean(np.array(distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))
-    optimum, optimum_reached = [None], [None]
-    if args.collision != "original":
-        optimum, optimum_reached = nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
-    optimum = None if optimum[0] is None else float(optimum[0])
-    return dict(final_distance=float(np.mean(distances[-100:])) if distances else None, goal_reached_rate=reached,
-                success_rate=reached, greedy_return=greedy_return, greedy_final_distance=greedy_distance,
-                greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9), optimal_return=optimum,
-                optimal_success_rate=None if optimum is None else float(optimum_reached[0]),
-                return_gap=None if optimum is None or not returns else optimum - float(np.mean(returns[-100:])),
-                greedy_return_gap=None if optimum is None else optimum - greedy_return)
 
 def resolve(args: Args) -> Args:
     """The --env's values of the fields left at None, and --num-iterations as env steps."""
@@ -512,7 +488,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         last = iteration == args.num_iterations
         if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or last):
-            positions, _, greedy_distance = greedy_nav_episode(agent, args, device)
+            positions, _, greedy_distance = nav_env.play_episode(agent.greedy_action, args.goal, args.obstacles,
+                                                                 args.see_goal, args.collision)
             image = nav_env.render_trajectories([positions], [args.goal], args.obstacles, size=320, legend=True,
                                                 title=f"greedy policy at step {global_step:,}; goal {args.goal}")
             writer.add_image("charts/greedy_trajectory", image, global_step, dataformats="HWC")
@@ -534,12 +511,23 @@ if __name__ == "__main__":
             os.replace(f"{run_dir}/ckpt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last one whole
 
     wall_time = time.time() - start_time
+    final_return = float(np.mean(finished_returns[-100:])) if finished_returns else None
     summary = dict(args=asdict(args), iterations=args.num_iterations, env_steps=global_step,
-                   final_episodic_return=float(np.mean(finished_returns[-100:])) if finished_returns else None,
-                   episodes=len(finished_returns), wall_time_s=wall_time, sps=global_step / wall_time,
-                   eval_set=args.eval_set if args.env == "alchemy" else None)
-    if args.env == "nav":
-        summary.update(nav_summary(agent, args, device, finished_returns, finished_distances))
+                   final_episodic_return=final_return, episodes=len(finished_returns), wall_time_s=wall_time,
+                   sps=global_step / wall_time, eval_set=args.eval_set if args.env == "alchemy" else None)
+    if args.env == "nav":  # the last 100 episodes, a greedy episode, and the gaps to the task's exact optimum R*
+        _, greedy_return, greedy_distance = nav_env.play_episode(agent.greedy_action, args.goal, args.obstacles,
+                                                                 args.see_goal, args.collision)
+        radius = nav_env.GOAL_RADIUS + 1e-9
+        reached = float(np.mean(np.array(finished_distances[-100:]) <= radius))
+        optimum, optimum_reached = (None, None) if args.collision == "original" else (  # its dynamics are off the grid
+            float(x[0]) for x in nav_env.optimal_returns([args.goal], args.obstacles, args.collision))
+        summary.update(final_distance=float(np.mean(finished_distances[-100:])) if finished_distances else None,
+                       goal_reached_rate=reached, success_rate=reached, greedy_return=greedy_return,
+                       greedy_final_distance=greedy_distance, greedy_reached=greedy_distance <= radius,
+                       optimal_return=optimum, optimal_success_rate=optimum_reached,
+                       return_gap=None if optimum is None or not finished_returns else optimum - final_return,
+                       greedy_return_gap=None if optimum is None else optimum - greedy_return)
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":  # zero-shot, on chemistries never trained on
         @torch.no_grad()
         def policy(observations, _):

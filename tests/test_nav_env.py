@@ -612,6 +612,23 @@ def test_no_obstacles_every_goal_is_reached_and_the_optimum_is_at_most_zero():
     assert nav_env.optimal_returns(np.zeros((0, 2)), "none")[0].shape == (0,)
 
 
+def test_play_episode_plays_a_deterministic_policy_to_the_episode_end():
+    # SW from every state parks in the cross's inner corner: the best policy on the start's side of the cross
+    # (docs/ppo_single_task.md), truncated after 100 moves; each reward is minus the new position's squared distance
+    seen = []
+    positions, total, distance = nav_env.play_episode(lambda obs: seen.append(obs) or 5, (4.5, 1.0), "medium")
+    assert len(seen) == 100 and positions.shape == (101, 2) and positions[0].tolist() == pytest.approx(nav_env.START)
+    np.testing.assert_allclose(seen[0], [9.9, 9.9, 4.5, 1.0])  # see_goal: (x, y, gx, gy)
+    assert total == pytest.approx(-3491.72) and total == pytest.approx(-((positions[1:] - (4.5, 1.0)) ** 2).sum())
+    assert distance == pytest.approx(np.hypot(*(positions[-1] - (4.5, 1.0))))
+    # a reached goal ends the episode with reward 0: (9.8, 9.8) and (9.7, 9.7) cost 0.18 and 0.08, (9.6, 9.6) is in
+    seen = []
+    positions, total, distance = nav_env.play_episode(lambda obs: seen.append(obs) or 5, (9.5, 9.5), "none",
+                                                      see_goal=False)
+    assert [obs.shape for obs in seen] == [(2,)] * 3 and positions[-1].tolist() == pytest.approx([9.6, 9.6])
+    assert total == pytest.approx(-0.26) and distance == pytest.approx(nav_env.GOAL_RADIUS)
+
+
 def test_goal_quadrants_follow_the_quadrant_table():
     goals = [(9.0, 9.0), (1.0, 9.0), (1.0, 1.0), (9.0, 1.0), (5.0, 5.0), (4.9, 5.0), (5.0, 4.9)]
     assert nav_env.goal_quadrants(goals).tolist() == [0, 1, 2, 3, 0, 1, 3]
