@@ -168,9 +168,8 @@ class Agent(nn.Module):
         return int(self.actor(self.normalise(torch.Tensor(x).to(self.obs_mid.device)[None])).argmax())
 
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
-    """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016, eq. 16).
-    As in CleanRL, dones[t] = 1 means step t - 1 ended its episode (with --per-trial-returns: its trial), so
-    obs[t]'s value is not bootstrapped into step t - 1; next_done is that flag for the step after the rollout."""
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over a rollout (num_steps, num_envs). As in
+    CleanRL, dones[t] = 1: step t - 1 ended its episode (or trial), so obs[t]'s value is not bootstrapped into it."""
     advantages, lastgaelam = torch.zeros_like(rewards), 0
     for t in reversed(range(len(rewards))):
         nextnonterminal = 1.0 - (next_done if t == len(rewards) - 1 else dones[t + 1])
@@ -180,9 +179,8 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
     return advantages
 
 def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, mask, args: Args):
-    """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1
-    (mask 0: an autoreset step). Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl,
-    clipfrac)."""
+    """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1 (mask 0: an
+    autoreset step). Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)."""
     num_samples = mask.sum().clamp(min=1.0)
 
     def masked_mean(x):
@@ -211,16 +209,14 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
 
 def sil_loss(logprob, value, returns, value_coef: float):
-    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R): imitate an action only where its return
-    R beats the critic, and pull V(s) up towards such R. Returns (loss, policy_loss, value_loss) of
-    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2."""
+    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R), imitating a only where R beats the critic:
+    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2. Returns (loss, policy_loss, value_loss)."""
     gap = (returns - value).clamp(min=0.0)
     policy_loss, value_loss = -(logprob * gap.detach()).mean(), 0.5 * (gap**2).mean()
     return policy_loss + value_coef * value_loss, policy_loss, value_loss
 
 class BestEpisodes:
     """SIL's memory: the `capacity` finished episodes with the highest return so far (ties: the older stays)."""
-
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.episodes = []  # (return, observations (T, d), actions (T,), returns from every step (T,)), best first
@@ -249,18 +245,18 @@ def resolve(args: Args) -> Args:
         args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
     return args
 
-def fail(flag: str, message: str) -> None:
-    print(f"error: --{flag.replace('_', '-')} {message}", file=sys.stderr)
-    sys.exit(2)
+def stop(code: int, message: str):
+    print(f"error: {message}", file=sys.stderr)  # bad input (exit code 2) or a diverged run (3): one line
+    sys.exit(code)
 
 def check(args: Args) -> None:
     """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
-    positive = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "max_grad_norm",
-                "reward_scale", "hidden_size", "torch_threads")
-    not_negative = ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "image_every", "checkpoint_every")
     rules = [  # (flag, value is fine, what it must be); nan fails every comparison
-        *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in positive),
-        *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in not_negative),
+        *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in ("learning_rate", "num_envs",
+          "num_steps", "num_minibatches", "update_epochs", "max_grad_norm", "reward_scale", "hidden_size",
+          "torch_threads")),
+        *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in ("clip_coef", "ent_coef",
+          "vf_coef", "sil_coef", "image_every", "checkpoint_every")),
         *((name, 0 <= getattr(args, name) < 2**32, "be in [0, 2**32)") for name in ("seed", "chemistry_seed")),
         *((name, 0 <= getattr(args, name) <= 1, "be in [0, 1]") for name in ("gamma", "gae_lambda")),
         ("total_timesteps", args.total_timesteps >= args.num_envs * args.num_steps, "be at least one rollout"),
@@ -280,7 +276,7 @@ def check(args: Args) -> None:
     ]
     for flag, fine, must in rules:
         if not fine:
-            fail(flag, f"must {must}, got {getattr(args, flag)!r}")
+            stop(2, f"--{flag.replace('_', '-')} must {must}, got {getattr(args, flag)!r}")
 
 if __name__ == "__main__":
     args, checkpoint = tyro.cli(Args), None
@@ -288,12 +284,12 @@ if __name__ == "__main__":
     if args.resume is not None:  # the run's own flags; everything its loop carried is restored below
         given = [name for name, value in asdict(args).items() if value != getattr(Args, name)]
         if set(given) - {"resume", "torch_threads"}:
-            fail("resume", f"continues a run with its own flags (only --torch-threads may be given), got {given}")
+            stop(2, f"--resume continues a run with its own flags (only --torch-threads may be given), got {given}")
         try:
             checkpoint = torch.load(f"{args.resume}/checkpoint.pt", map_location="cpu", weights_only=False)
             args = Args(**{**checkpoint["args"], "torch_threads": args.torch_threads})
         except Exception:  # no such folder or file, a truncated file, another script's
-            fail("resume", f"must be a run folder with a checkpoint.pt of this script, got {args.resume!r}")
+            stop(2, f"--resume must be a run folder with a checkpoint.pt of this script, got {args.resume!r}")
     check(resolve(args))
     batch_size = args.num_envs * args.num_steps
     args.num_iterations = args.total_timesteps // batch_size
@@ -317,7 +313,7 @@ if __name__ == "__main__":
     try:  # nav_env checks that the goal is off the obstacles
         next_obs, _ = envs.reset(seed=args.seed, options=task)
     except ValueError:
-        fail("goal", f"must be a free point of the map, got {args.goal!r}")
+        stop(2, f"--goal must be a free point of the map, got {args.goal!r}")
 
     space = envs.single_observation_space
     agent = Agent(np.prod(space.shape), envs.single_action_space.n, args.hidden_size, space.low, space.high).to(device)
@@ -327,14 +323,13 @@ if __name__ == "__main__":
     run_dir = os.path.normpath(run_dir or f"runs/{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     if args.track:  # Weights & Biases mirrors the TensorBoard logs
         import wandb
-
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
                    name=os.path.basename(run_dir), id=os.path.basename(run_dir), resume="allow", save_code=True)
     # a resumed run drops the events its killed process wrote after the checkpoint
     writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["loop"][0] + 1)
     if checkpoint is None:
-        table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n"
+                        + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()))
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + space.shape).to(device)
@@ -347,30 +342,26 @@ if __name__ == "__main__":
         return torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
 
     # TRY NOT TO MODIFY: start the game
-    global_step, start_iteration = 0, 0
-    next_obs, next_done, next_gae_done = torch.Tensor(next_obs).to(device), *torch.zeros((2, args.num_envs)).to(device)
+    global_step, start_iteration, elapsed = 0, 0, 0.0
+    next_done, next_gae_done = torch.zeros((2, args.num_envs))
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
     memory = BestEpisodes(SIL_EPISODES) if args.sil_coef > 0 else None  # SIL, and each env's episode so far:
     episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + space.shape, dtype=np.float32)
     episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
     episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
-    if checkpoint is not None:
+    if checkpoint is not None:  # continue where the checkpoint left off
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         envs.set_state(checkpoint["env"])
-        (start_iteration, global_step, next_obs, next_done, next_gae_done, episode_return, episode_length,
-         finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions, episode_rewards,
-         sil_episodes) = checkpoint["loop"]
-        next_obs, next_done, next_gae_done = next_obs.to(device), next_done.to(device), next_gae_done.to(device)
-        if memory is not None:
-            memory.episodes = sil_episodes
-        python_rng, numpy_rng, torch_rng, cuda_rng = checkpoint["rng"]
-        random.setstate(python_rng), np.random.set_state(numpy_rng), torch.set_rng_state(torch_rng)
-        if cuda_rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_rng)
+        (start_iteration, global_step, elapsed, next_obs, next_done, next_gae_done, episode_return, episode_length,
+         finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions, episode_rewards, memory,
+         rng) = checkpoint["loop"]
+        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
+        torch.cuda.set_rng_state_all(rng[3]) if rng[3] else None
+    next_obs, next_done, next_gae_done = (torch.Tensor(x).to(device) for x in (next_obs, next_done, next_gae_done))
     next_mask = mask_of(next_obs.cpu().numpy())
-    start_time = time.time() - (0.0 if checkpoint is None else checkpoint["elapsed_s"])
+    start_time = time.time() - elapsed
 
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         if args.anneal_lr:  # Annealing the rate if instructed to do so.
@@ -404,16 +395,15 @@ if __name__ == "__main__":
                 episode_rewards[rows, t] = reward[rows] * args.reward_scale
             episode_return += reward * stepped
             episode_length += stepped
-            for i in np.flatnonzero(ended & stepped):
-                finished_returns.append(episode_return[i])
-                finished_lengths.append(episode_length[i])
-                if args.env == "nav":
-                    finished_distances.append(float(infos["distance"][i]))
-                if memory is not None:
-                    t = episode_length[i]
-                    memory.add(episode_obs[i, :t].copy(), episode_actions[i, :t].copy(), episode_rewards[i, :t].copy(),
-                               args.gamma)
-                episode_return[i], episode_length[i] = 0.0, 0
+            finished = ended & stepped
+            finished_returns += episode_return[finished].tolist()
+            finished_lengths += episode_length[finished].tolist()
+            finished_distances += infos["distance"][finished].tolist() if args.env == "nav" else []
+            for i in np.flatnonzero(finished) if memory is not None else []:  # SIL keeps it if among the best so far
+                t = episode_length[i]
+                memory.add(episode_obs[i, :t].copy(), episode_actions[i, :t].copy(), episode_rewards[i, :t].copy(),
+                           args.gamma)
+            episode_return[finished], episode_length[finished] = 0.0, 0
         for tag, finished in [("episodic_return", finished_returns), ("episodic_length", finished_lengths),
                               ("final_distance", finished_distances)]:
             if finished:
@@ -444,9 +434,8 @@ if __name__ == "__main__":
                     b_returns[mb_inds], entropy, 1.0 - b_dones[mb_inds], args)
                 clipfracs.append(clipfrac)
                 if not torch.isfinite(loss):  # diverged: keep the last checkpoint, write no summary.json
-                    print(f"error: non-finite loss at iteration {iteration}; lower --learning-rate or --reward-scale "
-                          f"(the last checkpoint, if any, stays in {run_dir})", file=sys.stderr)
-                    sys.exit(3)
+                    stop(3, f"non-finite loss at iteration {iteration}; lower --learning-rate or --reward-scale "
+                            f"(the last checkpoint, if any, stays in {run_dir})")
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -461,8 +450,7 @@ if __name__ == "__main__":
             for _ in range(SIL_UPDATES):
                 sil_obs, sil_actions, sil_returns = memory.sample(SIL_BATCH_SIZE, device)
                 _, sil_logprob, _, sil_value = agent.get_action_and_value(sil_obs, sil_actions)
-                loss, sil_pg_loss, sil_v_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns,
-                                                         SIL_VALUE_COEF)
+                loss, sil_pg_loss, sil_v_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns, SIL_VALUE_COEF)
                 optimizer.zero_grad()
                 (args.sil_coef * loss).backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -501,14 +489,14 @@ if __name__ == "__main__":
 
         # after the iteration's last random draw, so that a run killed at any moment resumes exactly
         if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or last:
-            loop = (iteration, global_step, next_obs, next_done, next_gae_done, episode_return, episode_length,
-                    finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions,
-                    episode_rewards, memory and memory.episodes)
-            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.is_available()
-                   and torch.cuda.get_rng_state_all())
+            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+            loop = (iteration, global_step, time.time() - start_time, next_obs, next_done, next_gae_done,
+                    episode_return, episode_length, finished_returns, finished_lengths, finished_distances,
+                    episode_obs, episode_actions, episode_rewards, memory, rng)
             torch.save(dict(args=asdict(args), agent=agent.state_dict(), optimizer=optimizer.state_dict(), loop=loop,
-                            rng=rng, env=envs.get_state(), elapsed_s=time.time() - start_time), f"{run_dir}/ckpt.tmp")
-            os.replace(f"{run_dir}/ckpt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last one whole
+                            env=envs.get_state()), f"{run_dir}/checkpoint.pt.tmp")
+            os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last
 
     wall_time = time.time() - start_time
     final_return = float(np.mean(finished_returns[-100:])) if finished_returns else None
@@ -530,14 +518,14 @@ if __name__ == "__main__":
                        greedy_return_gap=None if optimum is None else optimum - greedy_return)
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":  # zero-shot, on chemistries never trained on
         @torch.no_grad()
-        def policy(observations, _):
+        def policy(observations, _):  # sampled actions, as dm_alchemy's agents played them
             observations, mask = torch.Tensor(observations).to(device), mask_of(observations)
             return agent.get_action_and_value(observations, action_mask=mask)[0].cpu().numpy()
         summary.update(alchemy_env.score_on_eval_set(policy, args.eval_episodes, args.seed))
-        for tag, value in [("score", summary["eval_set_score"]), *((f"reference_{a}", r) for a, r in
-                           summary["reference_scores"].items()), *((f"post_minus_{a}", d) for a, (d, _) in
-                           summary["post_minus_reference"].items())]:
-            writer.add_scalar(f"eval_set/{tag}", value, global_step)
+        writer.add_scalar("eval_set/score", summary["eval_set_score"], global_step)
+        for name, score in summary["reference_scores"].items():
+            writer.add_scalar(f"eval_set/reference_{name}", score, global_step)
+            writer.add_scalar(f"eval_set/post_minus_{name}", summary["post_minus_reference"][name][0], global_step)
         print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}): score {summary['eval_set_score']:.2f}; the "
               f"random heuristic {summary['reference_scores']['random_heuristic']:.2f} and V-MPO "
               f"{summary['reference_scores']['baseline']:.2f} on the same episodes")
