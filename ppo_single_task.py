@@ -125,8 +125,7 @@ class Args:
 ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4, 1e-3), num_envs=(64, 256),
                     num_steps=(200, 100), gamma=(1.0, 0.99), ent_coef=(0.0, 0.01), reward_scale=(0.01, 0.1),
                     hidden_size=(64, 128), sil_coef=(1.0, 0.0))
-# SIL (nav): keep the 16 best episodes so far, take 8 gradient steps per iteration on 512 of their transitions drawn
-# uniformly, and weigh the value loss by 0.01 (beta in Oh et al. 2018)
+# SIL (nav): the 16 best episodes kept, 8 steps per iteration on 512 of their transitions, value loss weight (beta) 0.01
 SIL_EPISODES, SIL_UPDATES, SIL_BATCH_SIZE, SIL_VALUE_COEF = 16, 8, 512, 0.01
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -218,10 +217,10 @@ def sil_loss(logprob, value, returns, value_coef: float):
 class BestEpisodes:
     """SIL's memory: the `capacity` finished episodes with the highest return so far (ties: the older stays)."""
     def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.episodes = []  # (return, observations (T, d), actions (T,), returns from every step (T,)), best first
+        self.capacity, self.episodes = capacity, []  # (return, obs (T, d), actions (T,), returns (T,)), best first
 
-    def add(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> None:
+    def add(self, steps: list, gamma: float) -> None:  # steps: the episode's (obs, action, reward) tuples
+        observations, actions, rewards = (np.array(x) for x in zip(*steps))
         returns, running = np.zeros(len(rewards)), 0.0
         for t in reversed(range(len(rewards))):  # G_t = r_t + gamma * G_{t+1}
             returns[t] = running = rewards[t] + gamma * running
@@ -229,8 +228,7 @@ class BestEpisodes:
         self.episodes.sort(key=lambda episode: -episode[0])
         del self.episodes[self.capacity :]
 
-    def sample(self, batch_size: int, device):
-        """Transitions drawn uniformly (with replacement) from all kept episodes: (obs, actions, returns)."""
+    def sample(self, batch_size: int, device):  # transitions, uniformly with replacement: (obs, actions, returns)
         obs, actions, returns = (torch.as_tensor(np.concatenate([e[k] for e in self.episodes])) for k in (1, 2, 3))
         index = torch.randint(len(returns), (batch_size,))
         return obs[index].to(device), actions[index].to(device), returns[index].float().to(device)
@@ -265,7 +263,6 @@ def check(args: Args) -> None:
         ("sil_fraction", 0 < args.sil_fraction <= 1, "be in (0, 1]"),
         ("target_kl", args.target_kl is None or 0 < args.target_kl < math.inf, "be a finite number > 0"),
         ("sil_coef", args.env == "nav" or args.sil_coef == 0, "be 0 with --env alchemy (SIL is nav's)"),
-        ("goal", all(0 <= g <= nav_env.MAP_SIZE for g in args.goal), "lie in the map [0, 10]^2"),
         ("level", args.level.removesuffix(alchemy_env.SHAPING_SUFFIX) in alchemy_env.LEVELS, "name a level"),
         ("eval_episodes", 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
         ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), "have dm_alchemy installed"),
@@ -310,10 +307,10 @@ if __name__ == "__main__":
     else:
         envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
         task = {"chemistries": alchemy_env.sample_chemistry(args.level, np.random.default_rng(args.chemistry_seed))}
-    try:  # nav_env checks that the goal is off the obstacles
+    try:  # nav_env checks the goal: in the map [0, 10]^2, off the obstacles
         next_obs, _ = envs.reset(seed=args.seed, options=task)
     except ValueError:
-        stop(2, f"--goal must be a free point of the map, got {args.goal!r}")
+        stop(2, f"--goal must be a free point of the map [0, 10]^2, got {args.goal!r}")
 
     space = envs.single_observation_space
     agent = Agent(np.prod(space.shape), envs.single_action_space.n, args.hidden_size, space.low, space.high).to(device)
@@ -346,17 +343,14 @@ if __name__ == "__main__":
     next_done, next_gae_done = torch.zeros((2, args.num_envs))
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
-    memory = BestEpisodes(SIL_EPISODES) if args.sil_coef > 0 else None  # SIL, and each env's episode so far:
-    episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + space.shape, dtype=np.float32)
-    episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
-    episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
+    memory = BestEpisodes(SIL_EPISODES) if args.sil_coef > 0 else None
+    episode_steps = [[] for _ in range(args.num_envs)]  # SIL: each env's episode so far, (obs, action, scaled reward)
     if checkpoint is not None:  # continue where the checkpoint left off
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         envs.set_state(checkpoint["env"])
         (start_iteration, global_step, elapsed, next_obs, next_done, next_gae_done, episode_return, episode_length,
-         finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions, episode_rewards, memory,
-         rng) = checkpoint["loop"]
+         finished_returns, finished_lengths, finished_distances, episode_steps, memory, rng) = checkpoint["loop"]
         random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
         torch.cuda.set_rng_state_all(rng[3]) if rng[3] else None
     next_obs, next_done, next_gae_done = (torch.Tensor(x).to(device) for x in (next_obs, next_done, next_gae_done))
@@ -390,9 +384,9 @@ if __name__ == "__main__":
 
             stepped = dones[step].cpu().numpy() == 0  # a decision of the policy, not an autoreset
             if memory is not None:  # SIL: record the episodes in progress
-                rows, t = np.flatnonzero(stepped), episode_length[stepped]
-                episode_obs[rows, t], episode_actions[rows, t] = obs[step, rows].cpu().numpy(), action[rows].cpu()
-                episode_rewards[rows, t] = reward[rows] * args.reward_scale
+                step_obs, step_actions = obs[step].cpu().numpy().copy(), action.cpu().numpy()
+                for i in np.flatnonzero(stepped):
+                    episode_steps[i].append((step_obs[i], step_actions[i], reward[i] * args.reward_scale))
             episode_return += reward * stepped
             episode_length += stepped
             finished = ended & stepped
@@ -400,14 +394,13 @@ if __name__ == "__main__":
             finished_lengths += episode_length[finished].tolist()
             finished_distances += infos["distance"][finished].tolist() if args.env == "nav" else []
             for i in np.flatnonzero(finished) if memory is not None else []:  # SIL keeps it if among the best so far
-                t = episode_length[i]
-                memory.add(episode_obs[i, :t].copy(), episode_actions[i, :t].copy(), episode_rewards[i, :t].copy(),
-                           args.gamma)
+                memory.add(episode_steps[i], args.gamma)
+                episode_steps[i] = []
             episode_return[finished], episode_length[finished] = 0.0, 0
-        for tag, finished in [("episodic_return", finished_returns), ("episodic_length", finished_lengths),
-                              ("final_distance", finished_distances)]:
-            if finished:
-                writer.add_scalar(f"charts/{tag}", np.mean(finished[-args.num_envs :]), global_step)
+        for tag, recent in [("episodic_return", finished_returns), ("episodic_length", finished_lengths),
+                            ("final_distance", finished_distances)]:
+            if recent:
+                writer.add_scalar(f"charts/{tag}", np.mean(recent[-args.num_envs :]), global_step)
 
         # bootstrap value if not done
         with torch.no_grad():
@@ -493,7 +486,7 @@ if __name__ == "__main__":
                    torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
             loop = (iteration, global_step, time.time() - start_time, next_obs, next_done, next_gae_done,
                     episode_return, episode_length, finished_returns, finished_lengths, finished_distances,
-                    episode_obs, episode_actions, episode_rewards, memory, rng)
+                    episode_steps, memory, rng)
             torch.save(dict(args=asdict(args), agent=agent.state_dict(), optimizer=optimizer.state_dict(), loop=loop,
                             env=envs.get_state()), f"{run_dir}/checkpoint.pt.tmp")
             os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last

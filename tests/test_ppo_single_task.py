@@ -105,7 +105,7 @@ def test_best_episodes_keeps_the_highest_returns_with_their_returns_to_go():
 
     def add(first_obs, rewards):  # observations number the steps, so samples can be traced back
         obs = np.arange(first_obs, first_obs + len(rewards), dtype=np.float32)[:, None]
-        memory.add(obs, np.arange(len(rewards)), np.array(rewards, dtype=np.float64), gamma=0.5)
+        memory.add(list(zip(obs, range(len(rewards)), rewards)), gamma=0.5)  # (obs, action, reward) per step
 
     add(0, [1.0, 2.0, 4.0])  # returns to go: 1 + 0.5 * 4 = 3, 2 + 0.5 * 4 = 4, 4
     add(10, [-1.0, -1.0])  # -1.5, -1
@@ -197,8 +197,6 @@ def test_help_states_both_envs_values_of_every_field_left_at_none(capsys, monkey
         (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0, got inf"),
         (["--learning-rate", "1e38"], "--learning-rate must be below 3e37"),
         (["--max-grad-norm", "nan"], "--max-grad-norm must be a finite number > 0, got nan"),
-        (["--goal", "12", "1"], "--goal must lie in the map [0, 10]^2, got (12.0, 1.0)"),
-        (["--goal", "nan", "1"], "--goal must lie in the map [0, 10]^2, got (nan, 1.0)"),
         (["--gamma", "1.5"], "--gamma must be in [0, 1], got 1.5"),
         (["--env", "alchemy", "--sil-coef", "1"], "--sil-coef must be 0 with --env alchemy"),
         (["--sil-coef", "-1"], "--sil-coef must be a finite number >= 0, got -1.0"),
@@ -233,7 +231,9 @@ def test_a_file_named_runs_exits_2(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--goal", "5", "5"], "error: --goal must be a free point of the map, got (5.0, 5.0)\n"),  # on the cross
+    (["--goal", "5", "5"], "error: --goal must be a free point of the map [0, 10]^2, got (5.0, 5.0)\n"),  # the cross
+    (["--goal", "12", "1"], "error: --goal must be a free point of the map [0, 10]^2, got (12.0, 1.0)\n"),
+    (["--goal", "nan", "1"], "error: --goal must be a free point of the map [0, 10]^2, got (nan, 1.0)\n"),
     (["--resume", "runs/none"], "error: --resume must be a run folder with a checkpoint.pt of this script, got "
                                 "'runs/none'\n"),
 ])
