@@ -492,23 +492,13 @@ if __name__ == "__main__":
             os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last
 
     wall_time = time.time() - start_time
-    final_return = float(np.mean(finished_returns[-100:])) if finished_returns else None
     summary = dict(args=asdict(args), iterations=args.num_iterations, env_steps=global_step,
-                   final_episodic_return=final_return, episodes=len(finished_returns), wall_time_s=wall_time,
-                   sps=global_step / wall_time, eval_set=args.eval_set if args.env == "alchemy" else None)
-    if args.env == "nav":  # the last 100 episodes, a greedy episode, and the gaps to the task's exact optimum R*
-        _, greedy_return, greedy_distance = nav_env.play_episode(agent.greedy_action, args.goal, args.obstacles,
-                                                                 args.see_goal, args.collision)
-        radius = nav_env.GOAL_RADIUS + 1e-9
-        reached = float(np.mean(np.array(finished_distances[-100:]) <= radius))
-        optimum, optimum_reached = (None, None) if args.collision == "original" else (  # its dynamics are off the grid
-            float(x[0]) for x in nav_env.optimal_returns([args.goal], args.obstacles, args.collision))
-        summary.update(final_distance=float(np.mean(finished_distances[-100:])) if finished_distances else None,
-                       goal_reached_rate=reached, success_rate=reached, greedy_return=greedy_return,
-                       greedy_final_distance=greedy_distance, greedy_reached=greedy_distance <= radius,
-                       optimal_return=optimum, optimal_success_rate=optimum_reached,
-                       return_gap=None if optimum is None or not finished_returns else optimum - final_return,
-                       greedy_return_gap=None if optimum is None else optimum - greedy_return)
+                   final_episodic_return=float(np.mean(finished_returns[-100:])) if finished_returns else None,
+                   episodes=len(finished_returns), wall_time_s=wall_time, sps=global_step / wall_time,
+                   eval_set=args.eval_set if args.env == "alchemy" else None)
+    if args.env == "nav":  # the last 100 episodes and a greedy (argmax) one against the task's exact optimum R*
+        summary.update(nav_env.single_task_figures(agent.greedy_action, args.goal, args.obstacles, args.see_goal,
+                                                   args.collision, finished_returns[-100:], finished_distances[-100:]))
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":  # zero-shot, on chemistries never trained on
         @torch.no_grad()
         def policy(observations, _):  # sampled actions, as dm_alchemy's agents played them
