@@ -112,8 +112,6 @@ class Args:
     """weight of the self-imitation loss; 0: plain PPO (None: nav 1.0, alchemy 0.0, the only choice)"""
     sil_fraction: float = 0.25
     """nav, SIL: SIL runs in this first fraction of the iterations; then PPO alone sharpens the policy"""
-    image_every: int = 20
-    """nav: log an image of a greedy (argmax) episode every this many iterations (0: never)"""
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt every this many iterations and after the last (0: only then)"""
     resume: str | None = None
@@ -254,7 +252,7 @@ def check(args: Args) -> None:
           "num_steps", "num_minibatches", "update_epochs", "max_grad_norm", "reward_scale", "hidden_size",
           "torch_threads")),
         *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in ("clip_coef", "ent_coef",
-          "vf_coef", "sil_coef", "image_every", "checkpoint_every")),
+          "vf_coef", "sil_coef", "checkpoint_every")),
         *((name, 0 <= getattr(args, name) < 2**32, "be in [0, 2**32)") for name in ("seed", "chemistry_seed")),
         *((name, 0 <= getattr(args, name) <= 1, "be in [0, 1]") for name in ("gamma", "gae_lambda")),
         ("total_timesteps", args.total_timesteps >= args.num_envs * args.num_steps, "be at least one rollout"),
@@ -468,13 +466,6 @@ if __name__ == "__main__":
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         last = iteration == args.num_iterations
-        if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or last):
-            positions, _, greedy_distance = nav_env.play_episode(agent.greedy_action, args.goal, args.obstacles,
-                                                                 args.see_goal, args.collision)
-            image = nav_env.render_trajectories([positions], [args.goal], args.obstacles, size=320, legend=True,
-                                                title=f"greedy policy at step {global_step:,}; goal {args.goal}")
-            writer.add_image("charts/greedy_trajectory", image, global_step, dataformats="HWC")
-            writer.add_scalar("charts/greedy_final_distance", greedy_distance, global_step)
         if iteration % 10 == 0 or iteration == 1 or last:
             distance = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} episodic_return="
