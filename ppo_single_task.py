@@ -39,7 +39,7 @@ class Args:
     seed: int = 1
     """seed of the experiment (env, actions, network initialisation)"""
     cuda: bool = False
-    """if toggled, use CUDA when it is available (else the CPU, with a message)"""
+    """if toggled, use CUDA when it is available (else the CPU)"""
     track: bool = False
     """if toggled, track the experiment with Weights and Biases (needs wandb: pip install wandb)"""
     wandb_project_name: str = "meta-rl"
@@ -47,7 +47,6 @@ class Args:
     wandb_entity: str | None = None
     """the entity (team) of wandb's project (None: wandb's default entity)"""
 
-    # fields marked "nav:" or "alchemy:" apply to that --env only
     env: Literal["nav", "alchemy"] = "nav"
     """the task family: one goal of nav_env or one chemistry of alchemy_env (see ENV_DEFAULTS)"""
     goal: tuple[float, float] = (4.5, 1.0)
@@ -192,7 +191,6 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     if args.norm_adv:
         adv_mean = masked_mean(advantages)
         advantages = (advantages - adv_mean) / (masked_mean((advantages - adv_mean) ** 2).sqrt() + 1e-8)
-
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
     pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2))
@@ -465,19 +463,17 @@ if __name__ == "__main__":
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
-        last = iteration == args.num_iterations
-        if iteration % 10 == 0 or iteration == 1 or last:
+        if iteration % 10 == 0 or iteration in (1, args.num_iterations):
             distance = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} episodic_return="
                   f"{np.mean(finished_returns[-100:]) if finished_returns else np.nan:.1f}{distance} SPS={sps}")
 
         # after the iteration's last random draw, so that a run killed at any moment resumes exactly
-        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or last:
-            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
             loop = (iteration, global_step, time.time() - start_time, next_obs, next_done, next_gae_done,
                     episode_return, episode_length, finished_returns, finished_lengths, finished_distances,
-                    episode_steps, memory, rng)
+                    episode_steps, memory, (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                                            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []))
             torch.save(dict(args=asdict(args), agent=agent.state_dict(), optimizer=optimizer.state_dict(), loop=loop,
                             env=envs.get_state()), f"{run_dir}/checkpoint.pt.tmp")
             os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last
@@ -496,13 +492,7 @@ if __name__ == "__main__":
             observations, mask = torch.Tensor(observations).to(device), mask_of(observations)
             return agent.get_action_and_value(observations, action_mask=mask)[0].cpu().numpy()
         summary.update(alchemy_env.score_on_eval_set(policy, args.eval_episodes, args.seed))
-        writer.add_scalar("eval_set/score", summary["eval_set_score"], global_step)
-        for name, score in summary["reference_scores"].items():
-            writer.add_scalar(f"eval_set/reference_{name}", score, global_step)
-            writer.add_scalar(f"eval_set/post_minus_{name}", summary["post_minus_reference"][name][0], global_step)
-        print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}): score {summary['eval_set_score']:.2f}; the "
-              f"random heuristic {summary['reference_scores']['random_heuristic']:.2f} and V-MPO "
-              f"{summary['reference_scores']['baseline']:.2f} on the same episodes")
+        alchemy_env.log_eval_set(writer, global_step, summary)
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")
