@@ -29,7 +29,8 @@ Three collision modes:
 `NavigationEnv` is a gymnasium.Env; `NavigationVectorEnv` steps any number of envs as numpy arrays
 with the same code (a batch of one is the single env), so the two agree exactly. Beside them: the exact
 optimum of every task (`optimal_returns`, by dynamic programming), the scoring of meta-learners on held-out
-tasks (`held_out_tasks`, `held_out_figures`, `log_held_out`) and `render_trajectories`.
+tasks (`held_out_tasks`, `held_out_figures`, `log_held_out`), one episode of a deterministic policy
+(`play_episode`), the scoring of a learner on one task (`single_task_figures`) and `render_trajectories`.
 """
 
 from __future__ import annotations
@@ -947,6 +948,36 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
 
     def _distance(self) -> np.ndarray:
         return self._batch.distances()
+
+
+def play_episode(policy, goal, obstacles: str = "medium", see_goal: bool = True, collision: str = "block") -> tuple:
+    """One episode of a deterministic policy, observation -> action, on the task `goal` (e.g. a greedy episode of a
+    trained policy): its positions (T + 1, 2) from the start, its return and the final distance to the goal."""
+    env = NavigationEnv(obstacles=obstacles, see_goal=see_goal, collision=collision)
+    obs, info = env.reset(options={"goal": goal})
+    positions, total, done = [env.position], 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy(obs))
+        positions, total, done = positions + [env.position], total + reward, terminated or truncated
+    return np.array(positions), total, info["distance"]
+
+
+def single_task_figures(policy, goal, obstacles: str, see_goal: bool, collision: str, returns, distances) -> dict:
+    """summary.json's figures of a learner on one task (ppo_single_task.py): its last episodes, given by their returns
+    and final distances (final_distance, success_rate = goal_reached_rate), one episode of its deterministic `policy`
+    (play_episode: greedy_return, greedy_final_distance, greedy_reached), and the gaps to the task's exact optimum R*
+    (optimal_return, optimal_success_rate, return_gap, greedy_return_gap; None for collision "original", which the DP
+    does not model). final_distance and return_gap are None without episodes."""
+    _, greedy_return, greedy_distance = play_episode(policy, goal, obstacles, see_goal, collision)
+    reached = float(np.mean(np.asarray(distances) <= GOAL_RADIUS + 1e-9))
+    optimum, optimum_reached = (None, None) if collision == "original" else (
+        float(x[0]) for x in optimal_returns([goal], obstacles, collision))
+    return dict(final_distance=float(np.mean(distances)) if len(distances) else None, goal_reached_rate=reached,
+                success_rate=reached, greedy_return=greedy_return, greedy_final_distance=greedy_distance,
+                greedy_reached=greedy_distance <= GOAL_RADIUS + 1e-9, optimal_return=optimum,
+                optimal_success_rate=optimum_reached,
+                return_gap=None if optimum is None or not len(returns) else optimum - float(np.mean(returns)),
+                greedy_return_gap=None if optimum is None else optimum - greedy_return)
 
 
 # --- rendering -------------------------------------------------------------------------------------

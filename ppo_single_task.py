@@ -39,7 +39,7 @@ class Args:
     seed: int = 1
     """seed of the experiment (env, actions, network initialisation)"""
     cuda: bool = False
-    """if toggled, use CUDA when it is available (else the CPU, with a message)"""
+    """if toggled, use CUDA when it is available (else the CPU)"""
     track: bool = False
     """if toggled, track the experiment with Weights and Biases (needs wandb: pip install wandb)"""
     wandb_project_name: str = "meta-rl"
@@ -47,7 +47,6 @@ class Args:
     wandb_entity: str | None = None
     """the entity (team) of wandb's project (None: wandb's default entity)"""
 
-    # fields marked "nav:" or "alchemy:" apply to that --env only
     env: Literal["nav", "alchemy"] = "nav"
     """the task family: one goal of nav_env or one chemistry of alchemy_env (see ENV_DEFAULTS)"""
     goal: tuple[float, float] = (4.5, 1.0)
@@ -110,18 +109,8 @@ class Args:
     """width of the two tanh layers of the actor and of the critic (None: nav 64, alchemy 128)"""
     sil_coef: float | None = None
     """weight of the self-imitation loss; 0: plain PPO (None: nav 1.0, alchemy 0.0, the only choice)"""
-    sil_episodes: int = 16
-    """nav, SIL: how many of the best episodes so far (by return) are kept for imitation"""
     sil_fraction: float = 0.25
     """nav, SIL: SIL runs in this first fraction of the iterations; then PPO alone sharpens the policy"""
-    sil_updates: int = 8
-    """nav, SIL: gradient steps on the SIL loss per iteration"""
-    sil_batch_size: int = 512
-    """nav, SIL: transitions per SIL gradient step, drawn uniformly from the kept episodes"""
-    sil_value_coef: float = 0.01
-    """nav, SIL: weight of the SIL value loss (beta in Oh et al. 2018)"""
-    image_every: int = 20
-    """nav: log an image of a greedy (argmax) episode every this many iterations (0: never)"""
     checkpoint_every: int = 10
     """write runs/{run_name}/checkpoint.pt every this many iterations and after the last (0: only then)"""
     resume: str | None = None
@@ -133,6 +122,8 @@ class Args:
 ENV_DEFAULTS = dict(total_timesteps=(12_000_000, 8_000_000), learning_rate=(3e-4, 1e-3), num_envs=(64, 256),
                     num_steps=(200, 100), gamma=(1.0, 0.99), ent_coef=(0.0, 0.01), reward_scale=(0.01, 0.1),
                     hidden_size=(64, 128), sil_coef=(1.0, 0.0))
+# SIL (nav): the 16 best episodes kept, 8 steps per iteration on 512 of their transitions, value loss weight (beta) 0.01
+SIL_EPISODES, SIL_UPDATES, SIL_BATCH_SIZE, SIL_VALUE_COEF = 16, 8, 512, 0.01
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
@@ -168,10 +159,13 @@ class Agent(nn.Module):
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
+    @torch.no_grad()
+    def greedy_action(self, x: np.ndarray) -> int:  # nav's greedy (argmax) episodes, through nav_env.play_episode
+        return int(self.actor(self.normalise(torch.Tensor(x).to(self.obs_mid.device)[None])).argmax())
+
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
-    """Generalised advantage estimation over a rollout (num_steps, num_envs) (Schulman et al. 2016, eq. 16).
-    As in CleanRL, dones[t] = 1 means step t - 1 ended its episode (with --per-trial-returns: its trial), so
-    obs[t]'s value is not bootstrapped into step t - 1; next_done is that flag for the step after the rollout."""
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over a rollout (num_steps, num_envs). As in
+    CleanRL, dones[t] = 1: step t - 1 ended its episode (or trial), so obs[t]'s value is not bootstrapped into it."""
     advantages, lastgaelam = torch.zeros_like(rewards), 0
     for t in reversed(range(len(rewards))):
         nextnonterminal = 1.0 - (next_done if t == len(rewards) - 1 else dones[t + 1])
@@ -181,9 +175,8 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
     return advantages
 
 def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, entropy, mask, args: Args):
-    """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1
-    (mask 0: an autoreset step). Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl,
-    clipfrac)."""
+    """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1 (mask 0: an
+    autoreset step). Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)."""
     num_samples = mask.sum().clamp(min=1.0)
 
     def masked_mean(x):
@@ -198,7 +191,6 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     if args.norm_adv:
         adv_mean = masked_mean(advantages)
         advantages = (advantages - adv_mean) / (masked_mean((advantages - adv_mean) ** 2).sqrt() + 1e-8)
-
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
     pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2))
@@ -212,21 +204,19 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     return loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac
 
 def sil_loss(logprob, value, returns, value_coef: float):
-    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R): imitate an action only where its return
-    R beats the critic, and pull V(s) up towards such R. Returns (loss, policy_loss, value_loss) of
-    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2."""
+    """Self-imitation loss (Oh et al. 2018, eqs. 2-4) on stored (s, a, R), imitating a only where R beats the critic:
+    L = -log pi(a|s) * (R - V(s))+ + value_coef * 0.5 * ((R - V(s))+)^2. Returns (loss, policy_loss, value_loss)."""
     gap = (returns - value).clamp(min=0.0)
     policy_loss, value_loss = -(logprob * gap.detach()).mean(), 0.5 * (gap**2).mean()
     return policy_loss + value_coef * value_loss, policy_loss, value_loss
 
 class BestEpisodes:
     """SIL's memory: the `capacity` finished episodes with the highest return so far (ties: the older stays)."""
-
     def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.episodes = []  # (return, observations (T, d), actions (T,), returns from every step (T,)), best first
+        self.capacity, self.episodes = capacity, []  # (return, obs (T, d), actions (T,), returns (T,)), best first
 
-    def add(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> None:
+    def add(self, steps: list, gamma: float) -> None:  # steps: the episode's (obs, action, reward) tuples
+        observations, actions, rewards = (np.array(x) for x in zip(*steps))
         returns, running = np.zeros(len(rewards)), 0.0
         for t in reversed(range(len(rewards))):  # G_t = r_t + gamma * G_{t+1}
             returns[t] = running = rewards[t] + gamma * running
@@ -234,39 +224,10 @@ class BestEpisodes:
         self.episodes.sort(key=lambda episode: -episode[0])
         del self.episodes[self.capacity :]
 
-    def sample(self, batch_size: int, device):
-        """Transitions drawn uniformly (with replacement) from all kept episodes: (obs, actions, returns)."""
+    def sample(self, batch_size: int, device):  # transitions, uniformly with replacement: (obs, actions, returns)
         obs, actions, returns = (torch.as_tensor(np.concatenate([e[k] for e in self.episodes])) for k in (1, 2, 3))
         index = torch.randint(len(returns), (batch_size,))
         return obs[index].to(device), actions[index].to(device), returns[index].float().to(device)
-
-def greedy_nav_episode(agent: Agent, args: Args, device) -> tuple[np.ndarray, float, float]:
-    """Run the argmax policy once on the task; return its positions (T, 2), return and final distance."""
-    env = nav_env.NavigationEnv(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision)
-    obs, _ = env.reset(options={"goal": args.goal})
-    positions, total, done = [env.position], 0.0, False
-    while not done:
-        with torch.no_grad():
-            action = agent.actor(agent.normalise(torch.Tensor(obs).to(device)[None])).argmax()
-        obs, reward, terminated, truncated, info = env.step(int(action))
-        positions, total, done = positions + [env.position], total + reward, terminated or truncated
-    return np.array(positions), total, info["distance"]
-
-def nav_summary(agent: Agent, args: Args, device, returns: list, distances: list) -> dict:
-    """The last 100 episodes, one greedy episode, and the gaps to the task's exact optimum R* (nav_env's dynamic
-    programme; none for collision "original", whose dynamics are not on the grid)."""
-    _, greedy_return, greedy_distance = greedy_nav_episode(agent, args, device)
-    reached = float(np.mean(np.array(distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9))
-    optimum, optimum_reached = [None], [None]
-    if args.collision != "original":
-        optimum, optimum_reached = nav_env.optimal_returns([args.goal], args.obstacles, args.collision)
-    optimum = None if optimum[0] is None else float(optimum[0])
-    return dict(final_distance=float(np.mean(distances[-100:])) if distances else None, goal_reached_rate=reached,
-                success_rate=reached, greedy_return=greedy_return, greedy_final_distance=greedy_distance,
-                greedy_reached=bool(greedy_distance <= nav_env.GOAL_RADIUS + 1e-9), optimal_return=optimum,
-                optimal_success_rate=None if optimum is None else float(optimum_reached[0]),
-                return_gap=None if optimum is None or not returns else optimum - float(np.mean(returns[-100:])),
-                greedy_return_gap=None if optimum is None else optimum - greedy_return)
 
 def resolve(args: Args) -> Args:
     """The --env's values of the fields left at None, and --num-iterations as env steps."""
@@ -278,18 +239,18 @@ def resolve(args: Args) -> Args:
         args.total_timesteps = args.num_iterations * args.num_envs * args.num_steps
     return args
 
-def fail(flag: str, message: str) -> None:
-    print(f"error: --{flag.replace('_', '-')} {message}", file=sys.stderr)
-    sys.exit(2)
+def stop(code: int, message: str):
+    print(f"error: {message}", file=sys.stderr)  # bad input (exit code 2) or a diverged run (3): one line
+    sys.exit(code)
 
 def check(args: Args) -> None:
     """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
-    positive = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "max_grad_norm",
-                "reward_scale", "hidden_size", "sil_episodes", "sil_updates", "sil_batch_size", "torch_threads")
-    not_negative = ("clip_coef", "ent_coef", "vf_coef", "sil_coef", "sil_value_coef", "image_every", "checkpoint_every")
     rules = [  # (flag, value is fine, what it must be); nan fails every comparison
-        *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in positive),
-        *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in not_negative),
+        *((name, 0 < getattr(args, name) < math.inf, "be a finite number > 0") for name in ("learning_rate", "num_envs",
+          "num_steps", "num_minibatches", "update_epochs", "max_grad_norm", "reward_scale", "hidden_size",
+          "torch_threads")),
+        *((name, 0 <= getattr(args, name) < math.inf, "be a finite number >= 0") for name in ("clip_coef", "ent_coef",
+          "vf_coef", "sil_coef", "checkpoint_every")),
         *((name, 0 <= getattr(args, name) < 2**32, "be in [0, 2**32)") for name in ("seed", "chemistry_seed")),
         *((name, 0 <= getattr(args, name) <= 1, "be in [0, 1]") for name in ("gamma", "gae_lambda")),
         ("total_timesteps", args.total_timesteps >= args.num_envs * args.num_steps, "be at least one rollout"),
@@ -298,7 +259,6 @@ def check(args: Args) -> None:
         ("sil_fraction", 0 < args.sil_fraction <= 1, "be in (0, 1]"),
         ("target_kl", args.target_kl is None or 0 < args.target_kl < math.inf, "be a finite number > 0"),
         ("sil_coef", args.env == "nav" or args.sil_coef == 0, "be 0 with --env alchemy (SIL is nav's)"),
-        ("goal", all(0 <= g <= nav_env.MAP_SIZE for g in args.goal), "lie in the map [0, 10]^2"),
         ("level", args.level.removesuffix(alchemy_env.SHAPING_SUFFIX) in alchemy_env.LEVELS, "name a level"),
         ("eval_episodes", 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
         ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), "have dm_alchemy installed"),
@@ -309,7 +269,7 @@ def check(args: Args) -> None:
     ]
     for flag, fine, must in rules:
         if not fine:
-            fail(flag, f"must {must}, got {getattr(args, flag)!r}")
+            stop(2, f"--{flag.replace('_', '-')} must {must}, got {getattr(args, flag)!r}")
 
 if __name__ == "__main__":
     args, checkpoint = tyro.cli(Args), None
@@ -317,12 +277,12 @@ if __name__ == "__main__":
     if args.resume is not None:  # the run's own flags; everything its loop carried is restored below
         given = [name for name, value in asdict(args).items() if value != getattr(Args, name)]
         if set(given) - {"resume", "torch_threads"}:
-            fail("resume", f"continues a run with its own flags (only --torch-threads may be given), got {given}")
+            stop(2, f"--resume continues a run with its own flags (only --torch-threads may be given), got {given}")
         try:
             checkpoint = torch.load(f"{args.resume}/checkpoint.pt", map_location="cpu", weights_only=False)
             args = Args(**{**checkpoint["args"], "torch_threads": args.torch_threads})
         except Exception:  # no such folder or file, a truncated file, another script's
-            fail("resume", f"must be a run folder with a checkpoint.pt of this script, got {args.resume!r}")
+            stop(2, f"--resume must be a run folder with a checkpoint.pt of this script, got {args.resume!r}")
     check(resolve(args))
     batch_size = args.num_envs * args.num_steps
     args.num_iterations = args.total_timesteps // batch_size
@@ -343,10 +303,10 @@ if __name__ == "__main__":
     else:
         envs = alchemy_env.SymbolicAlchemyVectorEnv(args.num_envs, level=args.level)
         task = {"chemistries": alchemy_env.sample_chemistry(args.level, np.random.default_rng(args.chemistry_seed))}
-    try:  # nav_env checks that the goal is off the obstacles
+    try:  # nav_env checks the goal: in the map [0, 10]^2, off the obstacles
         next_obs, _ = envs.reset(seed=args.seed, options=task)
     except ValueError:
-        fail("goal", f"must be a free point of the map, got {args.goal!r}")
+        stop(2, f"--goal must be a free point of the map [0, 10]^2, got {args.goal!r}")
 
     space = envs.single_observation_space
     agent = Agent(np.prod(space.shape), envs.single_action_space.n, args.hidden_size, space.low, space.high).to(device)
@@ -356,14 +316,13 @@ if __name__ == "__main__":
     run_dir = os.path.normpath(run_dir or f"runs/{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     if args.track:  # Weights & Biases mirrors the TensorBoard logs
         import wandb
-
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
                    name=os.path.basename(run_dir), id=os.path.basename(run_dir), resume="allow", save_code=True)
     # a resumed run drops the events its killed process wrote after the checkpoint
     writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["loop"][0] + 1)
     if checkpoint is None:
-        table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n"
+                        + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()))
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + space.shape).to(device)
@@ -376,30 +335,23 @@ if __name__ == "__main__":
         return torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
 
     # TRY NOT TO MODIFY: start the game
-    global_step, start_iteration = 0, 0
-    next_obs, next_done, next_gae_done = torch.Tensor(next_obs).to(device), *torch.zeros((2, args.num_envs)).to(device)
+    global_step, start_iteration, elapsed = 0, 0, 0.0
+    next_done, next_gae_done = torch.zeros((2, args.num_envs))
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     finished_returns, finished_lengths, finished_distances = [], [], []
-    memory = BestEpisodes(args.sil_episodes) if args.sil_coef > 0 else None  # SIL, and each env's episode so far:
-    episode_obs = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS) + space.shape, dtype=np.float32)
-    episode_actions = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS), dtype=np.int64)
-    episode_rewards = np.zeros((args.num_envs, nav_env.MAX_EPISODE_STEPS))
-    if checkpoint is not None:
+    memory = BestEpisodes(SIL_EPISODES) if args.sil_coef > 0 else None
+    episode_steps = [[] for _ in range(args.num_envs)]  # SIL: each env's episode so far, (obs, action, scaled reward)
+    if checkpoint is not None:  # continue where the checkpoint left off
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         envs.set_state(checkpoint["env"])
-        (start_iteration, global_step, next_obs, next_done, next_gae_done, episode_return, episode_length,
-         finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions, episode_rewards,
-         sil_episodes) = checkpoint["loop"]
-        next_obs, next_done, next_gae_done = next_obs.to(device), next_done.to(device), next_gae_done.to(device)
-        if memory is not None:
-            memory.episodes = sil_episodes
-        python_rng, numpy_rng, torch_rng, cuda_rng = checkpoint["rng"]
-        random.setstate(python_rng), np.random.set_state(numpy_rng), torch.set_rng_state(torch_rng)
-        if cuda_rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_rng)
+        (start_iteration, global_step, elapsed, next_obs, next_done, next_gae_done, episode_return, episode_length,
+         finished_returns, finished_lengths, finished_distances, episode_steps, memory, rng) = checkpoint["loop"]
+        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
+        torch.cuda.set_rng_state_all(rng[3]) if rng[3] else None
+    next_obs, next_done, next_gae_done = (torch.Tensor(x).to(device) for x in (next_obs, next_done, next_gae_done))
     next_mask = mask_of(next_obs.cpu().numpy())
-    start_time = time.time() - (0.0 if checkpoint is None else checkpoint["elapsed_s"])
+    start_time = time.time() - elapsed
 
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         if args.anneal_lr:  # Annealing the rate if instructed to do so.
@@ -428,25 +380,23 @@ if __name__ == "__main__":
 
             stepped = dones[step].cpu().numpy() == 0  # a decision of the policy, not an autoreset
             if memory is not None:  # SIL: record the episodes in progress
-                rows, t = np.flatnonzero(stepped), episode_length[stepped]
-                episode_obs[rows, t], episode_actions[rows, t] = obs[step, rows].cpu().numpy(), action[rows].cpu()
-                episode_rewards[rows, t] = reward[rows] * args.reward_scale
+                step_obs, step_actions = obs[step].cpu().numpy().copy(), action.cpu().numpy()
+                for i in np.flatnonzero(stepped):
+                    episode_steps[i].append((step_obs[i], step_actions[i], reward[i] * args.reward_scale))
             episode_return += reward * stepped
             episode_length += stepped
-            for i in np.flatnonzero(ended & stepped):
-                finished_returns.append(episode_return[i])
-                finished_lengths.append(episode_length[i])
-                if args.env == "nav":
-                    finished_distances.append(float(infos["distance"][i]))
-                if memory is not None:
-                    t = episode_length[i]
-                    memory.add(episode_obs[i, :t].copy(), episode_actions[i, :t].copy(), episode_rewards[i, :t].copy(),
-                               args.gamma)
-                episode_return[i], episode_length[i] = 0.0, 0
-        for tag, finished in [("episodic_return", finished_returns), ("episodic_length", finished_lengths),
-                              ("final_distance", finished_distances)]:
-            if finished:
-                writer.add_scalar(f"charts/{tag}", np.mean(finished[-args.num_envs :]), global_step)
+            finished = ended & stepped
+            finished_returns += episode_return[finished].tolist()
+            finished_lengths += episode_length[finished].tolist()
+            finished_distances += infos["distance"][finished].tolist() if args.env == "nav" else []
+            for i in np.flatnonzero(finished) if memory is not None else []:  # SIL keeps it if among the best so far
+                memory.add(episode_steps[i], args.gamma)
+                episode_steps[i] = []
+            episode_return[finished], episode_length[finished] = 0.0, 0
+        for tag, recent in [("episodic_return", finished_returns), ("episodic_length", finished_lengths),
+                            ("final_distance", finished_distances)]:
+            if recent:
+                writer.add_scalar(f"charts/{tag}", np.mean(recent[-args.num_envs :]), global_step)
 
         # bootstrap value if not done
         with torch.no_grad():
@@ -473,9 +423,8 @@ if __name__ == "__main__":
                     b_returns[mb_inds], entropy, 1.0 - b_dones[mb_inds], args)
                 clipfracs.append(clipfrac)
                 if not torch.isfinite(loss):  # diverged: keep the last checkpoint, write no summary.json
-                    print(f"error: non-finite loss at iteration {iteration}; lower --learning-rate or --reward-scale "
-                          f"(the last checkpoint, if any, stays in {run_dir})", file=sys.stderr)
-                    sys.exit(3)
+                    stop(3, f"non-finite loss at iteration {iteration}; lower --learning-rate or --reward-scale "
+                            f"(the last checkpoint, if any, stays in {run_dir})")
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -487,11 +436,10 @@ if __name__ == "__main__":
 
         # SIL (Oh et al. 2018), in the first --sil-fraction of the iterations: gradient steps on the best episodes
         if memory is not None and memory.episodes and iteration <= args.sil_fraction * args.num_iterations:
-            for _ in range(args.sil_updates):
-                sil_obs, sil_actions, sil_returns = memory.sample(args.sil_batch_size, device)
+            for _ in range(SIL_UPDATES):
+                sil_obs, sil_actions, sil_returns = memory.sample(SIL_BATCH_SIZE, device)
                 _, sil_logprob, _, sil_value = agent.get_action_and_value(sil_obs, sil_actions)
-                loss, sil_pg_loss, sil_v_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns,
-                                                         args.sil_value_coef)
+                loss, sil_pg_loss, sil_v_loss = sil_loss(sil_logprob, sil_value.view(-1), sil_returns, SIL_VALUE_COEF)
                 optimizer.zero_grad()
                 (args.sil_coef * loss).backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -515,49 +463,36 @@ if __name__ == "__main__":
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
-        last = iteration == args.num_iterations
-        if args.env == "nav" and args.image_every and (iteration % args.image_every == 0 or last):
-            positions, _, greedy_distance = greedy_nav_episode(agent, args, device)
-            image = nav_env.render_trajectories([positions], [args.goal], args.obstacles, size=320, legend=True,
-                                                title=f"greedy policy at step {global_step:,}; goal {args.goal}")
-            writer.add_image("charts/greedy_trajectory", image, global_step, dataformats="HWC")
-            writer.add_scalar("charts/greedy_final_distance", greedy_distance, global_step)
-        if iteration % 10 == 0 or iteration == 1 or last:
+        if iteration % 10 == 0 or iteration in (1, args.num_iterations):
             distance = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} episodic_return="
                   f"{np.mean(finished_returns[-100:]) if finished_returns else np.nan:.1f}{distance} SPS={sps}")
 
         # after the iteration's last random draw, so that a run killed at any moment resumes exactly
-        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or last:
-            loop = (iteration, global_step, next_obs, next_done, next_gae_done, episode_return, episode_length,
-                    finished_returns, finished_lengths, finished_distances, episode_obs, episode_actions,
-                    episode_rewards, memory and memory.episodes)
-            rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.is_available()
-                   and torch.cuda.get_rng_state_all())
+        if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
+            loop = (iteration, global_step, time.time() - start_time, next_obs, next_done, next_gae_done,
+                    episode_return, episode_length, finished_returns, finished_lengths, finished_distances,
+                    episode_steps, memory, (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                                            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []))
             torch.save(dict(args=asdict(args), agent=agent.state_dict(), optimizer=optimizer.state_dict(), loop=loop,
-                            rng=rng, env=envs.get_state(), elapsed_s=time.time() - start_time), f"{run_dir}/ckpt.tmp")
-            os.replace(f"{run_dir}/ckpt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last one whole
+                            env=envs.get_state()), f"{run_dir}/checkpoint.pt.tmp")
+            os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")  # a kill mid-write keeps the last
 
     wall_time = time.time() - start_time
     summary = dict(args=asdict(args), iterations=args.num_iterations, env_steps=global_step,
                    final_episodic_return=float(np.mean(finished_returns[-100:])) if finished_returns else None,
                    episodes=len(finished_returns), wall_time_s=wall_time, sps=global_step / wall_time,
                    eval_set=args.eval_set if args.env == "alchemy" else None)
-    if args.env == "nav":
-        summary.update(nav_summary(agent, args, device, finished_returns, finished_distances))
+    if args.env == "nav":  # the last 100 episodes and a greedy (argmax) one against the task's exact optimum R*
+        summary.update(nav_env.single_task_figures(agent.greedy_action, args.goal, args.obstacles, args.see_goal,
+                                                   args.collision, finished_returns[-100:], finished_distances[-100:]))
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":  # zero-shot, on chemistries never trained on
         @torch.no_grad()
-        def policy(observations, _):
+        def policy(observations, _):  # sampled actions, as dm_alchemy's agents played them
             observations, mask = torch.Tensor(observations).to(device), mask_of(observations)
             return agent.get_action_and_value(observations, action_mask=mask)[0].cpu().numpy()
         summary.update(alchemy_env.score_on_eval_set(policy, args.eval_episodes, args.seed))
-        for tag, value in [("score", summary["eval_set_score"]), *((f"reference_{a}", r) for a, r in
-                           summary["reference_scores"].items()), *((f"post_minus_{a}", d) for a, (d, _) in
-                           summary["post_minus_reference"].items())]:
-            writer.add_scalar(f"eval_set/{tag}", value, global_step)
-        print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}): score {summary['eval_set_score']:.2f}; the "
-              f"random heuristic {summary['reference_scores']['random_heuristic']:.2f} and V-MPO "
-              f"{summary['reference_scores']['baseline']:.2f} on the same episodes")
+        alchemy_env.log_eval_set(writer, global_step, summary)
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")

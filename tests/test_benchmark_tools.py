@@ -380,7 +380,7 @@ def test_curves_average_the_seeds_step_by_step(fake_event_sweep, tmp_path):
 def test_real_ppo_sweep_end_to_end(tmp_path):
     sweep = tmp_path / "ppo"
     result = run_sweep("ppo_single_task.py", "--grid", "obstacles=easy", "--set", "total-timesteps=2400",
-                       "--set", "num-envs=8", "--set", "num-steps=150", "--set", "image-every=0",
+                       "--set", "num-envs=8", "--set", "num-steps=150",
                        "--seeds", 2, "--workers", 2, "--out", sweep)
     assert "[2/2]" in result.stderr
     rows = read_csv(sweep / "results.csv")

@@ -612,6 +612,39 @@ def test_no_obstacles_every_goal_is_reached_and_the_optimum_is_at_most_zero():
     assert nav_env.optimal_returns(np.zeros((0, 2)), "none")[0].shape == (0,)
 
 
+def test_play_episode_plays_a_deterministic_policy_to_the_episode_end():
+    # SW from every state parks in the cross's inner corner: the best policy on the start's side of the cross
+    # (docs/ppo_single_task.md), truncated after 100 moves; each reward is minus the new position's squared distance
+    seen = []
+    positions, total, distance = nav_env.play_episode(lambda obs: seen.append(obs) or 5, (4.5, 1.0), "medium")
+    assert len(seen) == 100 and positions.shape == (101, 2) and positions[0].tolist() == pytest.approx(nav_env.START)
+    np.testing.assert_allclose(seen[0], [9.9, 9.9, 4.5, 1.0])  # see_goal: (x, y, gx, gy)
+    assert total == pytest.approx(-3491.72) and total == pytest.approx(-((positions[1:] - (4.5, 1.0)) ** 2).sum())
+    assert distance == pytest.approx(np.hypot(*(positions[-1] - (4.5, 1.0))))
+    # a reached goal ends the episode with reward 0: (9.8, 9.8) and (9.7, 9.7) cost 0.18 and 0.08, (9.6, 9.6) is in
+    seen = []
+    positions, total, distance = nav_env.play_episode(lambda obs: seen.append(obs) or 5, (9.5, 9.5), "none",
+                                                      see_goal=False)
+    assert [obs.shape for obs in seen] == [(2,)] * 3 and positions[-1].tolist() == pytest.approx([9.6, 9.6])
+    assert total == pytest.approx(-0.26) and distance == pytest.approx(nav_env.GOAL_RADIUS)
+
+
+def test_single_task_figures_score_episodes_and_a_greedy_one_against_the_exact_optimum():
+    # goal behind the cross: R* = -2913.28 (reached); the always-SW policy parks in the corner (-3491.72, 4.14 away)
+    figures = nav_env.single_task_figures(lambda obs: 5, (4.5, 1.0), "medium", True, "block", [-3000.0, -2900.0],
+                                          [0.1, 4.0])
+    assert figures == pytest.approx(dict(
+        final_distance=2.05, goal_reached_rate=0.5, success_rate=0.5, greedy_return=-3491.72,
+        greedy_final_distance=math.hypot(0.6, 4.1), greedy_reached=False, optimal_return=-2913.28,
+        optimal_success_rate=1.0, return_gap=-2913.28 + 2950.0, greedy_return_gap=-2913.28 + 3491.72))
+    # one step from the goal (9.8, 9.8): SW reaches it at once, the optimum too
+    figures = nav_env.single_task_figures(lambda obs: 5, (9.8, 9.8), "none", False, "stick", [0.0], [0.0])
+    assert (figures["greedy_return"], figures["greedy_reached"], figures["greedy_return_gap"]) == (0.0, True, 0.0)
+    # the papers' float dynamics are off the DP's grid: no optimum, no gaps
+    figures = nav_env.single_task_figures(lambda obs: 5, (4.5, 1.0), "medium", True, "original", [-3000.0], [4.0])
+    assert [figures[k] for k in ("optimal_return", "optimal_success_rate", "return_gap", "greedy_return_gap")] == [None] * 4
+
+
 def test_goal_quadrants_follow_the_quadrant_table():
     goals = [(9.0, 9.0), (1.0, 9.0), (1.0, 1.0), (9.0, 1.0), (5.0, 5.0), (4.9, 5.0), (5.0, 4.9)]
     assert nav_env.goal_quadrants(goals).tolist() == [0, 1, 2, 3, 0, 1, 3]
