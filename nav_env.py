@@ -659,8 +659,8 @@ def log_held_out(writer, iteration: int, stats: list, test: tuple, inner_steps: 
     returns, distances = figures["return_after_steps"], figures["distance_after_steps"]
     success = figures["success_after_steps"]
     print(f"held-out, iteration {iteration}, before -> after {n} inner step{'s' * (n != 1)}: return "
-          f"{returns[0]:.1f} -> {returns[n]:.1f}, distance {distances[0]:.2f} -> {distances[n]:.2f}, success {success[0]:.2f} -> "
-          f"{success[n]:.2f}", flush=True)
+          f"{returns[0]:.1f} -> {returns[n]:.1f}, distance {distances[0]:.2f} -> {distances[n]:.2f}, success "
+          f"{success[0]:.2f} -> {success[n]:.2f}", flush=True)
     return figures
 
 

@@ -30,9 +30,9 @@ def iteration_time(script: str, meta_batch: int, device: str, iterations: int, w
     run_dir = tempfile.mkdtemp(dir=workdir)
     flags = ["--num-iterations", str(iterations), "--eval-every", "0", "--num-test-tasks", "1",
              "--meta-batch-size", str(meta_batch), "--seed", "1"] + (["--cuda"] if device == "cuda" else [])
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # carried packages stay found
     result = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=run_dir, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1",
-                                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path})
     if result.returncode != 0:
         sys.exit(f"{script} {' '.join(flags)} failed:\n{result.stderr}")
     (run,) = pathlib.Path(run_dir).glob("runs/*")
@@ -51,7 +51,8 @@ def main() -> None:
                         help="the scripts to time (default: both)")
     args = parser.parse_args()
     if args.iterations < 1 or args.large_meta_batch < 1:
-        parser.error(f"--iterations and --large-meta-batch must be >= 1, got {args.iterations}, {args.large_meta_batch}")
+        parser.error(f"--iterations and --large-meta-batch must be >= 1, got {args.iterations} and "
+                     f"{args.large_meta_batch}")
     devices = list(args.devices)
     if "cuda" in devices:
         import torch
@@ -73,7 +74,8 @@ def main() -> None:
                           file=sys.stderr, flush=True)
                 rows.append((script, meta_batch, times))
 
-    print(f"\nmedian seconds per meta-iteration over {args.iterations} iterations (seed 1, no intermediate evaluation)\n")
+    print(f"\nmedian seconds per meta-iteration over {args.iterations} iterations (seed 1, no intermediate "
+          f"evaluation)\n")
     print("| script | meta-batch (tasks) | " + " | ".join(f"{d} s/iteration" for d in devices)
           + (" | cpu / cuda |" if len(devices) == 2 else " |"))
     print("|---|---|" + "---|" * (len(devices) + (len(devices) == 2)))

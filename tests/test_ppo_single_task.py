@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import alchemy_env
 import nav_env
-import ppo_single_task
 import tyro
 from ppo_single_task import ENV_DEFAULTS, Agent, Args, BestEpisodes, check, compute_gae, ppo_loss, resolve, sil_loss
 

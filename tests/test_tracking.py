@@ -20,7 +20,7 @@ RUNS = {
     "fomaml_vpg.py": (NAV_META, b"charts/post_adaptation_return", b"meta_batch_size"),
     "alchemy_maml.py": (NAV_META[:-2] + ["--hidden-size", "16", "--inner-steps", "2"], b"charts/post_adaptation_score",
                         b"see_chemistry"),
-    "ppo_single_task.py": (["--total-timesteps", "2400", "--num-envs", "8", "--num-steps", "150", "--image-every", "0",
+    "ppo_single_task.py": (["--total-timesteps", "2400", "--num-envs", "8", "--num-steps", "150",
                             "--num-minibatches", "2"], b"charts/episodic_return", b"total_timesteps"),
 }
 
