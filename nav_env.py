@@ -658,9 +658,9 @@ def log_held_out(writer, iteration: int, stats: list, test: tuple, inner_steps: 
     writer.add_image("eval/trajectories", image, iteration, dataformats="HWC")
     returns, distances = figures["return_after_steps"], figures["distance_after_steps"]
     success = figures["success_after_steps"]
-    print(f"held-out, iteration {iteration}, before -> after {n} inner step{'s' * (n != 1)}: return "
-          f"{returns[0]:.1f} -> {returns[n]:.1f}, distance {distances[0]:.2f} -> {distances[n]:.2f}, success "
-          f"{success[0]:.2f} -> {success[n]:.2f}", flush=True)
+    print(f"held-out at iteration {iteration}, 0 -> {n} inner step{'s' * (n != 1)}: return {returns[0]:.1f} -> "
+          f"{returns[n]:.1f}, distance {distances[0]:.2f} -> {distances[n]:.2f}, success {success[0]:.2f} -> "
+          f"{success[n]:.2f}", flush=True)
     return figures
 
 

@@ -146,13 +146,13 @@ def test_rerun_resumes_only_the_runs_without_summary(fake_script, tmp_path):
     assert [row["seed"] for row in read_csv(sweep / "results.csv")] == ["1", "2", "3", "4"]
 
 
-def test_a_run_whose_summary_says_interrupted_or_diverged_is_run_again(fake_script, tmp_path):
+def test_a_run_whose_summary_cannot_be_read_is_run_again(fake_script, tmp_path):
     sweep, count = tmp_path / "sweep", tmp_path / "count.txt"
     common = [fake_script, "--set", f"count-file={count}", "--seeds", 3, "--out", sweep]
     run_sweep(*common)
-    for seed, mark in ((1, "interrupted"), (3, "diverged")):
+    for seed in (1, 3):  # killed while writing its summary
         [summary] = (sweep / f"seed={seed}").glob("runs/*/summary.json")
-        summary.write_text(json.dumps({**json.loads(summary.read_text()), mark: True}))
+        summary.write_text(summary.read_text()[:10])
     result = run_sweep(*common)
     assert sorted(invocations(count)[3:]) == [str(sweep / "seed=1"), str(sweep / "seed=3")]
     assert "3 runs, 1 already finished, 2 to run" in result.stderr

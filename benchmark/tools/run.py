@@ -104,15 +104,15 @@ class Run:
 
 def newest_summary(folder: pathlib.Path) -> pathlib.Path | None:
     """The newest runs/<run>/summary.json under a folder (where the scripts write when run there), or None.
-    The summary of a run that was interrupted or diverged does not count: that run is not finished."""
+    A run writes it last, when it has finished; one that cannot be read (a kill during the write) does not count."""
     found = sorted(folder.glob("runs/*/summary.json"), key=lambda path: path.stat().st_mtime)
     if not found:
         return None
     try:
-        summary = json.loads(found[-1].read_text())
+        json.loads(found[-1].read_text())
     except (OSError, ValueError):
         return None
-    return None if summary.get("interrupted") or summary.get("diverged") else found[-1]
+    return found[-1]
 
 
 # ---------------------------------------------------------------------------------------------------
