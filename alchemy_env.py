@@ -766,8 +766,7 @@ def score_on_eval_set(policy, episodes: int, seed: int) -> dict[str, Any]:
     options = eval_set_options(episodes)
     envs = SymbolicAlchemyVectorEnv(episodes, autoreset_mode="Disabled")
     scores = bot_episode_returns(envs, envs.reset(seed=seed, options=options)[0], policy, None)
-    heuristic = bot_episode_returns(envs, envs.reset(options=options)[0], random_heuristic_actions,
-                                    np.random.default_rng(seed))
+    heuristic = heuristic_scores(envs, options["chemistries"], options["items"], 1, seed)
     (score, score_sem), (references, reference_sems, differences) = (mean_and_sem(scores),
                                                                      compare_with_agents(scores, heuristic))
     return dict(eval_episodes=episodes, eval_set_score=score, eval_set_score_sem=score_sem, reference_scores=references,

@@ -60,11 +60,6 @@ class Args(maml_vpg.Args):
     resume: tyro.conf.Suppress[str | None] = None
 
 
-def exact_optimum(goals, args):
-    """Each goal's optimal return R* and whether an optimal policy reaches it (nav_env's exact DP)."""
-    return nav_env.optimal_returns(goals, args.obstacles, args.collision)
-
-
 def check(args: Args) -> None:
     """The script's checks, then the sampler's: exit code 2 and one line naming the flag."""
     maml_vpg.check(args)
@@ -246,8 +241,6 @@ def none_if_nan(values) -> list:
     return [none_if_nan(v) if np.ndim(v) else (None if np.isnan(v) else float(v)) for v in values]
 
 
-
-
 def main() -> None:
     args = tyro.cli(Args)
     check(args)
@@ -323,7 +316,8 @@ def main() -> None:
         optimizer.step()
         if sampler.kind != "uniform":  # the training tasks' own post-adaptation gaps to their optimum
             scoring_start = time.time()
-            sampler.update(goals, exact_optimum(goals, args)[0] - stats[-1]["returns"].mean(1), iteration)
+            optimal_return = nav_env.optimal_returns(goals, args.obstacles, args.collision)[0]
+            sampler.update(goals, optimal_return - stats[-1]["returns"].mean(1), iteration)
             sampler_time += time.time() - scoring_start
         sampler_times.append(sampler_time)
         global_step += sum(s["env_steps"] for s in stats)
