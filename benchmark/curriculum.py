@@ -7,15 +7,19 @@ by a loop of its own that draws each meta-batch from a TaskSampler:
            return gap R* - return after adaptation of their training tasks: rank prioritisation with staleness;
   cvar     RoML (Greenberg, Mannor, Chechik, Meirom 2023): the hardest bins holding a fraction alpha of the target's
            mass oversampled, the rest of the target kept in play with weight --cvar-uniform.
+  frontier goals of intermediate difficulty (GoalGAN: Florensa, Held, Geng, Abbeel 2018): the bins whose
+           post-adaptation success rate lies in --frontier-band, the rest of the target kept in play with weight
+           --frontier-uniform.
 
 Every flag of the script is a flag here, with the same default; the run folder holds the script's TensorBoard tags and
 summary.json plus the sampler's: charts/difficulty_map (the learned return gap per goal bin, an image),
-charts/sampled_share_q1..q4, charts/sampler_time, and sampled_share_by_quadrant, difficulty_map and
-median_sampler_time_s in summary.json. --task-sampler uniform gives the script's own run, figure for figure.
+charts/sampled_share_q1..q4, charts/sampler_time, and sampled_share_by_quadrant, difficulty_map, success_map (the
+learned success rate per goal bin) and median_sampler_time_s in summary.json. --task-sampler uniform gives the
+script's own run, figure for figure.
 
     python -m benchmark.curriculum --script maml_vpg.py --task-sampler plr
-    python -m benchmark.curriculum --script fomaml_vpg.py --inner-steps 3 --task-sampler cvar --num-iterations 500
-    python -m benchmark.tools.run benchmark/curriculum.py --set script=maml_vpg.py --grid task-sampler=uniform,plr,cvar
+    python -m benchmark.curriculum --script fomaml_vpg.py --inner-steps 3 --task-sampler frontier --num-iterations 500
+    python -m benchmark.tools.run benchmark/curriculum.py --set script=maml_vpg.py --grid task-sampler=uniform,frontier
 """
 
 import importlib
@@ -42,12 +46,12 @@ class Args(maml_vpg.Args):
     """the name of this experiment"""
     script: Literal["maml_vpg.py", "fomaml_vpg.py"] = "maml_vpg.py"
     """the meta-learner whose functions (rollout, adaptation, meta-gradient) the loop runs"""
-    task_sampler: Literal["uniform", "plr", "cvar"] = "uniform"
-    """uniform: the target distribution; plr, cvar: a goal bin per task by its learned difficulty, then a goal in it"""
+    task_sampler: Literal["uniform", "plr", "cvar", "frontier"] = "uniform"
+    """uniform: the target distribution; plr, cvar, frontier: a goal bin per task by what they learned, then a goal"""
     sampler_bins: int = 10
-    """plr / cvar: the goal bins are a grid of this many bins per axis over the map"""
+    """plr / cvar / frontier: the goal bins are a grid of this many bins per axis over the map"""
     sampler_ema: float = 0.3
-    """plr / cvar: the weight of an iteration's return gaps in their bin's score (an exponential moving average)"""
+    """plr / cvar / frontier: the weight of an iteration's figures in their bin's (an exponential moving average)"""
     plr_temperature: float = 0.1
     """plr: beta of the rank prioritisation P_S(bin) ~ rank(score)^(-1/beta) (PLR's default)"""
     plr_staleness: float = 0.1
@@ -56,6 +60,10 @@ class Args(maml_vpg.Args):
     """cvar: alpha, the tail: the hardest bins holding this fraction of the target distribution"""
     cvar_uniform: float = 0.2
     """cvar: the share of training tasks still drawn from the whole target distribution (the rest from the tail)"""
+    frontier_band: tuple[float, float] = (0.1, 0.9)
+    """frontier: the bins whose post-adaptation success rate lies in [low, high] get the training tasks (GoalGAN's)"""
+    frontier_uniform: float = 0.2
+    """frontier: the share of training tasks still drawn from the whole target distribution (the rest from the band)"""
     checkpoint_every: tyro.conf.Suppress[int] = 0  # these runs start over when killed: no checkpoint, no --resume
     resume: tyro.conf.Suppress[str | None] = None
 
@@ -65,10 +73,12 @@ def check(args: Args) -> None:
     maml_vpg.check(args)
     rules = [  # (flag, the value is fine, what it must be); nan fails every comparison
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in ("sampler_bins", "plr_temperature")],
-        *[(flag, 0 < getattr(args, flag) <= 1, "in (0, 1]") for flag in ("sampler_ema", "cvar_alpha", "cvar_uniform")],
+        *[(flag, 0 < getattr(args, flag) <= 1, "in (0, 1]")
+          for flag in ("sampler_ema", "cvar_alpha", "cvar_uniform", "frontier_uniform")],
         ("plr_staleness", 0 <= args.plr_staleness <= 1, "in [0, 1]"),
+        ("frontier_band", 0 <= args.frontier_band[0] <= args.frontier_band[1] <= 1, "low high, 0 <= low <= high <= 1"),
         ("task_sampler", args.task_sampler == "uniform" or args.collision != "original",
-         "uniform with --collision original (plr and cvar score tasks by their gap to nav_env's exact optimum, "
+         "uniform with --collision original (the samplers score tasks by their gap to nav_env's exact optimum, "
          "which it computes for block and stick)"),
     ]
     for flag, fine, must in rules:
@@ -79,13 +89,15 @@ def check(args: Args) -> None:
 class TaskSampler:
     """The training goals of each meta-iteration, and what the sampler learned about where tasks are hard.
 
-    `uniform` draws the meta-batch from the target distribution (nav_env.sample_goals). `plr` and `cvar`
-    pick each task's bin from probabilities(), then take the first goal in that bin among goals drawn from
+    `uniform` draws the meta-batch from the target distribution (nav_env.sample_goals). `plr`, `cvar` and
+    `frontier` pick each task's bin from probabilities(), then take the first goal in that bin among goals drawn from
     the target distribution (in rounds of ROUND goals): the batch's bins follow probabilities() exactly,
     and inside a bin the goals follow the target distribution, so the support stays the target's (weighting
     a fixed pool of a few candidates per task could give a bin no more than its few candidates). A bin's
     score is an exponential moving average of the return gap R* - return after adaptation of its training
-    tasks; a bin with no score yet counts as the hardest until it is trained on. `mass` counts the goals
+    tasks; a bin with no score yet counts as the hardest until it is trained on. Its success is the same
+    average of its training tasks' success rate after adaptation (the share of their episodes that reach the goal).
+    `mass` counts the goals
     drawn per bin: the target distribution's share of each bin, estimated as training goes.
     """
 
@@ -96,6 +108,7 @@ class TaskSampler:
         self.kind, self.bins, self.args = args.task_sampler, args.sampler_bins, args
         num_bins = self.bins**2
         self.score = np.zeros(num_bins)  # EMA of the return gap, valid where visits > 0
+        self.success = np.zeros(num_bins)  # EMA of the success rate, valid where visits > 0
         self.visits = np.zeros(num_bins, dtype=np.int64)  # training tasks per bin
         self.last_trained = np.zeros(num_bins, dtype=np.int64)  # PLR's C_i: the iteration it was last trained on
         self.mass = np.zeros(num_bins, dtype=np.int64)  # candidates drawn per bin
@@ -117,7 +130,11 @@ class TaskSampler:
         (RoML, Greenberg et al. 2023, over-samples the tasks of the lowest-return alpha tail, which it learns
         with the cross-entropy method; here the bins' scores rank the tasks): the bins of the highest scores
         holding a fraction alpha of the target's mass, the last one in part, get (1 - u) / alpha times their
-        mass, and every bin u times its mass (u = --cvar-uniform, which keeps every goal in play).
+        mass, and every bin u times its mass (u = --cvar-uniform, which keeps every goal in play). frontier
+        (GoalGAN's goals of intermediate difficulty, Florensa et al. 2018): the bins whose success lies in
+        [low, high] share 1 - u in proportion to their mass, and every bin gets u times its mass (u =
+        --frontier-uniform); a bin with no success rate yet is outside the band, and with no bin in it the
+        target distribution is drawn from as it is.
         """
         support = self.mass > 0
         if not support.any():
@@ -125,6 +142,11 @@ class TaskSampler:
         mass = np.where(support, self.mass, 0) / self.mass.sum()
         if self.kind == "uniform":
             return mass
+        if self.kind == "frontier":
+            low, high = self.args.frontier_band
+            band = support & (self.visits > 0) & (low <= self.success) & (self.success <= high)
+            u = self.args.frontier_uniform
+            return u * mass + (1 - u) * np.where(band, mass, 0) / mass[band].sum() if band.any() else mass
         score = np.where(self.visits > 0, self.score, np.inf)[support]  # no score yet: the hardest
         probabilities = np.zeros(len(self.mass))
         if self.kind == "plr":
@@ -169,20 +191,21 @@ class TaskSampler:
         self.quadrant_counts += np.bincount(nav_env.goal_quadrants(goals), minlength=len(self.quadrant_counts))
         return goals
 
-    def update(self, goals, gaps, iteration: int) -> None:
-        """Fold this iteration's return gaps (one per goal) into their bins' scores."""
-        bins = self.bin_of(goals)
+    def update(self, goals, gaps, successes, iteration: int) -> None:
+        """Fold this iteration's return gaps and success rates (one per goal) into their bins' averages."""
+        bins, ema = self.bin_of(goals), self.args.sampler_ema
         for b in np.unique(bins):
-            gap = float(np.mean(np.asarray(gaps)[bins == b]))
-            ema = self.args.sampler_ema
-            self.score[b] = gap if self.visits[b] == 0 else (1 - ema) * self.score[b] + ema * gap
+            for average, values in ((self.score, gaps), (self.success, successes)):
+                value = float(np.mean(np.asarray(values)[bins == b]))
+                average[b] = value if self.visits[b] == 0 else (1 - ema) * average[b] + ema * value
             self.visits[b] += int((bins == b).sum())
             self.last_trained[b] = iteration
 
-    def difficulty_map(self) -> np.ndarray:
-        """The bins' scores as (bins, bins), row y_bin from the bottom, column x_bin (NaN: no score yet)."""
-        scores = np.where(self.visits > 0, self.score, np.nan)
-        return scores.reshape(self.bins, self.bins).T
+    def difficulty_map(self, values=None) -> np.ndarray:
+        """The bins' scores (or other values per bin) as (bins, bins), row y_bin from the bottom, column x_bin (NaN: not
+        trained on yet)."""
+        values = np.where(self.visits > 0, self.score if values is None else values, np.nan)
+        return values.reshape(self.bins, self.bins).T
 
 
 def heat_colours(level: np.ndarray) -> np.ndarray:
@@ -314,10 +337,11 @@ def main() -> None:
             maml_vpg.stop(3, f"non-finite outer loss at iteration {iteration}: the run diverged; lower --outer-lr or "
                              f"--inner-lr")
         optimizer.step()
-        if sampler.kind != "uniform":  # the training tasks' own post-adaptation gaps to their optimum
+        if sampler.kind != "uniform":  # the training tasks' own post-adaptation gaps to their optimum, and success
             scoring_start = time.time()
             optimal_return = nav_env.optimal_returns(goals, args.obstacles, args.collision)[0]
-            sampler.update(goals, optimal_return - stats[-1]["returns"].mean(1), iteration)
+            post = stats[-1]
+            sampler.update(goals, optimal_return - post["returns"].mean(1), post["reached"].mean(1), iteration)
             sampler_time += time.time() - scoring_start
         sampler_times.append(sampler_time)
         global_step += sum(s["env_steps"] for s in stats)
@@ -349,7 +373,8 @@ def main() -> None:
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step, **figures,
                # what the task sampler did: the share of training tasks per quadrant, and its scores per goal bin
                "sampled_share_by_quadrant": (counts / counts.sum()).tolist() if counts.sum() else None,
-               "difficulty_map": none_if_nan(sampler.difficulty_map()) if sampler.kind != "uniform" else None,
+               **{key: none_if_nan(sampler.difficulty_map(values)) if sampler.kind != "uniform" else None
+                  for key, values in (("difficulty_map", None), ("success_map", sampler.success))},
                "median_sampler_time_s": float(np.median(sampler_times)) if sampler_times else None,
                "wall_time_s": time.time() - start_time, "train_time_s": train_time,
                "sps": global_step / train_time if global_step else None,

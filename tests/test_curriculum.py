@@ -1,6 +1,6 @@
 """benchmark/curriculum.py, experiment 7's task samplers: their weights by hand on a small grid of goal bins, the
-resampling from the target distribution, the difficulty image, and runs through its command line (the uniform
-sampler's run is the script's own, figure for figure)."""
+frontier's band moving with the success rates, the resampling from the target distribution, the difficulty image,
+and runs through its command line (the uniform sampler's run is the script's own, figure for figure)."""
 
 import json
 import os
@@ -51,6 +51,43 @@ def test_cvar_weights_by_hand():
     np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
 
 
+def test_frontier_weights_by_hand():
+    sampler = sampler_of("frontier", frontier_band=(0.1, 0.9), frontier_uniform=0.2)
+    sampler.mass[:] = [2, 1, 1, 0]  # mass shares 1/2, 1/4, 1/4; bin 3: the target distribution has not been seen there
+    sampler.visits[:] = [1, 1, 1, 0]
+    sampler.success[:] = [0.5, 0.95, 0.05, 0.5]  # only bin 0 in the band (bin 3 has no success rate yet)
+    np.testing.assert_allclose(sampler.probabilities(), [0.2 * 0.5 + 0.8, 0.2 * 0.25, 0.2 * 0.25, 0.0], rtol=1e-12)
+    sampler.success[:] = [0.5, 0.1, 0.9, 0.5]  # the band's ends are in it: bins 0, 1, 2 share 0.8 by mass 2 : 1 : 1
+    expected = [0.2 * 0.5 + 0.8 * 0.5, 0.2 * 0.25 + 0.8 * 0.25, 0.2 * 0.25 + 0.8 * 0.25, 0.0]
+    np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
+    sampler.success[:] = [0.0, 1.0, 0.099, 0.5]  # no bin in the band: the target distribution as it is
+    np.testing.assert_allclose(sampler.probabilities(), [0.5, 0.25, 0.25, 0.0], rtol=1e-12)
+
+
+def test_the_frontier_band_moves_as_the_success_rates_change():
+    """A bin enters the band when its learners start to reach it and leaves it once they reach it nearly always:
+    with an EMA weight of 0.3 and a success rate of 1 from then on, its estimate after k updates is 1 - 0.7^k, in
+    [0.1, 0.9] for k = 1..6 (0.3 ... 0.882) and above it from k = 7 (0.918)."""
+    sampler = sampler_of("frontier", sampler_ema=0.3, frontier_uniform=0.2)
+    sampler.mass[:] = [1, 1, 1, 1]
+    corners = np.array([[1.0, 1.0], [1.0, 9.0], [9.0, 1.0], [9.0, 9.0]])  # one goal in each bin: 0, 1, 2, 3
+    assert sampler.bin_of(corners).tolist() == [0, 1, 2, 3]
+    sampler.update(corners, [0.0] * 4, [0.0, 0.0, 0.5, 0.0], iteration=1)  # bin 2 at 0.5: the band
+    np.testing.assert_allclose(sampler.probabilities(), [0.05, 0.05, 0.85, 0.05], rtol=1e-12)
+    for k in range(1, 8):  # bin 0 reached every time from now on, bin 2 stays at 0.5
+        sampler.update(corners[[0, 2]], [0.0] * 2, [1.0, 0.5], iteration=1 + k)
+        assert sampler.success[0] == pytest.approx(1 - 0.7**k)
+        in_band = [k <= 6, False, True, False]
+        share = 0.8 / sum(in_band)
+        np.testing.assert_allclose(sampler.probabilities(), [0.05 + share * b for b in in_band], rtol=1e-12)
+    sampler.update(corners[[2]], [0.0], [0.95], iteration=9)  # 0.7 * 0.5 + 0.3 * 0.95 = 0.635: still in
+    sampler.update(corners[[2]], [0.0], [0.0], iteration=10)  # 0.7 * 0.635 = 0.4445
+    assert sampler.success[2] == pytest.approx(0.4445)
+    for _ in range(7):  # 0.4445 * 0.7^7 = 0.0366 < 0.1: forgotten, it leaves the band; nothing is left in it
+        sampler.update(corners[[2]], [0.0], [0.0], iteration=11)
+    np.testing.assert_allclose(sampler.probabilities(), [0.25] * 4, rtol=1e-12)
+
+
 def test_uniform_follows_the_mass_and_no_mass_means_uniform_over_bins():
     sampler = sampler_of("uniform")
     np.testing.assert_allclose(sampler.probabilities(), [0.25] * 4)
@@ -62,10 +99,12 @@ def test_bins_scores_and_the_difficulty_map_by_hand():
     sampler = curriculum.TaskSampler(curriculum.Args(task_sampler="plr", sampler_bins=10, sampler_ema=0.25))
     goals = np.array([[0.0, 0.0], [9.9, 0.1], [10.0, 10.0], [5.0, 4.9], [0.9, 0.9]])
     assert sampler.bin_of(goals).tolist() == [0, 90, 99, 54, 0]
-    sampler.update(goals[:2], [4.0, 7.0], iteration=3)
-    sampler.update(goals[[0, 4]], [8.0, 16.0], iteration=5)  # bin 0: 4, then 0.75 * 4 + 0.25 * mean(8, 16)
+    sampler.update(goals[:2], [4.0, 7.0], [0.2, 0.6], iteration=3)
+    sampler.update(goals[[0, 4]], [8.0, 16.0], [1.0, 0.6], iteration=5)  # bin 0: 4, then 0.75 * 4 + 0.25 * mean(8, 16)
     assert sampler.score[0] == pytest.approx(6.0) and sampler.visits[0] == 3 and sampler.last_trained[0] == 5
     assert sampler.score[90] == 7.0 and sampler.last_trained[90] == 3
+    assert sampler.success[0] == pytest.approx(0.75 * 0.2 + 0.25 * 0.8) and sampler.success[90] == 0.6
+    assert sampler.difficulty_map(sampler.success)[0, 9] == 0.6
     difficulty = sampler.difficulty_map()  # row: y bin from the bottom, column: x bin
     assert difficulty[0, 0] == pytest.approx(6.0) and difficulty[0, 9] == 7.0
     assert np.isnan(difficulty).sum() == 98
@@ -102,11 +141,12 @@ def test_the_difficulty_image_puts_each_bin_where_it_is_and_its_colour_scale_und
     assert no_score.shape == image.shape
 
 
-@pytest.mark.parametrize("kind", ["plr", "cvar"])
+@pytest.mark.parametrize("kind", ["plr", "cvar", "frontier"])
 def test_sampled_bins_follow_the_probabilities_and_goals_the_target_inside_a_bin(kind):
     sampler = curriculum.TaskSampler(curriculum.Args(task_sampler=kind, sampler_bins=2))
     sampler.visits[:] = 1
     sampler.score[:] = [0.0, 100.0, 0.0, 50.0]  # bin 1 = (x bin 0, y bin 1): Q2, the upper left quadrant
+    sampler.success[:] = [0.0, 0.5, 1.0, 0.95]  # frontier: bin 1 alone in the band
     sampler.mass[:] = 10**9  # the target's mass per bin, as if known (uniform: a quarter each)
     expected = sampler.probabilities()  # constant here: nothing is trained on, so no staleness changes
     rng = np.random.default_rng(0)
@@ -141,7 +181,8 @@ def run_curriculum(flags, cwd):
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-@pytest.mark.parametrize("script, kind", [("maml_vpg.py", "plr"), ("fomaml_vpg.py", "cvar")])
+@pytest.mark.parametrize("script, kind", [("maml_vpg.py", "plr"), ("fomaml_vpg.py", "cvar"),
+                                          ("maml_vpg.py", "frontier")])
 def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
     result = run_curriculum([*TINY, "--script", script, "--task-sampler", kind], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -158,6 +199,8 @@ def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
     assert len(difficulty) == 10 and all(len(row) == 10 for row in difficulty)
     scored = [value for row in difficulty for value in row if value is not None]
     assert 1 <= len(scored) <= 4 and all(value >= 0 for value in scored)  # 2 iterations x 2 tasks; gaps >= 0
+    rates = [value for row in summary["success_map"] for value in row if value is not None]
+    assert len(rates) == len(scored) and all(0 <= value <= 1 for value in rates)
     assert summary["median_sampler_time_s"] > 0
     assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1
 
@@ -177,17 +220,21 @@ def test_the_uniform_sampler_is_the_scripts_own_run(script, tmp_path):
                            for d in ("script", "curriculum"))
     assert {k: v for k, v in before.items() if k not in times} == {
         k: v for k, v in after.items() if k in before and k not in times}
-    assert after["difficulty_map"] is None and sum(after["sampled_share_by_quadrant"]) == pytest.approx(1.0)
+    assert after["difficulty_map"] is None and after["success_map"] is None
+    assert sum(after["sampled_share_by_quadrant"]) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(task_sampler="plr", collision="original"), "--task-sampler must be uniform with --collision original (plr "
-     "and cvar score tasks by their gap to nav_env's exact optimum, which it computes for block and stick), got 'plr'"),
-    (dict(task_sampler="cvar", collision="original"), "--task-sampler must be uniform with --collision original"),
+    (dict(task_sampler="plr", collision="original"), "--task-sampler must be uniform with --collision original (the "
+     "samplers score tasks by their gap to nav_env's exact optimum, which it computes for block and stick), got 'plr'"),
+    (dict(task_sampler="frontier", collision="original"), "--task-sampler must be uniform with --collision original"),
     (dict(outer_lr=float("nan")), "--outer-lr must be in (0, 1e37)"),  # the script's own checks come first
     (dict(cvar_alpha=0.0), "--cvar-alpha must be in (0, 1], got 0.0"),
     (dict(cvar_uniform=1.5), "--cvar-uniform must be in (0, 1], got 1.5"),
     (dict(sampler_ema=0.0), "--sampler-ema must be in (0, 1], got 0.0"),
+    (dict(frontier_uniform=0.0), "--frontier-uniform must be in (0, 1], got 0.0"),
+    (dict(frontier_band=(0.9, 0.1)), "--frontier-band must be low high, 0 <= low <= high <= 1, got (0.9, 0.1)"),
+    (dict(frontier_band=(-0.1, 0.5)), "--frontier-band must be low high, 0 <= low <= high <= 1, got (-0.1, 0.5)"),
     (dict(plr_staleness=1.5), "--plr-staleness must be in [0, 1], got 1.5"),
     (dict(plr_temperature=0.0), "--plr-temperature must be > 0, got 0.0"),
     (dict(sampler_bins=0), "--sampler-bins must be > 0, got 0"),

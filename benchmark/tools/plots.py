@@ -466,7 +466,7 @@ def mean_map(runs: list[RunData], column: str) -> np.ndarray:
     for run in runs:
         rows = run.summary.get(column)
         if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
-            raise PlotError(f"{run.summary_path} has no {column!r} map (runs with --task-sampler plr or cvar have one)")
+            raise PlotError(f"{run.summary_path} has no {column!r} map (runs with --task-sampler plr, cvar or frontier have one)")
         maps.append(np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=float))
     if len({m.shape for m in maps}) > 1:
         raise PlotError(f"the runs' {column!r} maps differ in shape: {sorted({m.shape for m in maps})}")
