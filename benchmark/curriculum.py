@@ -64,6 +64,9 @@ class Args(maml_vpg.Args):
     """frontier: the bins whose post-adaptation success rate lies in [low, high] get the training tasks (GoalGAN's)"""
     frontier_uniform: float = 0.2
     """frontier: the share of training tasks still drawn from the whole target distribution (the rest from the band)"""
+    frontier_grow: bool = False
+    """frontier: the band also takes each bin below it that borders a bin at or above its low end (a reverse
+    curriculum's growth outward from what is solved, Florensa et al. 2017)"""
     checkpoint_every: tyro.conf.Suppress[int] = 0  # these runs start over when killed: no checkpoint, no --resume
     resume: tyro.conf.Suppress[str | None] = None
 
@@ -134,7 +137,8 @@ class TaskSampler:
         (GoalGAN's goals of intermediate difficulty, Florensa et al. 2018): the bins whose success lies in
         [low, high] share 1 - u in proportion to their mass, and every bin gets u times its mass (u =
         --frontier-uniform); a bin with no success rate yet is outside the band, and with no bin in it the
-        target distribution is drawn from as it is.
+        target distribution is drawn from as it is. --frontier-grow adds to the band the bins below its low end
+        (or with no success rate yet) that border, side or corner, a bin at or above it.
         """
         support = self.mass > 0
         if not support.any():
@@ -145,6 +149,10 @@ class TaskSampler:
         if self.kind == "frontier":
             low, high = self.args.frontier_band
             band = support & (self.visits > 0) & (low <= self.success) & (self.success <= high)
+            if self.args.frontier_grow:
+                reached = np.pad(((self.visits > 0) & (self.success >= low)).reshape(self.bins, self.bins), 1)
+                border = sum(np.roll(reached, (dx, dy), (0, 1)) for dx in (-1, 0, 1) for dy in (-1, 0, 1))[1:-1, 1:-1]
+                band |= support & (border.ravel() > 0) & ~reached[1:-1, 1:-1].ravel()
             u = self.args.frontier_uniform
             return u * mass + (1 - u) * np.where(band, mass, 0) / mass[band].sum() if band.any() else mass
         score = np.where(self.visits > 0, self.score, np.inf)[support]  # no score yet: the hardest

@@ -88,6 +88,22 @@ def test_the_frontier_band_moves_as_the_success_rates_change():
     np.testing.assert_allclose(sampler.probabilities(), [0.25] * 4, rtol=1e-12)
 
 
+def test_frontier_grow_adds_the_unsolved_bins_that_border_a_reached_one():
+    """3 x 3 bins (index x_bin * 3 + y_bin): (0, 0) in the band, (2, 2) above it, the rest at 0 or never trained on.
+    Growing adds (0, 1), (1, 0), (1, 1) round the first and (1, 2), (2, 1) round the second; (0, 2) and (2, 0)
+    border neither, and (2, 2) stays out (it is solved)."""
+    sampler = curriculum.TaskSampler(curriculum.Args(task_sampler="frontier", sampler_bins=3, frontier_uniform=0.1))
+    sampler.mass[:] = 1
+    sampler.visits[:] = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+    sampler.visits[5] = 0  # (1, 2) has no success rate yet: it is below the band too
+    sampler.success[:] = [0.5, 0, 0, 0, 0, 0, 0, 0, 0.95]
+    np.testing.assert_allclose(sampler.probabilities(), [0.1 / 9 + 0.9] + [0.1 / 9] * 8, rtol=1e-12)
+    sampler.args.frontier_grow = True
+    grown = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 1)]
+    expected = [0.1 / 9 + 0.9 / 6 * ((x, y) in grown) for x in range(3) for y in range(3)]
+    np.testing.assert_allclose(sampler.probabilities(), expected, rtol=1e-12)
+
+
 def test_uniform_follows_the_mass_and_no_mass_means_uniform_over_bins():
     sampler = sampler_of("uniform")
     np.testing.assert_allclose(sampler.probabilities(), [0.25] * 4)
