@@ -15,10 +15,12 @@
 # (4, 6). --quick: 1 seed x 20 iterations (a few minutes).
 #   bash benchmark/experiments/exp7_curriculum.sh [--quick]      (WORKERS=2 by default)
 # Writes docs/results/curriculum_maml_success.md, curriculum_fomaml3_success.md,
-# curriculum_difficulty_success.md, noisy_optimum.md, frontier_{,grow_}{maml,fomaml3}{,_long}_success.md,
-# frontier_{maml,fomaml3}_sampled_share_q{1,3}.md, and docs/curriculum_{maml,fomaml3}_difficulty_map.png,
-# docs/curriculum_{maml,fomaml3}_behind_the_cross.png, and per learner docs/frontier_{maml,fomaml3}_success_map.png,
-# _behind_the_cross.png, _held_out_success.png, _sampled_share_q{1,3}.png (--quick: *_quick*, noisy_optimum_quick.md).
+# curriculum_difficulty_success.md, noisy_optimum.md, docs/curriculum_{maml,fomaml3}_difficulty_map.png,
+# docs/curriculum_{maml,fomaml3}_behind_the_cross.png, and (6) docs/results/frontier_{maml,fomaml3}{,_long}_success.md,
+# frontier_grow_{maml,fomaml3}_success.md, frontier_{maml,fomaml3}_sampled_share_q{1,3}.md,
+# frontier_{maml,fomaml3}_long_windows.md and per learner docs/frontier_{maml,fomaml3}_success_map.png,
+# _long_success_map.png, _behind_the_cross.png, _held_out_success.png, _long_windows.png, _sampled_share_q{1,3}.png
+# (--quick: *_quick*, noisy_optimum_quick.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."  # the repository root: python -m finds the benchmark package there
 WORKERS=${WORKERS:-2}
@@ -102,10 +104,18 @@ for learner in maml fomaml3; do
   python -m benchmark.tools.plots map benchmark/sweeps/frontier_$learner$Q --where task-sampler=plr,frontier \
     --column success_map --ylabel "success rate of its training tasks" --out docs/frontier_${learner}${Q}_success_map.png \
     --title "frontier_$learner$Q: post-adaptation success rate per goal bin as each sampler learned it"
+  python -m benchmark.tools.plots map benchmark/sweeps/frontier_${learner}_long$Q --where task-sampler=plr,frontier \
+    --column success_map --ylabel "success rate of its training tasks" --out docs/frontier_${learner}${Q}_long_success_map.png \
+    --title "frontier_${learner}_long$Q: post-adaptation success rate per goal bin after $((5 * ITERS)) meta-iterations"
   python -m benchmark.tools.plots curves benchmark/sweeps/frontier_${learner}_long$Q \
     --tag eval/post_adaptation_success_rate_on_reachable --xlabel meta-iteration \
     --ylabel "held-out success (reachable goals)" --out docs/frontier_${learner}${Q}_held_out_success.png \
     --title "frontier_${learner}_long$Q: held-out success after adaptation, 64 goals"
+  python -m benchmark.tools.plots windows benchmark/sweeps/frontier_${learner}_long$Q \
+    --tag eval/post_adaptation_success_rate_on_reachable --window $((5 * ITERS / 2)) --num-windows 2 --first-step 1 \
+    --xlabel iteration --ylabel "held-out success (reachable goals)" --out docs/frontier_${learner}${Q}_long_windows.png \
+    --table-out docs/results/frontier_${learner}${Q}_long_windows.md \
+    --title "frontier_${learner}_long$Q: held-out success, the mean of the evaluations in each half of training"
   python -m benchmark.tools.trajectories --goals 4.5,1.0 2.0,3.5 --out docs/frontier_${learner}${Q}_behind_the_cross.png \
     benchmark/sweeps/frontier_$learner$Q/task-sampler={uniform,plr,frontier}/seed=1
 done
