@@ -83,6 +83,10 @@ def check(args: Args) -> None:
         ("task_sampler", args.task_sampler == "uniform" or args.collision != "original",
          "uniform with --collision original (the samplers score tasks by their gap to nav_env's exact optimum, "
          "which it computes for block and stick)"),
+        *[(flag, flag.startswith(args.task_sampler) or getattr(args, flag) == getattr(Args, flag),  # none ignored
+           f"left at its default without --task-sampler {flag.split('_')[0]}") for flag in (
+            "plr_temperature", "plr_staleness", "cvar_alpha", "cvar_uniform", "frontier_band", "frontier_uniform",
+            "frontier_grow")],
     ]
     for flag, fine, must in rules:
         if not fine:

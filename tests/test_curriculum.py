@@ -254,6 +254,8 @@ def test_the_uniform_sampler_is_the_scripts_own_run(script, tmp_path):
     (dict(plr_staleness=1.5), "--plr-staleness must be in [0, 1], got 1.5"),
     (dict(plr_temperature=0.0), "--plr-temperature must be > 0, got 0.0"),
     (dict(sampler_bins=0), "--sampler-bins must be > 0, got 0"),
+    (dict(frontier_grow=True), "--frontier-grow must be left at its default without --task-sampler frontier, got True"),
+    (dict(task_sampler="plr", cvar_alpha=0.5), "--cvar-alpha must be left at its default without --task-sampler cvar"),
 ])
 def test_bad_sampler_values_exit_2_with_one_line(values, message, capsys):
     with pytest.raises(SystemExit) as exit:
