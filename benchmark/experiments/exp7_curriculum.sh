@@ -10,14 +10,15 @@
 #   4. experiment 3's grid (3 target distributions x 4 obstacle levels, FOMAML N = 3) per sampler.
 #   5. how much precision the goals need: the exact optimal policy with a share of random actions;
 #   6. the frontier sampler (goals of intermediate success) against uniform and plr, MAML and FOMAML N = 3, in
-#      sweeps of their own; the three samplers trained 5x longer (2,500 meta-iterations); --frontier-grow.
+#      sweeps of their own; the three samplers trained 5x longer (2,500 meta-iterations); --frontier-grow, with
+#      the band's low end at 0.1 and at 0.02.
 # Full: 500 meta-iterations; 5 seeds of the default sampler (uniform) and 3 of the others (1, 2), 3 seeds
 # (4, 6). --quick: 1 seed x 20 iterations (a few minutes).
 #   bash benchmark/experiments/exp7_curriculum.sh [--quick]      (WORKERS=2 by default)
 # Writes docs/results/curriculum_maml_success.md, curriculum_fomaml3_success.md,
 # curriculum_difficulty_success.md, noisy_optimum.md, docs/curriculum_{maml,fomaml3}_difficulty_map.png,
 # docs/curriculum_{maml,fomaml3}_behind_the_cross.png, and (6) docs/results/frontier_{maml,fomaml3}{,_long}_success.md,
-# frontier_grow_{maml,fomaml3}_success.md, frontier_{maml,fomaml3}_sampled_share_q{1,3}.md,
+# frontier_{grow,low}_{maml,fomaml3}_success.md, frontier_{maml,fomaml3}_sampled_share_q{1,3}.md,
 # frontier_{maml,fomaml3}_long_windows.md and per learner docs/frontier_{maml,fomaml3}_success_map.png,
 # _long_success_map.png, _behind_the_cross.png, _held_out_success.png, _long_windows.png, _sampled_share_q{1,3}.png
 # (--quick: *_quick*, noisy_optimum_quick.md).
@@ -71,7 +72,8 @@ python -m benchmark.tools.plots table benchmark/sweeps/curriculum_difficulty$Q \
 python -m benchmark.noisy_optimum --out docs/results/noisy_optimum$Q.md ${Q:+--repeats 4}
 
 # 6. The frontier sampler: the three samplers side by side on 3 seeds; then 5x longer (held out every 250 iterations),
-# seed 1 of each, and seeds 2 and 3 of uniform and frontier for MAML; then the frontier grown outward (--frontier-grow)
+# seed 1 of each, and seeds 2 and 3 of uniform and frontier for MAML; then the frontier grown outward (--frontier-grow),
+# also from a band's low end of 0.02
 for learner in maml fomaml3; do
   if [[ $learner == maml ]]; then FLAGS=(--set script=maml_vpg.py); else FLAGS=(--set script=fomaml_vpg.py --set inner-steps=3); fi
   python -m benchmark.tools.run benchmark/curriculum.py --name frontier_$learner$Q "${FLAGS[@]}" \
@@ -86,7 +88,10 @@ for learner in maml fomaml3; do
   python -m benchmark.tools.run benchmark/curriculum.py --name frontier_grow_$learner$Q "${FLAGS[@]}" \
     --grid task-sampler=frontier --set frontier-grow --seeds $CMP_SEEDS --set num-iterations=$ITERS \
     --set num-test-tasks=64 --set save-model --workers "$WORKERS"
-  for sweep in frontier_$learner$Q frontier_${learner}_long$Q frontier_grow_$learner$Q; do
+  python -m benchmark.tools.run benchmark/curriculum.py --name frontier_low_$learner$Q "${FLAGS[@]}" \
+    --grid task-sampler=frontier --set frontier-grow --set "frontier-band=0.02 0.9" --seeds $CMP_SEEDS \
+    --set num-iterations=$ITERS --set num-test-tasks=64 --set save-model --workers "$WORKERS"
+  for sweep in frontier_$learner$Q frontier_${learner}_long$Q frontier_grow_$learner$Q frontier_low_$learner$Q; do
     python -m benchmark.tools.plots table benchmark/sweeps/$sweep --columns "${COLUMNS[@]}" \
       "sampled_share_by_quadrant[0]" "sampled_share_by_quadrant[1]" "sampled_share_by_quadrant[2]" \
       "sampled_share_by_quadrant[3]" --out docs/results/${sweep}_success.md \
