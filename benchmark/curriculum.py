@@ -153,10 +153,11 @@ class TaskSampler:
         if self.kind == "frontier":
             low, high = self.args.frontier_band
             band = support & (self.visits > 0) & (low <= self.success) & (self.success <= high)
-            if self.args.frontier_grow:
-                reached = np.pad(((self.visits > 0) & (self.success >= low)).reshape(self.bins, self.bins), 1)
-                border = sum(np.roll(reached, (dx, dy), (0, 1)) for dx in (-1, 0, 1) for dy in (-1, 0, 1))[1:-1, 1:-1]
-                band |= support & (border.ravel() > 0) & ~reached[1:-1, 1:-1].ravel()
+            if self.args.frontier_grow:  # a bin next to (or at) a reached one: any reached bin in its 3 x 3 window
+                reached = ((self.visits > 0) & (self.success >= low)).reshape(self.bins, self.bins)
+                padded, n = np.pad(reached, 1), self.bins
+                near = np.any([padded[dx : dx + n, dy : dy + n] for dx in range(3) for dy in range(3)], axis=0)
+                band |= support & (near & ~reached).ravel()
             u = self.args.frontier_uniform
             return u * mass + (1 - u) * np.where(band, mass, 0) / mass[band].sum() if band.any() else mass
         score = np.where(self.visits > 0, self.score, np.inf)[support]  # no score yet: the hardest
