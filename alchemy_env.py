@@ -44,7 +44,7 @@ Public API (in this order below; the tables the step reads come last, in their o
     load_dm_alchemy_eval_set   dm_alchemy's 1,000 evaluation episodes and its five agents' scores on them
                                (needs the dm_alchemy package); eval_set_tasks, eval_set_options (the first n
                                as batched reset options), episode_scores, compare_with_agents, mean_and_sem;
-                               score_on_eval_set scores a policy on them, log_eval_set logs and prints that
+                               score_on_eval_set scores a policy on them
     DMAlchemyVectorEnv         DeepMind's own symbolic envs behind this vector env's reset and step, one
                                Python env per episode: a slow reference (needs the dm_alchemy package)
 
@@ -771,18 +771,6 @@ def score_on_eval_set(policy, episodes: int, seed: int) -> dict[str, Any]:
                                                                      compare_with_agents(scores, heuristic))
     return dict(eval_episodes=episodes, eval_set_score=score, eval_set_score_sem=score_sem, reference_scores=references,
                 reference_score_sems=reference_sems, post_minus_reference=differences)
-
-
-def log_eval_set(writer, step: int, figures: Mapping[str, Any]) -> None:
-    """score_on_eval_set's figures logged to a TensorBoard SummaryWriter (eval_set/score, eval_set/reference_<agent>,
-    eval_set/post_minus_<agent>: the mean paired difference), and one console line beside two of the agents."""
-    writer.add_scalar("eval_set/score", figures["eval_set_score"], step)
-    for agent, score in figures["reference_scores"].items():
-        writer.add_scalar(f"eval_set/reference_{agent}", score, step)
-        writer.add_scalar(f"eval_set/post_minus_{agent}", figures["post_minus_reference"][agent][0], step)
-    print(f"dm_alchemy's evaluation episodes ({figures['eval_episodes']}): score {figures['eval_set_score']:.2f}; the "
-          f"random heuristic {figures['reference_scores']['random_heuristic']:.2f} and V-MPO "
-          f"{figures['reference_scores']['baseline']:.2f} on the same episodes")
 
 
 def _dm_chemistry_to_canonical(chemistry, rotations: list) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class Args:
     seed: int = 1
     """seed of the experiment (training chemistries, items, actions, network initialisation)"""
     cuda: bool = False
-    """if toggled, use CUDA when it is available"""
+    """if toggled, run on the CUDA device (it must be available)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "meta-rl"
@@ -326,6 +326,7 @@ def check(args: Args) -> Args:
          <= 1000, "in [1, 1000], with --eval-set dm_alchemy"),
         *[(flag, args.track or flag not in given, "left alone without --track")
           for flag in ("wandb_project_name", "wandb_entity")],
+        ("cuda", not args.cuda or torch.cuda.is_available(), "given only where a CUDA device is available"),
         ("track", not args.track or importlib.util.find_spec("wandb") is not None, "given with wandb installed"),
         ("load_model", args.load_model is None or os.path.isfile(args.load_model), "an existing file"),
         ("resume", args.resume is None or set(given) <= {"resume", "torch_threads"},
@@ -355,9 +356,7 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    if args.cuda and not torch.cuda.is_available():
-        print("--cuda given but no CUDA device is available: running on the CPU")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training chemistries, never a test or evaluation-set one
     test_chemistries = alchemy_env.seeded_chemistries(args.level, np.random.default_rng([1, args.test_seed]).integers(
         0, 2**31 - 1, size=args.num_test_tasks))
@@ -387,10 +386,12 @@ if __name__ == "__main__":
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_iteration, global_step, rng = checkpoint["loop"]
-        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
+        for restore, state in zip((random.setstate, np.random.set_state, torch.set_rng_state), rng):
+            restore(state)
         for generator, state in zip(generators, rng[3]):
             generator.bit_generator.state = state
-        torch.cuda.set_rng_state_all(rng[4]) if rng[4] else None
+        if rng[4]:
+            torch.cuda.set_rng_state_all(rng[4])
     os.makedirs(run_dir, exist_ok=True)
     if args.track:  # the run's folder name is its W&B name and id: a resumed run continues its W&B run
         import wandb

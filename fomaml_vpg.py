@@ -36,7 +36,7 @@ class Args:
     seed: int = 1
     """seed of the experiment (training tasks, actions, network initialisation)"""
     cuda: bool = False
-    """if toggled, use CUDA when it is available (the CPU otherwise, with a message)"""
+    """if toggled, run on the CUDA device (it must be available)"""
     track: bool = False
     """if toggled, track the run with Weights and Biases (the TensorBoard logs synced; needs wandb)"""
     wandb_project_name: str = "meta-rl"
@@ -81,8 +81,6 @@ class Args:
     """the number of held-out test tasks"""
     test_seed: int = 0
     """seed of the held-out test tasks, apart from --seed so that every run is tested on the same goals"""
-    eval_inner_steps: int | None = None
-    """K >= N: the final evaluation measures adaptation after 0..K inner steps (None: K = --inner-steps)"""
     save_model: bool = False
     """if toggled, save the meta-parameters to runs/{run_name}/{exp_name}.cleanrl_model"""
     load_model: str | None = None
@@ -109,7 +107,6 @@ class Policy(nn.Module):
         self.net = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
                                  layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
                                  layer_init(nn.Linear(hidden, num_actions), std=0.01))
-
     def forward(self, obs):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
 
@@ -160,23 +157,19 @@ def rollout(envs, model, task_params, goals, args, device):
     tasks, episodes, horizon = len(goals), args.episodes_per_task, nav_env.MAX_EPISODE_STEPS
     obs_np, _ = envs.reset(options={"goals": np.repeat(goals, episodes, axis=0)})
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
-    logits = torch.zeros((horizon, tasks * episodes, int(envs.single_action_space.n)), device=device)
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = np.zeros((horizon, tasks * episodes), dtype=np.float32)
     alive = np.ones((horizon + 1, tasks * episodes), dtype=bool)  # alive[t]: the episode runs at step t
-    positions = np.repeat(envs.positions[None], horizon + 1, axis=0).astype(np.float64)
     with torch.no_grad():
         for t in range(horizon):
             obs[t] = torch.from_numpy(obs_np)
-            logits[t] = task_logits(model, task_params, obs[t].view(tasks, episodes, -1).to(device)).flatten(0, 1)
-            if not torch.isfinite(logits[t]).all():  # a diverged policy, which multinomial would refuse
+            logits = task_logits(model, task_params, obs[t].view(tasks, episodes, -1).to(device)).flatten(0, 1)
+            if not torch.isfinite(logits).all():  # a diverged policy, which multinomial would refuse
                 stop(3, "non-finite action logits: the run diverged; lower --outer-lr or --inner-lr")
-            actions[t] = torch.multinomial(torch.softmax(logits[t], -1), 1).squeeze(-1).cpu()
+            actions[t] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).cpu()
             obs_np, rewards[t], terminated, truncated, info = envs.step(actions[t].numpy())
-            positions[t + 1], alive[t + 1] = envs.positions, ~(terminated | truncated)
-        step_entropy = torch.special.entr(torch.softmax(logits, -1)).sum(-1).cpu()
+            alive[t + 1] = ~(terminated | truncated)
     mask = torch.from_numpy(alive[:-1]).float()
-
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
     obs, actions, task_mask, rewards = by_task(obs), by_task(actions), by_task(mask), by_task(torch.from_numpy(rewards))
@@ -186,15 +179,13 @@ def rollout(envs, model, task_params, goals, args, device):
              "advantages": advantages.reshape(tasks, -1), "mask": task_mask.reshape(tasks, -1)}
     stats = {"returns": rewards.sum(-1).numpy(), "distances": info["distance"].reshape(tasks, episodes),
              "reached": terminated.reshape(tasks, episodes),  # (tasks, episodes); an ended episode keeps its flag
-             "env_steps": int(mask.sum()), "positions": positions,
-             "entropy": float((step_entropy * mask).sum() / mask.sum())}  # the mean over the steps taken (nats)
+             "env_steps": int(mask.sum())}
     return {k: v.to(device) for k, v in batch.items()}, stats
 
 def discount_matrix(rate: float, horizon: int) -> torch.Tensor:
     """M[t, u] = rate^(u - t) for u >= t, else 0; x @ M.T sums the discounted future of x at every t."""
     steps = torch.arange(horizon, dtype=torch.float64)
-    exponent = steps[None, :] - steps[:, None]
-    return torch.where(exponent >= 0, rate ** exponent.clamp(min=0), torch.zeros(()))
+    return torch.triu(rate ** (steps[None, :] - steps[:, None]).clamp(min=0))
 
 def linear_baseline(features, returns, mask, reg: float = 1e-5):
     """Per-task ridge regression of returns (tasks, n) on features (tasks, n, F): the MAML paper's baseline."""
@@ -236,6 +227,23 @@ def sample_and_adapt(envs, model, params, goals, num_steps: int, args, device):
             task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
     return batches, stats, task_params
 
+def evaluate(writer, iteration: int, envs, model, params, goals, args, device) -> dict:
+    """Held-out return, distance and success (the share of episodes reaching the goal) after 0..N inner steps."""
+    stats, n = sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)[1], args.inner_steps
+    figures = {"test_goals": goals.tolist()}
+    for name, key, summary_name in (("return", "returns", "return"), ("distance", "distances", "distance"),
+                                    ("success", "reached", "success_rate")):
+        figures[f"{name}_after_steps"] = [float(s[key].mean()) for s in stats]
+        figures[f"{name}_by_goal_after_steps"] = [s[key].mean(1).tolist() for s in stats]
+        for when, k in (("pre_adaptation", 0), ("post_adaptation", n)):
+            figures[f"{when}_{summary_name}"] = figures[f"{name}_after_steps"][k]
+            writer.add_scalar(f"eval/{when}_{summary_name}", figures[f"{when}_{summary_name}"], iteration)
+    figures["adaptation_gain"] = figures["post_adaptation_return"] - figures["pre_adaptation_return"]
+    print(f"held-out at iteration {iteration}, 0 -> {n} inner step{'s' * (n != 1)}: " + ", ".join(
+        f"{name} {figures[f'{name}_after_steps'][0]:.{digits}f} -> {figures[f'{name}_after_steps'][n]:.{digits}f}"
+        for name, digits in (("return", 1), ("distance", 2), ("success", 2))), flush=True)
+    return figures
+
 def stop(code: int, message: str):
     print(f"error: {message}", file=sys.stderr)  # bad input (exit code 2) or a diverged run (3): one line
     sys.exit(code)
@@ -251,10 +259,10 @@ def check(args: Args) -> None:
           ("meta_batch_size", "episodes_per_task", "inner_steps", "hidden_size", "num_test_tasks", "torch_threads")],
         *[(flag, getattr(args, flag) >= 0, ">= 0") for flag in ("num_iterations", "eval_every", "checkpoint_every")],
         ("max_grad_norm", 0 <= args.max_grad_norm < math.inf, "a finite number >= 0"),
-        ("eval_inner_steps", (args.eval_inner_steps or args.inner_steps) >= args.inner_steps, ">= --inner-steps"),
         ("exp_name", args.exp_name != "" and "/" not in args.exp_name, "a name without '/'"),
         *[(flag, args.track or getattr(args, flag) == getattr(Args, flag), "left alone without --track")
           for flag in ("wandb_project_name", "wandb_entity")],
+        ("cuda", not args.cuda or torch.cuda.is_available(), "given only where a CUDA device is available"),
         ("track", not args.track or importlib.util.find_spec("wandb") is not None, "given with wandb installed"),
         ("load_model", args.load_model is None or os.path.isfile(args.load_model), "an existing file"),
     ]
@@ -281,11 +289,9 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    if args.cuda and not torch.cuda.is_available():
-        print("--cuda given but no CUDA device is available: running on the CPU")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training goals
-    test = nav_env.held_out_tasks(args.targets, args.num_test_tasks, args.test_seed, args.obstacles, args.collision)
+    test_goals = nav_env.sample_goals(args.targets, args.num_test_tasks, np.random.default_rng([1, args.test_seed]))
 
     # env setup: fixed-horizon rollouts, an ended episode waits (masked out) until the horizon
     kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision, autoreset_mode="Disabled")
@@ -306,15 +312,17 @@ if __name__ == "__main__":
     params = dict(model.named_parameters())
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[args.outer_optimizer](params.values(), args.outer_lr)
     generators = (task_rng, envs.np_random, test_envs.np_random)  # with the global ones: every RNG the loop draws from
-    global_step, start_iteration, iteration_times, iteration_sps = 0, 0, [], []
+    global_step, start_iteration, iteration_times = 0, 0, []
     if checkpoint is not None:  # continue where the checkpoint left off
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        start_iteration, global_step, iteration_times, iteration_sps, rng = checkpoint["loop"]
-        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
+        start_iteration, global_step, iteration_times, rng = checkpoint["loop"]
+        for restore, state in zip((random.setstate, np.random.set_state, torch.set_rng_state), rng):
+            restore(state)
         for generator, state in zip(generators, rng[3]):
             generator.bit_generator.state = state
-        torch.cuda.set_rng_state_all(rng[4]) if rng[4] else None
+        if rng[4]:
+            torch.cuda.set_rng_state_all(rng[4])
     else:
         try:
             os.makedirs(run_dir)
@@ -346,43 +354,37 @@ if __name__ == "__main__":
         optimizer.step()
         global_step += sum(s["env_steps"] for s in stats)
         iteration_times.append(time.time() - iteration_start)
-        iteration_sps.append(sum(s["env_steps"] for s in stats) / iteration_times[-1])
+        sps = int(sum(s["env_steps"] for s in stats) / iteration_times[-1])
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes; the x axis is the meta-iteration, as in the papers
         writer.add_scalar("charts/pre_adaptation_return", stats[0]["returns"].mean(), iteration)
         writer.add_scalar("charts/post_adaptation_return", stats[-1]["returns"].mean(), iteration)
         writer.add_scalar("charts/pre_adaptation_distance", stats[0]["distances"].mean(), iteration)
         writer.add_scalar("charts/post_adaptation_distance", stats[-1]["distances"].mean(), iteration)
-        writer.add_scalar("charts/policy_entropy", stats[0]["entropy"], iteration)
         writer.add_scalar("charts/env_steps", global_step, iteration)
         writer.add_scalar("charts/iteration_time", iteration_times[-1], iteration)
-        writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
+        writer.add_scalar("charts/SPS", sps, iteration)
         writer.add_scalar("losses/outer_loss", loss.item(), iteration)
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} pre/post-adaptation return "
-                  f"{stats[0]['returns'].mean():.1f} -> {stats[-1]['returns'].mean():.1f} SPS={int(iteration_sps[-1])}")
+                  f"{stats[0]['returns'].mean():.1f} -> {stats[-1]['returns'].mean():.1f} SPS={sps}")
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
-            test_stats = sample_and_adapt(test_envs, model, params, test[0], args.inner_steps, args, device)[1]
-            nav_env.log_held_out(writer, iteration, test_stats, test, args.inner_steps, args.obstacles)
+            evaluate(writer, iteration, test_envs, model, params, test_goals, args, device)
         if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
             rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), [g.bit_generator.state for g in
                    generators], torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
             torch.save({os.path.basename(__file__): asdict(args), "model": model.state_dict(), "optimizer":
-                        optimizer.state_dict(), "loop": (iteration, global_step, iteration_times, iteration_sps, rng)},
+                        optimizer.state_dict(), "loop": (iteration, global_step, iteration_times, rng)},
                        checkpoint_path + ".tmp")
             os.replace(checkpoint_path + ".tmp", checkpoint_path)  # a kill mid-write leaves the last one whole
 
-    # final evaluation on the held-out test tasks, after 0..K inner steps
+    # final evaluation on the held-out test tasks, after 0..N inner steps
     train_time = time.time() - start_time
-    eval_steps = max(args.inner_steps, args.eval_inner_steps or 0)
-    test_stats = sample_and_adapt(test_envs, model, params, test[0], eval_steps, args, device)[1]
-    figures = nav_env.log_held_out(writer, args.num_iterations, test_stats, test, args.inner_steps, args.obstacles)
+    figures = evaluate(writer, args.num_iterations, test_envs, model, params, test_goals, args, device)
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step, **figures,
                "wall_time_s": time.time() - start_time, "train_time_s": train_time,
-               "sps": global_step / train_time if global_step else None,
-               "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
-               "median_sps": float(np.median(iteration_sps)) if iteration_sps else None}
+               "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None}
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])
@@ -390,6 +392,4 @@ if __name__ == "__main__":
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")
-    envs.close()
-    test_envs.close()
     writer.close()

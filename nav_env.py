@@ -1,36 +1,15 @@
 """2D navigation with obstacles: the task family of Duan & Wang, "Towards Training Effectiveness in
-Gradient-Based Meta-RL" (AAAI-22 student abstract; code: github.com/duanwenbo/aaai22).
+Gradient-Based Meta-RL" (AAAI-22 student abstract; code: github.com/duanwenbo/aaai22). `NavigationEnv`
+(gymnasium.Env) specifies it; `NavigationVectorEnv` steps any number of envs as numpy arrays with the same code
+(a batch of one is the single env), so the two agree exactly; `render_trajectories` draws the map and paths.
 
-The agent starts at (9.9, 9.9) on the map [0, 10] x [0, 10] and has 100 moves to reach a goal. Each of
-the 8 actions (N, NE, E, SE, S, SW, W, NW) moves 0.1 along x and/or y. After every move the reward is
-minus the squared distance to the goal; coming within sqrt(0.02) of the goal ends the episode with
-reward 0. A task is a goal; the three target distributions decide where goals fall, the four obstacle
-levels put line-segment walls between the start and many goals.
-
-Every position the agent can reach and every goal lies on the 0.1 grid, so the state is kept in
-integer grid cells (0..100 per axis). That makes the geometry exact (no drifting float sums) and
-lets collisions be a precomputed table: for each cell and action, is the move free, blocked by the
-map's edge, or blocked by an obstacle? The table is built with an exact segment-intersection test
-(`segments_intersect`), which also works for arbitrary float segments.
-
-Three collision modes:
-- "block" (default): a move that would leave the map or cross or touch an obstacle is cancelled.
-- "stick": the same grid dynamics, but a move that would cross or touch an obstacle freezes the agent where it
-  is for the rest of the episode (walls still block). A simplified, grid-exact reading of the papers'
-  "sticky" obstacles; it is not the papers' code.
-- "original": the papers' code itself (`NavigationPro` in duanwenbo/aaai22), step for step and in its
-  float64 arithmetic: no walls (-800 per step outside the map), 99 moves plus a 100th step that repeats
-  the last reward, the goal test on the float squared distance, and its contact rule (move onto the
-  obstacle, then back to the point before it for the rest of the episode, repeating the contact
-  reward). Positions are float sums of +-0.1 that drift off the grid, and the original's borderline
-  decisions (a diagonal neighbour of the goal, landing on a segment's end) depend on that drift, so this
-  mode keeps float positions and repeats the original's computations in the same order.
-
-`NavigationEnv` is a gymnasium.Env; `NavigationVectorEnv` steps any number of envs as numpy arrays
-with the same code (a batch of one is the single env), so the two agree exactly. Beside them: the exact
-optimum of every task (`optimal_returns`, by dynamic programming), the scoring of meta-learners on held-out
-tasks (`held_out_tasks`, `held_out_figures`, `log_held_out`), one episode of a deterministic policy
-(`play_episode`), the scoring of a learner on one task (`single_task_figures`) and `render_trajectories`.
+Every position the agent can reach and every goal lies on the 0.1 grid, so the state is kept in integer cells
+(0..100 per axis). The geometry is exact, with no drifting float sums, and collisions are a precomputed table,
+`collision_table`: for each cell and action, is the move free, blocked by the map's edge, or by an obstacle? It is
+the env's whole transition model, for a planner to use (as FrozenLake's `P`). collision="original" is the papers'
+code itself (`NavigationPro`), whose float positions drift off the grid and whose borderline decisions (a diagonal
+neighbour of the goal, landing on a segment's end) depend on that drift: that mode keeps float positions and
+repeats the original's computations in the same order (`_OriginalNavigationBatch`).
 """
 
 from __future__ import annotations
@@ -47,7 +26,6 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 # --- constants of the task family -----------------------------------------------------------------
-
 MAP_SIZE = 10.0
 CELLS_PER_UNIT = 10  # the move length is 0.1, so one move = one cell along each moved axis
 GRID_MAX = int(MAP_SIZE * CELLS_PER_UNIT)  # cells are 0..GRID_MAX on each axis
@@ -60,23 +38,13 @@ GOAL_RADIUS_SQ_CELLS = 2
 
 ACTION_NAMES = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 # (dx, dy) in cells per action, same order as the original code's action_dict
-ACTION_DELTAS = np.array(
-    [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)], dtype=np.int64
-)
+ACTION_DELTAS = np.array([(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)], dtype=np.int64)
 
 # Obstacle segments ((x0, y0), (x1, y1)) in map units, from the paper's supplementary material.
 _EASY = (((5.0, 7.0), (5.0, 3.0)),)
 _MEDIUM = _EASY + (((3.0, 5.0), (7.0, 5.0)),)
-_HARD = (
-    ((1.5, 5.5), (4.5, 5.5)),
-    ((5.5, 5.5), (8.5, 5.5)),
-    ((1.5, 4.5), (4.5, 4.5)),
-    ((5.5, 4.5), (8.5, 4.5)),
-    ((4.5, 5.5), (4.5, 8.5)),
-    ((5.5, 5.5), (5.5, 8.5)),
-    ((4.5, 4.5), (4.5, 1.5)),
-    ((5.5, 4.5), (5.5, 1.5)),
-)
+_HARD = (((1.5, 5.5), (4.5, 5.5)), ((5.5, 5.5), (8.5, 5.5)), ((1.5, 4.5), (4.5, 4.5)), ((5.5, 4.5), (8.5, 4.5)),
+         ((4.5, 5.5), (4.5, 8.5)), ((5.5, 5.5), (5.5, 8.5)), ((4.5, 4.5), (4.5, 1.5)), ((5.5, 4.5), (5.5, 1.5)))
 OBSTACLES: dict[str, tuple] = {"none": (), "easy": _EASY, "medium": _MEDIUM, "hard": _HARD}
 TARGETS = ("uniform", "random", "narrow")
 COLLISIONS = ("block", "stick", "original")
@@ -103,30 +71,20 @@ FREE, WALL, OBSTACLE = 0, 1, 2
 # Exact float32 coordinates of the cells, so observations are the same however they are built.
 _CELL_COORD = (np.arange(GRID_MAX + 1, dtype=np.float64) / CELLS_PER_UNIT).astype(np.float32)
 
-
 def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
-
 # --- geometry --------------------------------------------------------------------------------------
-
-
 def segments_intersect(p0, p1, q0, q1) -> np.ndarray:
-    """Whether closed segment p0-p1 meets closed segment q0-q1 (touching counts). Broadcasts.
-
-    Points are arrays whose last axis is (x, y). The classic orientation test: the segments meet iff
-    each one's endpoints are not strictly on the same side of the other's line, except when all four
-    points are collinear, where they meet iff their extents overlap. Exact for integer inputs;
-    degenerate segments (a point) are handled, so it also tests "point on segment".
-    """
+    """Whether closed segment p0-p1 meets closed segment q0-q1 (touching counts); points are arrays whose last axis
+    is (x, y), broadcast. The classic orientation test: the segments meet iff each one's endpoints are not strictly
+    on the same side of the other's line, except when all four points are collinear, where they meet iff their
+    extents overlap. Exact for integer inputs; a degenerate segment (a point) tests "point on segment"."""
     p0, p1, q0, q1 = (np.asarray(v) for v in (p0, p1, q0, q1))
-
     def orientation(a, b, c):  # sign of the cross product (b - a) x (c - a)
-        cross = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (
-            c[..., 0] - a[..., 0]
-        )
-        return np.sign(cross)
+        ab, ac = b - a, c - a
+        return np.sign(ab[..., 0] * ac[..., 1] - ab[..., 1] * ac[..., 0])
 
     o1, o2 = orientation(p0, p1, q0), orientation(p0, p1, q1)
     o3, o4 = orientation(q0, q1, p0), orientation(q0, q1, p1)
@@ -138,16 +96,13 @@ def segments_intersect(p0, p1, q0, q1) -> np.ndarray:
         extents_overlap &= np.maximum(q0[..., axis], q1[..., axis]) >= np.minimum(p0[..., axis], p1[..., axis])
     return np.where(collinear, extents_overlap, proper_or_touching)
 
-
 def _segments(obstacles: str) -> np.ndarray:
     """Obstacle segments of a level as a float array (num_segments, 2 endpoints, 2) in map units."""
     return np.array(OBSTACLES[obstacles], dtype=np.float64).reshape(-1, 2, 2)
 
-
 def _segments_in_cells(obstacles: str) -> np.ndarray:
     """Obstacle segments of a level as an int array (num_segments, 2 endpoints, 2) in grid cells."""
     return np.rint(_segments(obstacles) * CELLS_PER_UNIT).astype(np.int64)
-
 
 @functools.lru_cache(maxsize=None)
 def collision_table(obstacles: str) -> np.ndarray:
@@ -163,15 +118,12 @@ def collision_table(obstacles: str) -> np.ndarray:
     table = np.full(targets.shape[:3], FREE, dtype=np.uint8)
     segments = _segments_in_cells(obstacles)
     if len(segments):
-        hits = segments_intersect(
-            origins[..., None, :], targets[..., None, :], segments[:, 0], segments[:, 1]
-        ).any(-1)
-        table[hits] = OBSTACLE
+        hits = segments_intersect(origins[..., None, :], targets[..., None, :], segments[:, 0], segments[:, 1])
+        table[hits.any(-1)] = OBSTACLE
     off_map = ((targets < 0) | (targets > GRID_MAX)).any(-1)
     table[off_map] = WALL
     table.flags.writeable = False
     return table
-
 
 def _on_obstacle(goal_cells: np.ndarray, obstacles: str | Sequence[str]) -> np.ndarray:
     """Which goals (cells, shape (n, 2)) lie on an obstacle segment of the given level(s)."""
@@ -182,10 +134,7 @@ def _on_obstacle(goal_cells: np.ndarray, obstacles: str | Sequence[str]) -> np.n
     g = goal_cells[:, None, :]
     return segments_intersect(g, g, segments[:, 0], segments[:, 1]).any(-1)
 
-
 # --- tasks -----------------------------------------------------------------------------------------
-
-
 def _draw_goal_cells(targets: str, n: int, rng: np.random.Generator, first_task: int) -> np.ndarray:
     quadrant_cycle = _TARGET_QUADRANTS[targets]
     if quadrant_cycle is None:
@@ -196,16 +145,12 @@ def _draw_goal_cells(targets: str, n: int, rng: np.random.Generator, first_task:
     xy = rng.uniform(bounds[:, [0, 2]], bounds[:, [1, 3]])
     return np.rint(xy * CELLS_PER_UNIT).astype(np.int64)  # round to 0.1, as the original does
 
-
 def sample_goals(targets: str, n: int, rng: np.random.Generator, first_task: int = 0) -> np.ndarray:
-    """Draw n goals (tasks), an array (n, 2) in map units rounded to 0.1.
-
-    "uniform" cycles through the four quadrants, task i in quadrant (first_task + i) % 4 (Q1 = upper
-    right, then counter-clockwise); "narrow" alternates between the two left quadrants (x < 5,
-    starting with the lower one); "random" is uniform over the whole map. Goals that would lie on an
-    obstacle segment of ANY level are redrawn, so a seed gives the same tasks on every obstacle level
-    (which makes comparisons across levels paired).
-    """
+    """Draw n goals (tasks), an array (n, 2) in map units rounded to 0.1. "uniform" cycles through the four
+    quadrants, task i in quadrant (first_task + i) % 4 (Q1 = upper right, then counter-clockwise); "narrow"
+    alternates between the two left quadrants (x < 5, starting with the lower one); "random" is uniform over the
+    whole map. Goals that would lie on an obstacle segment of ANY level are redrawn, so a seed gives the same tasks
+    on every obstacle level (which makes comparisons across levels paired)."""
     _check_choice("target distribution", targets, TARGETS)
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"number of goals must be a non-negative integer, got {n!r}")
@@ -219,10 +164,8 @@ def sample_goals(targets: str, n: int, rng: np.random.Generator, first_task: int
         bad[redraw] = _on_obstacle(cells[redraw], all_levels)
     return cells / CELLS_PER_UNIT
 
-
 def _format_point(point) -> str:
     return "(" + ", ".join(f"{float(c):g}" for c in point) + ")"
-
 
 def _goals_to_cells(goals, n: int, obstacles: str) -> np.ndarray:
     """Validate goals given by a user (array-like (n, 2), map units) and turn them into cells."""
@@ -230,23 +173,19 @@ def _goals_to_cells(goals, n: int, obstacles: str) -> np.ndarray:
     if goals_array.shape != (n, 2):
         raise ValueError(f"goals must have shape ({n}, 2), got shape {goals_array.shape}")
     if not np.isfinite(goals_array).all():
-        raise ValueError(f"goals must be finite numbers, got {_format_point(goals_array[~np.isfinite(goals_array).all(1)][0])}")
+        bad = goals_array[~np.isfinite(goals_array).all(1)][0]
+        raise ValueError(f"goals must be finite numbers, got {_format_point(bad)}")
     outside = ((goals_array < 0) | (goals_array > MAP_SIZE)).any(1)
     if outside.any():
         raise ValueError(f"goal {_format_point(goals_array[outside][0])} is outside the map; allowed: x, y in [0, 10]")
     cells = np.rint(goals_array * CELLS_PER_UNIT).astype(np.int64)
     on_obstacle = _on_obstacle(cells, obstacles)
     if on_obstacle.any():
-        raise ValueError(
-            f"goal {_format_point(cells[on_obstacle][0] / CELLS_PER_UNIT)} lies on an obstacle of level "
-            f"{obstacles!r}; allowed: free points of the map"
-        )
+        raise ValueError(f"goal {_format_point(cells[on_obstacle][0] / CELLS_PER_UNIT)} lies on an obstacle of level "
+                         f"{obstacles!r}; allowed: free points of the map")
     return cells
 
-
 # --- shared dynamics -------------------------------------------------------------------------------
-
-
 class _NavigationBatch:
     """State and dynamics of a batch of navigation envs on the grid, as integer arrays (collision "block"
     and "stick"). Used by both env classes; `_OriginalNavigationBatch` replaces the dynamics."""
@@ -263,30 +202,22 @@ class _NavigationBatch:
         self.frozen = np.zeros(num_envs, dtype=bool)  # collision="stick": touched an obstacle
         self.terminated = np.zeros(num_envs, dtype=bool)
         self.truncated = np.zeros(num_envs, dtype=bool)
-
     def reset(self, mask: np.ndarray | slice = slice(None)) -> None:
         self.position[mask] = START_CELL
         self.elapsed[mask] = 0
         self.frozen[mask] = False
         self.terminated[mask] = False
         self.truncated[mask] = False
-
     def observation(self) -> np.ndarray:
         columns = (self.position, self.goal) if self.see_goal else (self.position,)
         return _CELL_COORD[np.concatenate(columns, axis=1)]
-
-    def positions(self) -> np.ndarray:
-        """Positions (num_envs, 2) in map units."""
+    def positions(self) -> np.ndarray:  # (num_envs, 2) in map units
         return self.position / CELLS_PER_UNIT
-
     def distance_sq_cells(self) -> np.ndarray:
         offset = self.position - self.goal
         return (offset * offset).sum(1)
-
-    def distances(self) -> np.ndarray:
-        """Euclidean distance of each env's position to its goal, in map units."""
+    def distances(self) -> np.ndarray:  # each env's Euclidean distance to its goal, in map units
         return np.sqrt(self.distance_sq_cells()) / CELLS_PER_UNIT
-
     def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
         """Move every env that has not ended; return the rewards. Ended envs stay put with reward 0,
         and so do the envs in `hold` (just autoreset: their action is ignored)."""
@@ -305,15 +236,12 @@ class _NavigationBatch:
         self.truncated |= running & ~reached & (self.elapsed >= MAX_EPISODE_STEPS)
         return np.where(running & ~reached, -distance_sq / CELLS_PER_UNIT**2, 0.0)
 
-
 class _OriginalNavigationBatch(_NavigationBatch):
-    """collision="original": the step of the papers' `NavigationPro`, batched, in its float64 arithmetic.
-
-    Per env the original keeps a float position, the position before the last move, a contact flag
-    ("adsorption"), and the last reward and squared distance, which it does not recompute after a
-    contact or on the 100th step. Every expression below is evaluated in the original's order, so the
-    float results, and with them the borderline decisions, are the same bit for bit.
-    """
+    """collision="original": the step of the papers' `NavigationPro`, batched, in its float64 arithmetic. Per env
+    the original keeps a float position, the position before the last move, a contact flag ("adsorption"), and the
+    last reward and squared distance, which it does not recompute after a contact or on the 100th step. Every
+    expression below is evaluated in the original's order, so the float results, and with them the borderline
+    decisions, are the same bit for bit."""
 
     def __init__(self, num_envs: int, obstacles: str, see_goal: bool, collision: str):
         super().__init__(num_envs, obstacles, see_goal, collision)
@@ -328,7 +256,6 @@ class _OriginalNavigationBatch(_NavigationBatch):
         ab = self.segment_a - self.segment_b
         self.segment_length = np.sqrt(ab[:, 0] * ab[:, 0] + ab[:, 1] * ab[:, 1])  # np.linalg.norm
         self.contact_candidates = _contact_candidates(obstacles)
-
     def reset(self, mask: np.ndarray | slice = slice(None)) -> None:
         super().reset(mask)
         self.point[mask] = START
@@ -336,17 +263,13 @@ class _OriginalNavigationBatch(_NavigationBatch):
         self.in_contact[mask] = False
         self.last_reward[mask] = 0.0
         self.last_distance_sq[mask] = 0.0
-
     def observation(self) -> np.ndarray:
         return np.concatenate((self.point, self.goal_point), axis=1) if self.see_goal else self.point.copy()
-
     def positions(self) -> np.ndarray:
         return self.point.copy()
-
     def distances(self) -> np.ndarray:
         offset = self.point - self.goal_point
         return np.sqrt((offset * offset).sum(1))
-
     def touches_obstacle(self, points: np.ndarray) -> np.ndarray:
         """The original's contact test for points (n, 2): within 0.02 of some segment's line and
         strictly between its ends by the law of cosines (the product of the two cosines > 0; a point
@@ -364,7 +287,6 @@ class _OriginalNavigationBatch(_NavigationBatch):
             cos_a = (base_sq + a_sq - b_sq) / (2 * self.segment_length * length_a)
             cos_b = (base_sq + b_sq - a_sq) / (2 * self.segment_length * length_b)
         return ((line_distance <= ORIGINAL_CONTACT_DISTANCE) & (cos_a * cos_b > 0)).any(1)
-
     def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
         running = ~(self.terminated | self.truncated)
         if hold is not None:
@@ -396,7 +318,6 @@ class _OriginalNavigationBatch(_NavigationBatch):
         self.truncated |= last & ~reached
         return np.where(running, self.last_reward, 0.0)
 
-
 @functools.lru_cache(maxsize=None)
 def _contact_candidates(obstacles: str) -> np.ndarray:
     """bool table over the cells of _ORIGINAL_CELL_RANGE (both axes): is the cell's point within the
@@ -415,21 +336,17 @@ def _contact_candidates(obstacles: str) -> np.ndarray:
     table.flags.writeable = False
     return table
 
-
 def _pow2(values: np.ndarray) -> np.ndarray:
-    """values ** 2 as the original computes it on Python floats: C's pow(x, 2.0), here math.pow value by
-    value. numpy cannot stand in for it: `x * x` differs from pow in the last bit for about 1 value in
-    1,000, and `np.power` runs SIMD kernels of its own where the CPU has them (AVX-512), which differ for
-    about 1 value in 40. Value by value costs about what np.power's pow loop did."""
+    """values ** 2 as the original computes it on Python floats: C's pow(x, 2.0), math.pow value by value.
+    `x * x` differs from pow in the last bit for about 1 value in 1,000, and `np.power` runs SIMD kernels of its
+    own where the CPU has them (AVX-512), which differ for about 1 value in 40."""
     flat = np.asarray(values, dtype=np.float64).ravel().tolist()
     return np.fromiter(map(math.pow, flat, itertools.repeat(2.0)), np.float64, len(flat)).reshape(np.shape(values))
-
 
 def _make_batch(num_envs: int, obstacles: str, see_goal: bool, collision: str) -> _NavigationBatch:
     _check_choice("collision mode", collision, COLLISIONS)
     batch_class = _OriginalNavigationBatch if collision == "original" else _NavigationBatch
     return batch_class(num_envs, obstacles, see_goal, collision)
-
 
 def _observation_space(see_goal: bool, collision: str) -> spaces.Box:
     """Box of the observation (x, y[, gx, gy]): float32 on the map, or in collision="original" the
@@ -441,7 +358,6 @@ def _observation_space(see_goal: bool, collision: str) -> spaces.Box:
         low, high = low + [0.0, 0.0], high + [MAP_SIZE, MAP_SIZE]
     return spaces.Box(np.array(low), np.array(high), dtype=np.float64)
 
-
 def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
     actions = np.asarray(actions)
     if actions.shape != (num_envs,) or not np.issubdtype(actions.dtype, np.integer):
@@ -451,228 +367,7 @@ def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
         raise ValueError(f"action {bad} out of range; allowed: 0..7 ({', '.join(ACTION_NAMES)})")
     return actions.astype(np.int64, copy=False)
 
-
-# --- the exact optimum -----------------------------------------------------------------------------
-
-
-def goal_quadrants(goals) -> np.ndarray:
-    """Quadrant of each goal (array-like (n, 2), map units) as an index into QUADRANTS: 0 = Q1 (upper right,
-    the start's), 1 = Q2, 2 = Q3, 3 = Q4. By position; a goal on the line x = 5 or y = 5 counts as right / upper."""
-    goals = np.asarray(goals, dtype=np.float64).reshape(-1, 2)
-    right, upper = goals[:, 0] >= MAP_SIZE / 2, goals[:, 1] >= MAP_SIZE / 2
-    return np.select([right & upper, ~right & upper, ~right & ~upper], [0, 1, 2], 3)
-
-
-def _successors(obstacles: str, collision: str) -> np.ndarray:
-    """int (cells, 8): the flat cell (x * 101 + y) each action leads to. A blocked move stays in its cell; with
-    collision="stick" a move into an obstacle leads to cells + cell, the frozen copy of the cell. Not cached:
-    it takes a millisecond, and follows collision_table when a level is redefined (benchmark/ppo_nav.py)."""
-    table = collision_table(obstacles).reshape(-1, len(ACTION_NAMES))
-    cells = np.arange(len(table))
-    moved = cells[:, None] + ACTION_DELTAS[:, 0] * (GRID_MAX + 1) + ACTION_DELTAS[:, 1]
-    successors = np.where(table == FREE, moved, cells[:, None])
-    if collision == "stick":
-        successors = np.where(table == OBSTACLE, len(table) + cells[:, None], successors)
-    return successors.astype(np.intp)
-
-
-def _backward_induction(goal_cells: np.ndarray, obstacles: str, collision: str, horizon: int, start_cell,
-                        keep_policy: bool):
-    """Keys 2 * value + reaches (cells, G) with `horizon` steps left, and optionally the policy (horizon, cells, G).
-
-    Every reward is -(squared distance in cells^2) / 100, so the value times 100 is an integer and the DP is exact
-    in int32 (|key| <= 2 * 100 * 20000). The key orders by value, then prefers reaching the goal among equal
-    values: reaches is 1 iff some optimal policy ends the episode within the goal radius, and the argmax policy
-    is such a policy. Without keep_policy, only the cells the agent can occupy are solved (those within
-    Chebyshev distance t of the start after t steps), about a third of the work: the cells are numbered by
-    that distance, so those cells are a prefix of the arrays, and the goals are the last axis, so the gather
-    of a successor copies a contiguous row of G values.
-    """
-    num_cells = (GRID_MAX + 1) ** 2
-    cx, cy = np.divmod(np.arange(num_cells), GRID_MAX + 1)
-    chebyshev = np.maximum(np.abs(cx - start_cell[0]), np.abs(cy - start_cell[1]))
-    order = np.argsort(chebyshev, kind="stable")  # position -> cell
-    position = np.empty(num_cells, dtype=np.intp)
-    position[order] = np.arange(num_cells)  # cell -> position
-    successors = _successors(obstacles, collision)[order]  # rows by position, entries still cells
-    successors = np.where(successors < num_cells, position[successors % num_cells],
-                          num_cells + position[successors % num_cells])  # stick's frozen copies follow the cells
-    # within[d]: the number of cells within Chebyshev distance d of the start
-    within = np.searchsorted(chebyshev[order], np.arange(horizon + 2), side="right")
-    cx, cy = cx[order], cy[order]
-    distance_sq = (cx[:, None] - goal_cells[:, 0]) ** 2 + (cy[:, None] - goal_cells[:, 1]) ** 2  # (cells, G)
-    reached = distance_sq <= GOAL_RADIUS_SQ_CELLS  # arriving there ends the episode with reward 0
-    arrival = np.where(reached, 0, -2 * distance_sq).astype(np.int32)  # twice the reward of arriving in a cell
-    key = np.zeros(arrival.shape, dtype=np.int32)  # no steps left
-    landing = np.zeros((2 * num_cells if collision == "stick" else num_cells, len(goal_cells)), dtype=np.int32)
-    policy = []
-    for steps_left in range(1, horizon + 1):
-        # with steps_left steps left the agent is within horizon - steps_left of the start, one step further after
-        live, next_live = (num_cells, num_cells) if keep_policy else within[horizon - steps_left : horizon - steps_left + 2]
-        # the key of arriving in a cell with steps_left - 1 steps to go
-        np.copyto(landing[:next_live], np.where(reached[:next_live], 1, key[:next_live] + arrival[:next_live]))
-        if collision == "stick":  # frozen in the cell: its reward on every step left (0 and done at the goal)
-            landing[num_cells : num_cells + live] = np.where(reached[:live], 1, steps_left * arrival[:live])
-        if keep_policy:
-            q = landing[successors]  # (cells, 8, G)
-            policy.append(q.argmax(1).astype(np.int8)[position])
-            key = q.max(1)
-        else:  # the max over actions one gather at a time; rows beyond `live` are stale and never read
-            best, gathered = key[:live], np.empty((live, len(goal_cells)), dtype=np.int32)
-            np.take(landing, successors[:live, 0], axis=0, out=best)
-            for action in range(1, len(ACTION_NAMES)):
-                np.take(landing, successors[:live, action], axis=0, out=gathered)
-                np.maximum(best, gathered, out=best)
-    return key[position], (np.stack(policy[::-1]) if keep_policy else None)
-
-
-def _check_optimum_args(obstacles: str, collision: str, horizon: int, start) -> np.ndarray:
-    _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
-    _check_choice("collision mode", collision, COLLISIONS)
-    if collision == "original":
-        raise ValueError("the exact optimum is computed for collision 'block' and 'stick'; collision 'original' "
-                         "keeps float positions off the grid")
-    if not isinstance(horizon, (int, np.integer)) or not 1 <= horizon <= MAX_EPISODE_STEPS:
-        raise ValueError(f"horizon must be an integer in 1..{MAX_EPISODE_STEPS}, got {horizon!r}")
-    start_cell = np.rint(np.asarray(start, dtype=np.float64) * CELLS_PER_UNIT).astype(np.int64)
-    if start_cell.shape != (2,) or ((start_cell < 0) | (start_cell > GRID_MAX)).any():
-        raise ValueError(f"start must be a point (x, y) of the map, got {start!r}")
-    return start_cell
-
-
-def optimal_returns(goals, obstacles: str = "medium", collision: str = "block", horizon: int = MAX_EPISODE_STEPS,
-                    start=START, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """The exact optimal undiscounted return of each task (goal), and whether an optimal policy reaches it.
-
-    goals: array-like (G, 2) in map units. Backward induction over (cell, steps left) for all goals at once
-    (numpy, `chunk` goals per pass to bound memory). Returns (optimal_return (G,) float64, reaches_goal (G,)
-    bool): reaches_goal is True iff some optimal policy's episode ends within the goal radius. With
-    reward -distance^2, parking beside an obstacle can beat a detour round it (goal (4, 4) on medium), so
-    not every goal is worth reaching. `horizon` (steps) and `start` (a point of the map) generalise the
-    episode for tests; collision "block" or "stick" ("original" raises ValueError).
-    """
-    start_cell = _check_optimum_args(obstacles, collision, horizon, start)
-    goals_array = np.asarray(goals, dtype=np.float64)
-    if goals_array.ndim != 2 or goals_array.shape[1] != 2:
-        raise ValueError(f"goals must have shape (G, 2), got shape {goals_array.shape}")
-    goal_cells = _goals_to_cells(goals_array, len(goals_array), obstacles)
-    start_index = start_cell[0] * (GRID_MAX + 1) + start_cell[1]
-    keys = [_backward_induction(goal_cells[i : i + chunk], obstacles, collision, horizon, start_cell, False)[0][
-        start_index] for i in range(0, len(goal_cells), chunk)]
-    key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int32)
-    return (key // 2) / CELLS_PER_UNIT**2, key % 2 == 1
-
-
-def optimal_policy(goal, obstacles: str = "medium", collision: str = "block", horizon: int = MAX_EPISODE_STEPS,
-                   start=START) -> tuple[float, bool, np.ndarray]:
-    """One task's optimum as in `optimal_returns`, with an optimal policy: (optimal return, reaches_goal,
-    policy int8 (horizon, 101, 101), the action to take at step t in cell (x, y)). Among optimal actions
-    the policy prefers one that reaches the goal, then the lowest action index."""
-    start_cell = _check_optimum_args(obstacles, collision, horizon, start)
-    goal_cells = _goals_to_cells([goal], 1, obstacles)
-    key, policy = _backward_induction(goal_cells, obstacles, collision, horizon, start_cell, True)
-    start_key = int(key[start_cell[0] * (GRID_MAX + 1) + start_cell[1], 0])
-    return (start_key // 2) / CELLS_PER_UNIT**2, start_key % 2 == 1, policy[..., 0].reshape(horizon, GRID_MAX + 1, -1)
-
-
-# --- scoring meta-learners on held-out tasks (maml_vpg.py, fomaml_vpg.py) ------------------------------
-# A batch of the held-out tasks' episodes, sampled before and after each inner step, is scored against each goal's
-# exact optimum overall and per quadrant (Q1..Q4 as QUADRANTS): success_rate, the share of episodes that end
-# within the goal radius; success_rate_on_reachable, the same over the goals an optimal policy reaches (with
-# reward -distance^2, parking beside the cross can beat the detour); return_gap, the mean over goals of R* minus
-# the goal's mean return.
-
-
-def held_out_tasks(targets: str, num_tasks: int, seed: int, obstacles: str, collision: str) -> tuple:
-    """The held-out goals of a meta-learner (drawn with their own seed, so every run is tested on the same goals),
-    their quadrants, and their exact optimum (R*, reached), or None for collision "original", which the DP does
-    not model."""
-    goals = sample_goals(targets, num_tasks, np.random.default_rng([1, seed]))
-    optimum = None if collision == "original" else optimal_returns(goals, obstacles, collision)
-    return goals, goal_quadrants(goals), optimum
-
-
-def outcome_metrics(batch_stats, quadrants: np.ndarray, optimum) -> dict:
-    """success_rate, success_rate_on_reachable and return_gap of a batch of episodes ("reached" and "returns",
-    (tasks, episodes)), each also _by_quadrant; None: a mean over no task, or a figure that needs R* without one."""
-    success, known = batch_stats["reached"].mean(1), np.full(len(quadrants), optimum is not None)
-    optimal_return, reachable = optimum if optimum is not None else (np.zeros(len(quadrants)), known)
-    metrics, gap = {}, optimal_return - batch_stats["returns"].mean(1)
-    for name, values, where in (("success_rate", success, np.ones(len(quadrants), dtype=bool)),
-                                ("success_rate_on_reachable", success, reachable), ("return_gap", gap, known)):
-        tasks = [where] + [where & (quadrants == q) for q in range(len(QUADRANTS))]
-        means = [float(values[w].mean()) if w.any() else None for w in tasks]
-        metrics |= {name: means[0], f"{name}_by_quadrant": means[1:]}
-    return metrics
-
-
-def held_out_figures(stats: list, test: tuple, inner_steps: int) -> dict:
-    """summary.json's figures of the test tasks from the statistics of their episodes after 0..K inner steps:
-    before adaptation (pre_adaptation_*), after the N = inner_steps of training (post_adaptation_*), per step."""
-    (goals, quadrants, optimum), n = test, inner_steps
-    returns, distances = [float(s["returns"].mean()) for s in stats], [float(s["distances"].mean()) for s in stats]
-    outcomes = [outcome_metrics(s, quadrants, optimum) for s in stats]
-    optimal = outcome_metrics({"reached": optimum[1][:, None], "returns": optimum[0][:, None]}, quadrants, optimum) if (
-        optimum is not None) else {"success_rate": None, "success_rate_by_quadrant": [None] * len(QUADRANTS)}
-    figures = {}
-    for when, k in (("pre_adaptation", 0), ("post_adaptation", n)):
-        figures |= {f"{when}_return": returns[k], f"{when}_distance": distances[k]}
-    figures |= {"adaptation_gain": returns[n] - returns[0], "return_after_steps": returns,
-                "distance_after_steps": distances}
-    for when, k in (("pre_adaptation", 0), ("post_adaptation", n)):
-        figures |= {f"{when}_{name}": value for name, value in outcomes[k].items()}
-    return figures | {
-        "optimal_success_rate": optimal["success_rate"],  # an optimal policy reaches a goal or not: 1 or 0 per task
-        "optimal_success_rate_by_quadrant": optimal["success_rate_by_quadrant"],
-        "success_after_steps": [o["success_rate"] for o in outcomes],
-        "success_on_reachable_after_steps": [o["success_rate_on_reachable"] for o in outcomes],
-        "return_gap_after_steps": [o["return_gap"] for o in outcomes],
-        "test_optimal_returns": None if optimum is None else optimum[0].tolist(), "test_goals": goals.tolist()}
-
-
-def trajectory_image(stats: list, goals: np.ndarray, episodes_per_task: int, obstacles: str) -> np.ndarray:
-    """eval/trajectories: the first episode of the first (up to) 4 test tasks, before adaptation (left panel) and
-    after the last inner step (right); a task's trajectory and goal share a colour."""
-    shown, steps = min(4, len(goals)), len(stats) - 1
-    tasks = f"test tasks 1-{shown}" if shown > 1 else "test task 1"
-    panels = []
-    for title, batch_stats in ((f"{tasks}, episode 1: before adaptation", stats[0]),
-                               (f"{tasks}, episode 1: after {steps} inner step{'s' * (steps != 1)}", stats[-1])):
-        first_episodes = [batch_stats["positions"][:, task * episodes_per_task] for task in range(shown)]
-        panels.append(render_trajectories(first_episodes, goals[:shown], obstacles=obstacles, size=320,
-                                                  title=title, legend=True))
-    return np.concatenate(panels, axis=1)
-
-
-def log_held_out(writer, iteration: int, stats: list, test: tuple, inner_steps: int, obstacles: str) -> dict:
-    """The figures of held_out_figures, logged to a TensorBoard SummaryWriter (scalars as eval/<name>, a quadrant's
-    as eval/<name>_q1.._q4, and the eval/trajectories image), and one console line of the figures before and after
-    the inner_steps of training."""
-    figures, n = held_out_figures(stats, test, inner_steps), inner_steps
-    for key, value in figures.items():
-        for q, v in enumerate(value, 1) if key.endswith("_by_quadrant") else [(0, value)]:
-            if isinstance(v, float):
-                writer.add_scalar(f"eval/{key.removesuffix('_by_quadrant')}" + (f"_q{q}" if q else ""), v, iteration)
-    episodes_per_task = stats[0]["positions"].shape[1] // len(test[0])
-    image = trajectory_image(stats[: n + 1], test[0], episodes_per_task, obstacles)
-    writer.add_image("eval/trajectories", image, iteration, dataformats="HWC")
-    returns, distances = figures["return_after_steps"], figures["distance_after_steps"]
-    success = figures["success_after_steps"]
-    print(f"held-out at iteration {iteration}, 0 -> {n} inner step{'s' * (n != 1)}: return {returns[0]:.1f} -> "
-          f"{returns[n]:.1f}, distance {distances[0]:.2f} -> {distances[n]:.2f}, success {success[0]:.2f} -> "
-          f"{success[n]:.2f}", flush=True)
-    return figures
-
-
 # --- the environments ------------------------------------------------------------------------------
-
-
-def _goal_of_task(task: Any) -> Any:
-    if not isinstance(task, Mapping) or "goal" not in task:
-        raise ValueError(f"a navigation task is a dict {{'goal': (x, y)}}, got {task!r}")
-    return task["goal"]
-
-
 class _NavigationTasks:
     """The meta-RL task convention of learn2learn's MetaEnv, garage, ProMP and RLlib's TaskSettableEnv:
     `sample_tasks(n)`, `set_task(task)`, `get_task()`. A task is a dict {"goal": np.ndarray (2,)} in map
@@ -681,66 +376,57 @@ class _NavigationTasks:
 
     _tasks_drawn = 0  # position in the target distribution's quadrant cycle
     _task_goal_cells: np.ndarray | None = None  # (num_envs, 2): the set tasks' goals, or None
-
     def sample_tasks(self, num_tasks: int) -> list[dict[str, np.ndarray]]:
         """Draw num_tasks tasks from the target distribution with this env's generator (`np_random`)."""
         goals = sample_goals(self.targets, num_tasks, self.np_random, first_task=self._tasks_drawn)
         self._tasks_drawn += num_tasks
         return [{"goal": goal} for goal in goals]
-
     def _set_tasks(self, tasks: Sequence[Any]) -> None:
-        self._task_goal_cells = _goals_to_cells([_goal_of_task(task) for task in tasks], len(tasks), self.obstacles)
-
+        for task in tasks:
+            if not isinstance(task, Mapping) or "goal" not in task:
+                raise ValueError(f"a navigation task is a dict {{'goal': (x, y)}}, got {task!r}")
+        self._task_goal_cells = _goals_to_cells([task["goal"] for task in tasks], len(tasks), self.obstacles)
     def _get_tasks(self) -> list[dict[str, np.ndarray]]:
         cells = self._batch.goal if self._task_goal_cells is None else self._task_goal_cells
         return [{"goal": goal / CELLS_PER_UNIT} for goal in cells]
-
 
 class NavigationEnv(_NavigationTasks, gymnasium.Env):
     """2D navigation with obstacles (Duan & Wang, AAAI-22 student abstract), one task at a time.
 
     ## Description
-    A point agent starts in the upper right corner of the map [0, 10] x [0, 10] and has 100 moves of
-    0.1 to reach a goal; line-segment obstacles (four levels) lie between the start and many goals. A
-    task is a goal: meta-RL adapts a policy to a new goal from a few episodes. Positions and goals lie
-    on the 0.1 grid, so the dynamics are exact integer-cell arithmetic (module docstring).
+    A point agent starts at (9.9, 9.9), the upper right corner of the map [0, 10] x [0, 10], and has 100 moves
+    of 0.1 to reach a goal; line-segment obstacles (four levels) lie between the start and many goals. A task is
+    a goal: meta-RL adapts a policy to a new goal from a few episodes.
 
     ## Action Space
-    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the named axes
-    (a diagonal move changes both x and y by 0.1).
+    `Discrete(8)`: 0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW; each moves 0.1 along the axes it names.
 
     ## Observation Space
-    `Box(0, 10, (4,), float32)`, or `(2,)` with `see_goal=False`:
-
-    | index | observation | min | max |
-    |---|---|---|---|
-    | 0, 1 | position x, y | 0 | 10 |
-    | 2, 3 | goal gx, gy (only with `see_goal=True`) | 0 | 10 |
-
-    With `collision="original"` the values are the original's float64 and positions can leave the map:
-    x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
+    `Box(0, 10, (4,), float32)`: the position x, y and the goal gx, gy; `(2,)`, the position only, with
+    `see_goal=False`. With `collision="original"` the values are the original's float64 and positions can leave
+    the map: x, y in [-0.1, 19.9] (the 99 moves from the start reach [0, 19.8]).
 
     ## Rewards
     -((x - gx)^2 + (y - gy)^2) after each move; 0 on the move that reaches the goal. With
     `collision="original"`: -800 for every step that ends outside the map.
 
     ## Starting State
-    (9.9, 9.9), the upper right corner. The goal is given in `options`, set by `set_task`, or drawn
-    from `targets`.
+    (9.9, 9.9). The goal is given in `options`, set by `set_task`, or drawn from `targets`.
 
     ## Episode End
-    Terminated when the agent comes within sqrt(0.02) of the goal (on the grid: a cell at squared
-    distance <= 2 cells^2; `collision="original"`: the float squared distance <= 0.02). Truncated after
-    100 steps (`collision="original"`: 99 moves, and a 100th step that does not move and repeats the
-    last reward).
+    Terminated when the agent comes within sqrt(0.02) of the goal (on the grid: a cell at squared distance
+    <= 2 cells^2; `collision="original"`: the float squared distance <= 0.02). Truncated after 100 steps.
 
     ## Arguments
     - `obstacles`: "none", "easy", "medium" (default) or "hard", the levels of the papers (`OBSTACLES`).
     - `targets`: "uniform" (default), "random" or "narrow" (see `sample_goals`).
     - `see_goal`: include the goal in the observation (default True, the papers' baseline).
-    - `collision`: "block" (default; a move that would leave the map or cross or touch an obstacle is
-      cancelled), "stick" (the same grid, but touching an obstacle freezes the agent where it is for
-      the rest of the episode) or "original" (the papers' code: see the module docstring).
+    - `collision`: "block" (default): a move that would leave the map or cross or touch an obstacle is
+      cancelled; "stick": the same grid, but touching an obstacle freezes the agent where it is for the rest
+      of the episode (a grid-exact reading of the papers' "sticky" obstacles, not their code); "original":
+      the papers' code step for step: no walls, 99 moves and a 100th step that repeats the last reward, the
+      goal test on the float squared distance, and its contact rule (move onto the obstacle, then back to the
+      point before it for the rest of the episode).
     - `render_mode`: None or "rgb_array" (`render_trajectories` of the episode so far).
 
     ## Reset Options
@@ -748,9 +434,8 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
 
     ## Tasks
     A task is a goal, {"goal": np.ndarray (2,)}. `sample_tasks(n)` draws n from `targets`; after
-    `set_task(task)` every reset uses its goal until the next `set_task`; `get_task()` returns the set
-    task, or the current episode's goal while none is set (learn2learn's MetaEnv convention). Without a
-    set task, a reset draws the next goal of `targets`.
+    `set_task(task)` every reset uses its goal until the next `set_task`; `get_task()` returns the set task, or
+    the current episode's goal while none is set (learn2learn's MetaEnv convention).
 
     ## Info
     `info["distance"]`: the Euclidean distance from the position to the goal.
@@ -760,15 +445,8 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
-
-    def __init__(
-        self,
-        obstacles: str = "medium",
-        targets: str = "uniform",
-        see_goal: bool = True,
-        collision: str = "block",
-        render_mode: str | None = None,
-    ):
+    def __init__(self, obstacles: str = "medium", targets: str = "uniform", see_goal: bool = True,
+                 collision: str = "block", render_mode: str | None = None):
         _check_choice("target distribution", targets, TARGETS)
         if render_mode is not None:
             _check_choice("render mode", render_mode, self.metadata["render_modes"])
@@ -779,15 +457,12 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
         self._tasks_drawn = 0  # position in the target distribution's quadrant cycle
         self._trajectory: list[np.ndarray] = []
-
     @property
     def goal(self) -> np.ndarray:
         return self._batch.goal[0] / CELLS_PER_UNIT
-
     @property
     def position(self) -> np.ndarray:
         return self._batch.positions()[0]
-
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
@@ -798,43 +473,34 @@ class NavigationEnv(_NavigationTasks, gymnasium.Env):
         elif self._task_goal_cells is not None:
             self._batch.goal[:] = self._task_goal_cells
         else:
-            self._batch.goal[:] = np.rint(
-                sample_goals(self.targets, 1, self.np_random, first_task=self._tasks_drawn) * CELLS_PER_UNIT
-            )
+            goal = sample_goals(self.targets, 1, self.np_random, first_task=self._tasks_drawn)
+            self._batch.goal[:] = np.rint(goal * CELLS_PER_UNIT)
             self._tasks_drawn += 1
         self._batch.reset()
         self._trajectory = [self.position]
-        return self._batch.observation()[0], {"distance": self._distance()}
-
+        return self._batch.observation()[0], {"distance": float(self._batch.distances()[0])}
     def set_task(self, task: Mapping[str, Any]) -> None:
         """Use this task's goal from the next reset on (the current episode goes on unchanged)."""
         self._set_tasks([task])
-
     def get_task(self) -> dict[str, np.ndarray]:
         return self._get_tasks()[0]
-
     def step(self, action):
         reward = self._batch.step(_check_actions(np.asarray([action]), 1))[0]
         self._trajectory.append(self.position)
         terminated, truncated = bool(self._batch.terminated[0]), bool(self._batch.truncated[0])
-        return self._batch.observation()[0], float(reward), terminated, truncated, {"distance": self._distance()}
-
-    def _distance(self) -> float:
-        return float(self._batch.distances()[0])
-
+        info = {"distance": float(self._batch.distances()[0])}
+        return self._batch.observation()[0], float(reward), terminated, truncated, info
     def render(self):
         if self.render_mode != "rgb_array":
             return None
         return render_trajectories([np.array(self._trajectory)], [self.goal], obstacles=self.obstacles)
 
-
 class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
     """num_envs navigation envs stepped together as numpy arrays (no Python loop over envs).
 
-    ## Action Space, Observation Space, Rewards, Starting State, Episode End
-    As NavigationEnv, per env: actions int (num_envs,) in 0..7, observations float32 (num_envs, 4) or
-    (num_envs, 2), rewards, `terminated`, `truncated` and `info["distance"]` arrays (num_envs,). A batch
-    of one steps exactly like NavigationEnv (the same code).
+    ## Spaces, Rewards, Starting State, Episode End
+    As NavigationEnv, per env: actions (num_envs,) in 0..7; observations (num_envs, 4) or (num_envs, 2); rewards,
+    `terminated`, `truncated` and `info["distance"]` (num_envs,). A batch of one steps exactly as NavigationEnv.
 
     ## Arguments
     - `num_envs`: the number of envs (a positive integer).
@@ -854,16 +520,8 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
-
-    def __init__(
-        self,
-        num_envs: int,
-        obstacles: str = "medium",
-        targets: str = "uniform",
-        see_goal: bool = True,
-        collision: str = "block",
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-    ):
+    def __init__(self, num_envs: int, obstacles: str = "medium", targets: str = "uniform", see_goal: bool = True,
+                 collision: str = "block", autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         _check_choice("target distribution", targets, TARGETS)
@@ -877,15 +535,12 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
         self.single_action_space = spaces.Discrete(len(ACTION_NAMES))
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-
     @property
     def goals(self) -> np.ndarray:
         return self._batch.goal / CELLS_PER_UNIT
-
     @property
     def positions(self) -> np.ndarray:
         return self._batch.positions()
-
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
@@ -904,8 +559,7 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
             goal_cells = np.rint(sample_goals(self.targets, self.num_envs, self.np_random) * CELLS_PER_UNIT)
         self._batch.goal[mask] = goal_cells[mask]
         self._batch.reset(mask)
-        return self._batch.observation(), {"distance": self._distance()}
-
+        return self._batch.observation(), {"distance": self._batch.distances()}
     def set_task(self, task: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """One task per env (a sequence of num_envs tasks), or one task for every env; used from the next
         reset on (episodes in progress go on unchanged; autoresets keep each env's goal anyway)."""
@@ -913,11 +567,9 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
         if len(tasks) != self.num_envs:
             raise ValueError(f"set_task takes one task or {self.num_envs} tasks (one per env), got {len(tasks)}")
         self._set_tasks(tasks)
-
     def get_task(self) -> list[dict[str, np.ndarray]]:
         """The set tasks, one per env, or each env's current goal while none is set."""
         return self._get_tasks()
-
     def get_state(self) -> dict[str, Any]:
         """The envs' state mid-episode, for a checkpoint: copies of every array a step reads or writes, and the
         generator's state. set_state(state) writes them back in place, so an env built with the same arguments
@@ -925,12 +577,10 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
         arrays = {name: value.copy() for name, value in vars(self._batch).items()
                   if isinstance(value, np.ndarray) and value.flags.writeable}
         return {"arrays": arrays, "np_random": self.np_random.bit_generator.state}
-
     def set_state(self, state: Mapping[str, Any]) -> None:
         for name, value in state["arrays"].items():  # in place: some arrays are views of others
             getattr(self._batch, name)[...] = value
         self.np_random.bit_generator.state = state["np_random"]
-
     def step(self, actions):
         actions = _check_actions(actions, self.num_envs)
         autoreset = None
@@ -938,186 +588,60 @@ class NavigationVectorEnv(_NavigationTasks, gymnasium.vector.VectorEnv):
             autoreset = self._batch.terminated | self._batch.truncated
             self._batch.reset(autoreset)  # these envs' actions are ignored, as gymnasium specifies
         rewards = self._batch.step(actions, hold=autoreset)
-        return (
-            self._batch.observation(),
-            rewards,
-            self._batch.terminated.copy(),
-            self._batch.truncated.copy(),
-            {"distance": self._distance()},
-        )
-
-    def _distance(self) -> np.ndarray:
-        return self._batch.distances()
-
-
-def play_episode(policy, goal, obstacles: str = "medium", see_goal: bool = True, collision: str = "block") -> tuple:
-    """One episode of a deterministic policy, observation -> action, on the task `goal` (e.g. a greedy episode of a
-    trained policy): its positions (T + 1, 2) from the start, its return and the final distance to the goal."""
-    env = NavigationEnv(obstacles=obstacles, see_goal=see_goal, collision=collision)
-    obs, info = env.reset(options={"goal": goal})
-    positions, total, done = [env.position], 0.0, False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(policy(obs))
-        positions, total, done = positions + [env.position], total + reward, terminated or truncated
-    return np.array(positions), total, info["distance"]
-
-
-def single_task_figures(policy, goal, obstacles: str, see_goal: bool, collision: str, returns, distances) -> dict:
-    """summary.json's figures of a learner on one task (ppo_single_task.py): its last episodes, given by their returns
-    and final distances (final_distance, success_rate = goal_reached_rate), one episode of its deterministic `policy`
-    (play_episode: greedy_return, greedy_final_distance, greedy_reached), and the gaps to the task's exact optimum R*
-    (optimal_return, optimal_success_rate, return_gap, greedy_return_gap; None for collision "original", which the DP
-    does not model). final_distance and return_gap are None without episodes."""
-    _, greedy_return, greedy_distance = play_episode(policy, goal, obstacles, see_goal, collision)
-    reached = float(np.mean(np.asarray(distances) <= GOAL_RADIUS + 1e-9))
-    optimum, optimum_reached = (None, None) if collision == "original" else (
-        float(x[0]) for x in optimal_returns([goal], obstacles, collision))
-    return dict(final_distance=float(np.mean(distances)) if len(distances) else None, goal_reached_rate=reached,
-                success_rate=reached, greedy_return=greedy_return, greedy_final_distance=greedy_distance,
-                greedy_reached=greedy_distance <= GOAL_RADIUS + 1e-9, optimal_return=optimum,
-                optimal_success_rate=optimum_reached,
-                return_gap=None if optimum is None or not len(returns) else optimum - float(np.mean(returns)),
-                greedy_return_gap=None if optimum is None else optimum - greedy_return)
-
+        terminated, truncated = self._batch.terminated.copy(), self._batch.truncated.copy()
+        return self._batch.observation(), rewards, terminated, truncated, {"distance": self._batch.distances()}
 
 # --- rendering -------------------------------------------------------------------------------------
-
 # Colour-blind-friendly palette (Okabe-Ito) for trajectories.
 _PALETTE = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0),
             (240, 228, 66), (0, 0, 0))
 
-
 def render_layout(size: int) -> tuple[int, float]:
-    """render_trajectories' layout of its size x size map (the whole image, or its top part with legend=True):
-    (margin in pixels, pixels per map unit). The map's point (x, y) is at pixel column margin + x * scale and
-    row size - margin - y * scale (the y axis up)."""
+    """render_trajectories' layout of its size x size map: (margin in pixels, pixels per map unit). The map's point
+    (x, y) is at pixel column margin + x * scale and row size - margin - y * scale (the y axis up)."""
     margin = max(8, size // 25)
     return margin, (size - 2 * margin) / MAP_SIZE
 
+def render_trajectories(trajectories: Sequence[np.ndarray], goals: Sequence[Sequence[float]] | np.ndarray,
+                        obstacles: str = "none", size: int = 400, colors: Sequence[tuple[int, int, int]] = _PALETTE,
+                        title: str | None = None) -> np.ndarray:
+    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (size, size, 3).
 
-def legend_height(size: int) -> int:
-    """Height in pixels of the legend strip that render_trajectories(..., legend=True) adds under a size x size
-    map: four rows of text, scaled with the image."""
-    return 4 * _legend_row_height(size) + render_layout(size)[0]  # and a margin's height below them
-
-
-def _marker_radius(size: int) -> int:
-    return max(3, size // 80)  # start square's half side; goal discs are one pixel larger
-
-
-def _legend_font_size(size: int) -> int:
-    return max(11, size // 28)
-
-
-def _legend_row_height(size: int) -> int:
-    font_size = _legend_font_size(size)
-    return font_size + max(4, font_size // 2)
-
-
-def render_trajectories(
-    trajectories: Sequence[np.ndarray],
-    goals: Sequence[Sequence[float]] | np.ndarray,
-    obstacles: str = "none",
-    size: int = 400,
-    colors: Sequence[tuple[int, int, int]] | None = None,
-    title: str | None = None,
-    legend: bool = False,
-) -> np.ndarray:
-    """Draw the map, an obstacle level, the start, goals and trajectories; return uint8 (height, size, 3).
-
-    trajectories: positions (T_i, 2) in map units, one array per trajectory (may be empty); goals:
-    (x, y) per goal. Trajectory i and goal i share colour i of the palette (or `colors`), so a figure
-    of several tasks reads at a glance. The map is the top size x size pixels (`render_layout` gives
-    where a map point lands); with `legend=True` a strip of `legend_height(size)` pixels below it says
-    what the markers mean (green square: the start; discs: goals, one colour per task; a trajectory has
-    its goal's colour; dark lines: obstacles; grid: 1 map unit on the 10 x 10 map), so the image reads
-    without the code. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
+    trajectories: positions (T_i, 2) in map units, one array per trajectory (may be empty); goals: (x, y) per
+    goal. Trajectory i and goal i share colour i of `colors` (default: a colour-blind-friendly palette), so a
+    figure of several tasks reads at a glance. The start is the green square, obstacles the dark lines, and the
+    light grid has one line per map unit. Use e.g. `writer.add_image(tag, img, step, dataformats="HWC")`.
     """
     from PIL import Image, ImageDraw  # Pillow comes with TensorBoard; imported here to keep `import nav_env` light
 
     _check_choice("obstacle level", obstacles, tuple(OBSTACLES))
-    colors = list(colors) if colors is not None else list(_PALETTE)
     margin, scale = render_layout(size)
-    grid_colour, obstacle_colour, start_colour = (235, 235, 235), (60, 60, 60), (0, 170, 0)
-    obstacle_width, trajectory_width = max(3, size // 100), max(2, size // 200)
-    radius = _marker_radius(size)
+    radius = max(3, size // 80)  # the start square's half side; goal discs are one pixel larger
 
     def to_pixels(points) -> list[tuple[float, float]]:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         return [(margin + x * scale, size - margin - y * scale) for x, y in points]  # y axis points up
 
-    def goal_disc(draw, x, y, colour) -> None:
-        r = radius + 1
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0))
-
-    def start_square(draw, x, y) -> None:
-        draw.rectangle([x - radius, y - radius, x + radius, y + radius], fill=start_colour, outline=(0, 0, 0))
-
-    image = Image.new("RGB", (size, size + (legend_height(size) if legend else 0)), (255, 255, 255))
+    image = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for k in range(1, int(MAP_SIZE)):  # light unit grid
-        (a,), (b,) = to_pixels([k, 0]), to_pixels([k, MAP_SIZE])
-        draw.line([a, b], fill=grid_colour)
-        (a,), (b,) = to_pixels([0, k]), to_pixels([MAP_SIZE, k])
-        draw.line([a, b], fill=grid_colour)
+        draw.line(to_pixels([[k, 0], [k, MAP_SIZE]]), fill=(235, 235, 235))
+        draw.line(to_pixels([[0, k], [MAP_SIZE, k]]), fill=(235, 235, 235))
     draw.rectangle([*to_pixels([0, MAP_SIZE])[0], *to_pixels([MAP_SIZE, 0])[0]], outline=(0, 0, 0), width=2)
     for segment in OBSTACLES[obstacles]:
-        draw.line(to_pixels(segment), fill=obstacle_colour, width=obstacle_width)
+        draw.line(to_pixels(segment), fill=(60, 60, 60), width=max(3, size // 100))
     for i, trajectory in enumerate(trajectories):
         points = to_pixels(trajectory)
         if len(points) > 1:
-            draw.line(points, fill=colors[i % len(colors)], width=trajectory_width, joint="curve")
+            draw.line(points, fill=colors[i % len(colors)], width=max(2, size // 200), joint="curve")
     for i, goal in enumerate(goals):
-        goal_disc(draw, *to_pixels(goal)[0], colors[i % len(colors)])
-    start_square(draw, *to_pixels(START)[0])
+        (x, y), r = to_pixels(goal)[0], radius + 1
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colors[i % len(colors)], outline=(0, 0, 0))
+    (x, y), r = to_pixels(START)[0], radius
+    draw.rectangle([x - r, y - r, x + r, y + r], fill=(0, 170, 0), outline=(0, 0, 0))
     if title:
         draw.text((margin, 1), title, fill=(0, 0, 0))
-    if legend:
-        _draw_legend(draw, size, margin, colors, goal_disc, start_square,
-                     dict(grid=grid_colour, obstacle=obstacle_colour, obstacle_width=obstacle_width,
-                          trajectory_width=trajectory_width))
     return np.asarray(image)
 
-
-def _draw_legend(draw, size: int, margin: int, colors, goal_disc, start_square, style: dict) -> None:
-    """The legend strip under the map (rows from y = size on), with the map's own markers."""
-    from PIL import ImageFont
-
-    font_size, row = _legend_font_size(size), _legend_row_height(size)
-    try:
-        font = ImageFont.load_default(size=font_size)  # scalable with FreeType (Pillow >= 10.1)
-    except (TypeError, OSError):
-        font = ImageFont.load_default()
-    key = max(3 * font_size, 3 * (2 * _marker_radius(size) + 4)) + 4  # width of the column of symbols
-    top = size + max(2, size // 50)
-
-    def centre(r: int) -> float:
-        return top + r * row + row / 2
-
-    def text(x: float, r: int, words: str) -> None:  # x: where the symbol column ends
-        draw.text((x + font_size // 2, centre(r)), words, fill=(0, 0, 0), font=font, anchor="lm")
-
-    half = size // 2
-    start_square(draw, margin + key / 2, centre(0))
-    text(margin + key, 0, f"start ({START[0]}, {START[1]})")
-    draw.line([(half, centre(0)), (half + key - 4, centre(0))], fill=style["obstacle"], width=style["obstacle_width"])
-    text(half + key, 0, "obstacle")
-    shown = min(3, len(colors))
-    for i in range(shown):  # a few task colours side by side
-        goal_disc(draw, margin + (i + 0.5) * key / shown, centre(1), colors[i])
-    text(margin + key, 1, "goals: one colour per task")
-    y = centre(2)
-    draw.line([(margin, y), (margin + key - 4, y)], fill=colors[0], width=style["trajectory_width"])
-    text(margin + key, 2, "trajectory: its goal's colour")
-    y, cell = centre(3), (row - 4) // 2
-    for k in range(3):  # two by two cells of the map's grid
-        draw.line([(margin + k * cell, y - cell), (margin + k * cell, y + cell)], fill=style["grid"])
-        draw.line([(margin, y + (k - 1) * cell), (margin + 2 * cell, y + (k - 1) * cell)], fill=style["grid"])
-    text(margin + key, 3, f"light grid: 1 map unit; the map is {MAP_SIZE:g} x {MAP_SIZE:g}")
-
-
-gymnasium.register(
-    id="Navigation-v0",
-    entry_point="nav_env:NavigationEnv",
-    vector_entry_point="nav_env:NavigationVectorEnv",
-)
+gymnasium.register(id="Navigation-v0", entry_point="nav_env:NavigationEnv",
+                   vector_entry_point="nav_env:NavigationVectorEnv")

@@ -39,7 +39,7 @@ class Args:
     seed: int = 1
     """seed of the experiment (env, actions, network initialisation)"""
     cuda: bool = False
-    """if toggled, use CUDA when it is available (else the CPU)"""
+    """if toggled, run on the CUDA device (it must be available)"""
     track: bool = False
     """if toggled, track the experiment with Weights and Biases (needs wandb: pip install wandb)"""
     wandb_project_name: str = "meta-rl"
@@ -142,13 +142,10 @@ class Agent(nn.Module):
         self.actor = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
                                    layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
                                    layer_init(nn.Linear(hidden, num_actions), std=0.01))
-
     def normalise(self, x):
         return (x - self.obs_mid) / self.obs_half_range
-
     def get_value(self, x):
         return self.critic(self.normalise(x))
-
     def get_action_and_value(self, x, action=None, action_mask=None):
         x = self.normalise(x)
         logits = self.actor(x)
@@ -158,10 +155,6 @@ class Agent(nn.Module):
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
-
-    @torch.no_grad()
-    def greedy_action(self, x: np.ndarray) -> int:  # nav's greedy (argmax) episodes, through nav_env.play_episode
-        return int(self.actor(self.normalise(torch.Tensor(x).to(self.obs_mid.device)[None])).argmax())
 
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
     """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over a rollout (num_steps, num_envs). As in
@@ -178,10 +171,8 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     """PPO's loss on one mini-batch (Schulman et al. 2017, eq. 9), every mean over the samples with mask 1 (mask 0: an
     autoreset step). Returns (loss, pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)."""
     num_samples = mask.sum().clamp(min=1.0)
-
     def masked_mean(x):
         return (x * mask).sum() / num_samples
-
     logratio = newlogprob - oldlogprob
     ratio = logratio.exp()
     with torch.no_grad():  # calculate approx_kl http://joschu.net/blog/kl-approx.html
@@ -214,7 +205,6 @@ class BestEpisodes:
     """SIL's memory: the `capacity` finished episodes with the highest return so far (ties: the older stays)."""
     def __init__(self, capacity: int):
         self.capacity, self.episodes = capacity, []  # (return, obs (T, d), actions (T,), returns (T,)), best first
-
     def add(self, steps: list, gamma: float) -> None:  # steps: the episode's (obs, action, reward) tuples
         observations, actions, rewards = (np.array(x) for x in zip(*steps))
         returns, running = np.zeros(len(rewards)), 0.0
@@ -223,7 +213,6 @@ class BestEpisodes:
         self.episodes.append((returns[0], observations, actions, returns))
         self.episodes.sort(key=lambda episode: -episode[0])
         del self.episodes[self.capacity :]
-
     def sample(self, batch_size: int, device):  # transitions, uniformly with replacement: (obs, actions, returns)
         obs, actions, returns = (torch.as_tensor(np.concatenate([e[k] for e in self.episodes])) for k in (1, 2, 3))
         index = torch.randint(len(returns), (batch_size,))
@@ -263,6 +252,7 @@ def check(args: Args) -> None:
         ("eval_episodes", 1 <= args.eval_episodes <= 1000, "be in [1, 1000]"),
         ("eval_set", args.eval_set == "sampled" or importlib.util.find_spec("dm_alchemy"), "have dm_alchemy installed"),
         ("exp_name", args.exp_name and "/" not in args.exp_name and not os.path.isfile("runs"), "name a run in runs/"),
+        ("cuda", not args.cuda or torch.cuda.is_available(), "be given only where a CUDA device is available"),
         ("track", not args.track or importlib.util.find_spec("wandb"), "have wandb installed (pip install wandb)"),
         *((name, args.track or getattr(args, name) == getattr(Args, name), "be left alone without --track")
           for name in ("wandb_project_name", "wandb_entity")),
@@ -293,7 +283,7 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
 
     # env setup: one task for every env, kept across autoresets
     if args.env == "nav":
@@ -330,7 +320,6 @@ if __name__ == "__main__":
     # gae_dones: where GAE stops, dones and with --per-trial-returns each trial's end (the step after it is a decision)
     logprobs, rewards, dones, gae_dones, values = torch.zeros((5, args.num_steps, args.num_envs)).to(device)
     action_masks = torch.ones(actions.shape + (envs.single_action_space.n,), dtype=torch.bool).to(device)
-
     def mask_of(observations: np.ndarray):  # alchemy: the valid actions (Huang & Ontanon 2020)
         return torch.as_tensor(alchemy_env.valid_action_mask(observations)).to(device) if args.mask_actions else None
 
@@ -347,8 +336,10 @@ if __name__ == "__main__":
         envs.set_state(checkpoint["env"])
         (start_iteration, global_step, elapsed, next_obs, next_done, next_gae_done, episode_return, episode_length,
          finished_returns, finished_lengths, finished_distances, episode_steps, memory, rng) = checkpoint["loop"]
-        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
-        torch.cuda.set_rng_state_all(rng[3]) if rng[3] else None
+        for restore, state in zip((random.setstate, np.random.set_state, torch.set_rng_state), rng):
+            restore(state)
+        if rng[3]:
+            torch.cuda.set_rng_state_all(rng[3])
     next_obs, next_done, next_gae_done = (torch.Tensor(x).to(device) for x in (next_obs, next_done, next_gae_done))
     next_mask = mask_of(next_obs.cpu().numpy())
     start_time = time.time() - elapsed
@@ -425,7 +416,6 @@ if __name__ == "__main__":
                 if not torch.isfinite(loss):  # diverged: keep the last checkpoint, write no summary.json
                     stop(3, f"non-finite loss at iteration {iteration}; lower --learning-rate or --reward-scale "
                             f"(the last checkpoint, if any, stays in {run_dir})")
-
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -464,9 +454,8 @@ if __name__ == "__main__":
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
-            distance = f" final_distance={np.mean(finished_distances[-100:]):.2f}" if finished_distances else ""
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} episodic_return="
-                  f"{np.mean(finished_returns[-100:]) if finished_returns else np.nan:.1f}{distance} SPS={sps}")
+                  f"{np.mean(finished_returns[-100:]) if finished_returns else np.nan:.1f} SPS={sps}")
 
         # after the iteration's last random draw, so that a run killed at any moment resumes exactly
         if (args.checkpoint_every and iteration % args.checkpoint_every == 0) or iteration == args.num_iterations:
@@ -483,18 +472,29 @@ if __name__ == "__main__":
                    final_episodic_return=float(np.mean(finished_returns[-100:])) if finished_returns else None,
                    episodes=len(finished_returns), wall_time_s=wall_time, sps=global_step / wall_time,
                    eval_set=args.eval_set if args.env == "alchemy" else None)
-    if args.env == "nav":  # the last 100 episodes and a greedy (argmax) one against the task's exact optimum R*
-        summary.update(nav_env.single_task_figures(agent.greedy_action, args.goal, args.obstacles, args.see_goal,
-                                                   args.collision, finished_returns[-100:], finished_distances[-100:]))
+    if args.env == "nav":  # the last 100 episodes, and one greedy (argmax) episode from the start
+        env = nav_env.NavigationEnv(args.obstacles, see_goal=args.see_goal, collision=args.collision)
+        greedy_obs, greedy_return, done = env.reset(options={"goal": args.goal})[0], 0.0, False
+        while not done:
+            action = agent.actor(agent.normalise(torch.Tensor(greedy_obs)[None].to(device))).argmax()
+            greedy_obs, reward, terminated, truncated, info = env.step(int(action))
+            greedy_return, done = greedy_return + reward, terminated or truncated
+        summary.update(final_distance=float(np.mean(finished_distances[-100:])) if finished_distances else None,
+                       success_rate=float(np.mean(np.asarray(finished_distances[-100:]) <= nav_env.GOAL_RADIUS + 1e-9)),
+                       greedy_return=greedy_return, greedy_final_distance=info["distance"],
+                       greedy_reached=info["distance"] <= nav_env.GOAL_RADIUS + 1e-9)
     if args.env == "alchemy" and args.eval_set == "dm_alchemy":  # zero-shot, on chemistries never trained on
         @torch.no_grad()
         def policy(observations, _):  # sampled actions, as dm_alchemy's agents played them
             observations, mask = torch.Tensor(observations).to(device), mask_of(observations)
             return agent.get_action_and_value(observations, action_mask=mask)[0].cpu().numpy()
         summary.update(alchemy_env.score_on_eval_set(policy, args.eval_episodes, args.seed))
-        alchemy_env.log_eval_set(writer, global_step, summary)
+        writer.add_scalar("eval_set/score", summary["eval_set_score"], global_step)
+        for name, score in summary["reference_scores"].items():  # the published agents and the random heuristic
+            writer.add_scalar(f"eval_set/reference_{name}", score, global_step)
+            writer.add_scalar(f"eval_set/post_minus_{name}", summary["post_minus_reference"][name][0], global_step)
+        print(f"dm_alchemy's evaluation episodes ({args.eval_episodes}): score {summary['eval_set_score']:.2f}")
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")
-    envs.close()
     writer.close()

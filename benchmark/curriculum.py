@@ -12,7 +12,8 @@ by a loop of its own that draws each meta-batch from a TaskSampler:
            --frontier-uniform.
 
 Every flag of the script is a flag here, with the same default; the run folder holds the script's TensorBoard tags and
-summary.json plus the sampler's: charts/difficulty_map (the learned return gap per goal bin, an image),
+summary.json, the held-out figures against the exact optimum (benchmark.nav_optimal.held_out_outcomes: eval/ tags of
+success on the reachable goals and the return gap, overall and per quadrant), and the sampler's: charts/difficulty_map (the learned return gap per goal bin, an image),
 charts/sampled_share_q1..q4, charts/sampler_time, and sampled_share_by_quadrant, difficulty_map, success_map (the
 learned success rate per goal bin) and median_sampler_time_s in summary.json. --task-sampler uniform gives the
 script's own run, figure for figure.
@@ -38,6 +39,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import maml_vpg  # Args: the two scripts' flags are the same
 import nav_env
+from benchmark import nav_optimal
 
 
 @dataclass
@@ -81,8 +83,8 @@ def check(args: Args) -> None:
         ("plr_staleness", 0 <= args.plr_staleness <= 1, "in [0, 1]"),
         ("frontier_band", 0 <= args.frontier_band[0] <= args.frontier_band[1] <= 1, "low high, 0 <= low <= high <= 1"),
         ("task_sampler", args.task_sampler == "uniform" or args.collision != "original",
-         "uniform with --collision original (the samplers score tasks by their gap to nav_env's exact optimum, "
-         "which it computes for block and stick)"),
+         "uniform with --collision original (the samplers score tasks by their gap to the exact optimum, "
+         "which benchmark.nav_optimal computes for block and stick)"),
         *[(flag, flag.startswith(args.task_sampler) or getattr(args, flag) == getattr(Args, flag),  # none ignored
            f"left at its default without --task-sampler {flag.split('_')[0]}") for flag in (
             "plr_temperature", "plr_staleness", "cvar_alpha", "cvar_uniform", "frontier_band", "frontier_uniform",
@@ -201,7 +203,7 @@ class TaskSampler:
                 if not missing.any():
                     break
             goals[missing] = candidates[free][: missing.sum()]
-        self.quadrant_counts += np.bincount(nav_env.goal_quadrants(goals), minlength=len(self.quadrant_counts))
+        self.quadrant_counts += np.bincount(nav_optimal.goal_quadrants(goals), minlength=len(self.quadrant_counts))
         return goals
 
     def update(self, goals, gaps, successes, iteration: int) -> None:
@@ -238,7 +240,6 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
 
     top = np.nanmax(difficulty) if np.isfinite(difficulty).any() else 0.0
     base = nav_env.render_trajectories([], [], obstacles=obstacles, size=size, title=title)
-    map_part = base[:size]  # anything render_trajectories draws below the size x size map stays as it is
     margin, scale = nav_env.render_layout(size)
     pixels = np.arange(size) + 0.5
     x, y = (pixels - margin) / scale, (size - margin - pixels) / scale  # x per column, y per row
@@ -250,7 +251,7 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
     heat = heat_colours(np.clip(np.nan_to_num(values, nan=0.0) / (top if top > 0 else 1.0), 0.0, 1.0))
     heat[np.isnan(values)] = NO_SCORE_GREY
     heat[~inside] = 255.0
-    heat_map = np.minimum(map_part, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
+    heat_map = np.minimum(base, heat.astype(np.uint8))  # the map's lines and obstacles are darker than the heat
 
     # the colour scale: a bar from 0 (white) to the highest gap (red), and the grey of "no score yet"
     legend = Image.new("RGB", (size, 44), (255, 255, 255))
@@ -269,7 +270,7 @@ def difficulty_image(difficulty: np.ndarray, obstacles: str, title: str, size: i
     draw.rectangle([grey_left, bar_top, grey_left + 10, bar_bottom - 1], fill=(NO_SCORE_GREY,) * 3, outline=(0, 0, 0))
     draw.text((grey_left + 14, bar_top - 1), "no score yet", fill=(0, 0, 0))
     draw.text((margin, 31), "(return: the reward summed over an episode)", fill=(0, 0, 0))
-    return np.concatenate([heat_map, base[size:], np.asarray(legend)], axis=0)
+    return np.concatenate([heat_map, np.asarray(legend)], axis=0)
 
 
 def none_if_nan(values) -> list:
@@ -288,11 +289,11 @@ def main() -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    if args.cuda and not torch.cuda.is_available():
-        print("--cuda given but no CUDA device is available: running on the CPU")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
     task_rng = np.random.default_rng([0, args.seed])  # training goals
-    test = nav_env.held_out_tasks(args.targets, args.num_test_tasks, args.test_seed, args.obstacles, args.collision)
+    test_goals = nav_env.sample_goals(args.targets, args.num_test_tasks, np.random.default_rng([1, args.test_seed]))
+    test_optimum = (None if args.collision == "original"  # the DP models block and stick
+                    else nav_optimal.optimal_returns(test_goals, args.obstacles, args.collision))
     kwargs = dict(obstacles=args.obstacles, see_goal=args.see_goal, collision=args.collision, autoreset_mode="Disabled")
     envs = nav_env.NavigationVectorEnv(args.meta_batch_size * args.episodes_per_task, **kwargs)
     test_envs = nav_env.NavigationVectorEnv(args.num_test_tasks * args.episodes_per_task, **kwargs)
@@ -321,11 +322,18 @@ def main() -> None:
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n"
                     + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()))
     sampler = TaskSampler(args)
-    sampler_times, iteration_times, iteration_sps, global_step = [], [], [], 0
+    sampler_times, iteration_times, global_step = [], [], 0
 
-    def log_evaluation(iteration: int, num_steps: int) -> dict:
-        test_stats = algo.sample_and_adapt(test_envs, model, params, test[0], num_steps, args, device)[1]
-        figures = nav_env.log_held_out(writer, iteration, test_stats, test, args.inner_steps, args.obstacles)
+    def log_evaluation(iteration: int) -> dict:
+        figures = algo.evaluate(writer, iteration, test_envs, model, params, test_goals, args, device)
+        if test_optimum is not None:  # the same figures against the exact optimum, a quadrant's as eval/<name>_q1..q4
+            outcomes = nav_optimal.held_out_outcomes(figures | {"args": asdict(args)}, test_optimum)
+            for key, value in outcomes.items():
+                for q, v in enumerate(value, 1) if key.endswith("_by_quadrant") else [(0, value)]:
+                    if isinstance(v, float):
+                        writer.add_scalar(f"eval/{key.removesuffix('_by_quadrant')}" + (f"_q{q}" if q else ""), v,
+                                          iteration)
+            figures |= outcomes
         if sampler.kind != "uniform":
             title = f"{args.task_sampler}: return gap per goal bin ({args.sampler_bins} x {args.sampler_bins})"
             writer.add_image("charts/difficulty_map", difficulty_image(sampler.difficulty_map(), args.obstacles, title),
@@ -352,36 +360,35 @@ def main() -> None:
         optimizer.step()
         if sampler.kind != "uniform":  # the training tasks' own post-adaptation gaps to their optimum, and success
             scoring_start = time.time()
-            optimal_return = nav_env.optimal_returns(goals, args.obstacles, args.collision)[0]
+            optimal_return = nav_optimal.optimal_returns(goals, args.obstacles, args.collision)[0]
             post = stats[-1]
             sampler.update(goals, optimal_return - post["returns"].mean(1), post["reached"].mean(1), iteration)
             sampler_time += time.time() - scoring_start
         sampler_times.append(sampler_time)
         global_step += sum(s["env_steps"] for s in stats)
         iteration_times.append(time.time() - iteration_start)
-        iteration_sps.append(sum(s["env_steps"] for s in stats) / iteration_times[-1])
+        sps = int(sum(s["env_steps"] for s in stats) / iteration_times[-1])
 
         writer.add_scalar("charts/pre_adaptation_return", stats[0]["returns"].mean(), iteration)
         writer.add_scalar("charts/post_adaptation_return", stats[-1]["returns"].mean(), iteration)
         writer.add_scalar("charts/pre_adaptation_distance", stats[0]["distances"].mean(), iteration)
         writer.add_scalar("charts/post_adaptation_distance", stats[-1]["distances"].mean(), iteration)
-        writer.add_scalar("charts/policy_entropy", stats[0]["entropy"], iteration)
         writer.add_scalar("charts/env_steps", global_step, iteration)
         writer.add_scalar("charts/iteration_time", iteration_times[-1], iteration)
-        writer.add_scalar("charts/SPS", int(iteration_sps[-1]), iteration)
+        writer.add_scalar("charts/SPS", sps, iteration)
         writer.add_scalar("losses/outer_loss", loss.item(), iteration)
         writer.add_scalar("losses/meta_grad_norm", grad_norm.item(), iteration)
         writer.add_scalar("charts/sampler_time", sampler_time, iteration)
-        for q, share in enumerate(np.bincount(nav_env.goal_quadrants(goals), minlength=4) / len(goals)):
+        for q, share in enumerate(np.bincount(nav_optimal.goal_quadrants(goals), minlength=4) / len(goals)):
             writer.add_scalar(f"charts/sampled_share_q{q + 1}", share, iteration)
         if iteration % 10 == 0 or iteration in (1, args.num_iterations):
             print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} pre/post-adaptation return "
-                  f"{stats[0]['returns'].mean():.1f} -> {stats[-1]['returns'].mean():.1f} SPS={int(iteration_sps[-1])}")
+                  f"{stats[0]['returns'].mean():.1f} -> {stats[-1]['returns'].mean():.1f} SPS={sps}")
         if args.eval_every and iteration % args.eval_every == 0 and iteration < args.num_iterations:
-            log_evaluation(iteration, args.inner_steps)
+            log_evaluation(iteration)
 
     train_time = time.time() - start_time
-    figures = log_evaluation(args.num_iterations, max(args.inner_steps, args.eval_inner_steps or 0))
+    figures = log_evaluation(args.num_iterations)
     counts = sampler.quadrant_counts
     summary = {"args": asdict(args), "iterations": args.num_iterations, "env_steps": global_step, **figures,
                # what the task sampler did: the share of training tasks per quadrant, and its scores per goal bin
@@ -390,9 +397,7 @@ def main() -> None:
                   for key, values in (("difficulty_map", None), ("success_map", sampler.success))},
                "median_sampler_time_s": float(np.median(sampler_times)) if sampler_times else None,
                "wall_time_s": time.time() - start_time, "train_time_s": train_time,
-               "sps": global_step / train_time if global_step else None,
-               "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None,
-               "median_sps": float(np.median(iteration_sps)) if iteration_sps else None}
+               "median_iteration_time_s": float(np.median(iteration_times)) if iteration_times else None}
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])
@@ -400,8 +405,6 @@ def main() -> None:
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")
-    envs.close()
-    test_envs.close()
     writer.close()
 
 

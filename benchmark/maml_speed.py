@@ -3,8 +3,8 @@
 N = 1, 3, 5 inner steps. Prints a Markdown table.
 
 Each cell runs the real script through its CLI for --iterations meta-iterations with its defaults
-(meta-batch 8 tasks x 20 episodes x 100 steps, hidden 64) and reads the median iteration time and
-median per-iteration env steps per second from its summary.json. MAML and FOMAML runs alternate, and
+(meta-batch 8 tasks x 20 episodes x 100 steps, hidden 64) and reads the median iteration time from its
+summary.json; env steps per second are its env steps per iteration over that median time. MAML and FOMAML runs alternate, and
 each figure is the median over --repeats runs. An env step is a step of a running episode (episodes
 that reached their goal early stop counting). Every run is single-threaded (OMP_NUM_THREADS=1).
 
@@ -78,9 +78,9 @@ def main() -> None:
                 for (version, script), (times, sps) in cells.items():
                     summary = run_once(versions[version], script, n, args.iterations, args.extra, workdir)
                     times.append(summary["median_iteration_time_s"])
-                    sps.append(summary["median_sps"])
+                    sps.append(summary["env_steps"] / summary["iterations"] / summary["median_iteration_time_s"])
                     print(f"N={n} {version} {script} run {repeat + 1}/{args.repeats}: "
-                          f"{summary['median_iteration_time_s']:.3f} s/iteration, {summary['median_sps']:,.0f} "
+                          f"{summary['median_iteration_time_s']:.3f} s/iteration, {sps[-1]:,.0f} "
                           f"env steps/s", file=sys.stderr, flush=True)
             for version in versions:
                 (maml_t, maml_s), (fomaml_t, fomaml_s) = (

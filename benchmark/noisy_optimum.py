@@ -1,7 +1,7 @@
 """How precisely must a policy act to reach the goals? The exact optimal policy with a share of random actions.
 
 For each held-out goal that the optimal policy reaches (the 64 goals the training scripts test on with
---num-test-tasks 64), play the optimal policy of nav_env.optimal_policy in NavigationVectorEnv, with
+--num-test-tasks 64), play the optimal policy of nav_optimal.optimal_policy in NavigationVectorEnv, with
 every action replaced by a uniformly random one with probability epsilon, and report the share of
 episodes that end within the goal radius, overall and per quadrant, beside the number of steps the
 optimal episode takes (of the 100). Goals behind the medium cross need nearly all 100 steps, so a policy
@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 import nav_env
+from benchmark import nav_optimal
 from benchmark.tools.run import OneLineErrorParser
 
 
@@ -64,12 +65,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: every --epsilons value must be in [0, 1], got {args.epsilons}\n")
 
     goals = nav_env.sample_goals(args.targets, args.num_goals, np.random.default_rng([1, args.test_seed]))
-    quadrants = nav_env.goal_quadrants(goals)
+    quadrants = nav_optimal.goal_quadrants(goals)
     rng = np.random.default_rng(0)
     rows, optimal_steps, kept = [], [], []
     success = np.zeros((len(args.epsilons), len(goals)))
     for g, goal in enumerate(goals):
-        _, reaches, policy = nav_env.optimal_policy(goal, args.obstacles)
+        _, reaches, policy = nav_optimal.optimal_policy(goal, args.obstacles)
         if not reaches:
             continue
         kept.append(g)

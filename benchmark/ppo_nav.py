@@ -2,7 +2,7 @@
 
 For each task it runs `ppo_single_task.py` with its defaults (for nav: PPO + self-imitation, 12M steps)
 plus the task's flags (the default task also as plain PPO, `--sil-coef 0`), reads the run's
-summary.json, and solves the task exactly with nav_env.optimal_returns (backward induction), both
+summary.json, and solves the task exactly with nav_optimal.optimal_returns (backward induction), both
 unrestricted and restricted to the start's side of the cross (the cross's arms extended to the map
 edges). The second number is the local optimum that a learner following the reward's slope can
 settle on.
@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 import nav_env
+from benchmark import nav_optimal
 from benchmark.tools.run import OneLineErrorParser  # errors in one line, as every tool here
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def same_side_optimum(goal, obstacles: str) -> float | None:
     walled = "medium_walled"
     nav_env.OBSTACLES[walled] = (((5.0, 0.0), (5.0, 10.0)), ((0.0, 5.0), (10.0, 5.0)))
     try:
-        return nav_env.optimal_returns([goal], walled)[0][0]
+        return nav_optimal.optimal_returns([goal], walled)[0][0]
     finally:
         del nav_env.OBSTACLES[walled]
         nav_env.collision_table.cache_clear()
@@ -63,7 +64,7 @@ def main() -> None:
         subprocess.run(command, cwd=run_dir, check=True, stdout=subprocess.DEVNULL)
         (summary_path,) = sorted(run_dir.glob("runs/*/summary.json"))[-1:]
         summary = json.loads(summary_path.read_text())
-        optimum = nav_env.optimal_returns([goal], obstacles)[0][0]
+        optimum = nav_optimal.optimal_returns([goal], obstacles)[0][0]
         same_side = same_side_optimum(goal, obstacles)
         rows.append(
             f"| {label}: goal {goal}, {obstacles} | {summary['greedy_return']:.1f} | {summary['greedy_final_distance']:.2f} "

@@ -665,24 +665,6 @@ def test_eval_set_episodes_replay_step_for_step_like_dm_alchemy(episode):
             assert rewards.sum() == data["agent_scores"]["baseline"][episode]
 
 
-def test_log_eval_set_writes_each_figure_to_its_tag_and_prints_one_line(capsys):
-    class Writer:
-        scalars = {}
-
-        def add_scalar(self, tag, value, step):
-            self.scalars[tag] = (value, step)
-
-    figures = dict(eval_episodes=4, eval_set_score=150.0, reference_scores={"baseline": 155.0, "random_heuristic": 145.0},
-                   post_minus_reference={"baseline": [-5.0, 1.0], "random_heuristic": [5.0, None]})
-    writer = Writer()
-    alchemy_env.log_eval_set(writer, 7, figures)
-    assert writer.scalars == {"eval_set/score": (150.0, 7), "eval_set/reference_baseline": (155.0, 7),
-                              "eval_set/post_minus_baseline": (-5.0, 7), "eval_set/reference_random_heuristic": (145.0, 7),
-                              "eval_set/post_minus_random_heuristic": (5.0, 7)}
-    assert capsys.readouterr().out == ("dm_alchemy's evaluation episodes (4): score 150.00; the random heuristic 145.00 "
-                                       "and V-MPO 155.00 on the same episodes\n")
-
-
 @needs_dm_alchemy
 def test_compare_with_agents_pairs_each_episode_with_the_agents_score_on_it():
     agents = alchemy_env.load_dm_alchemy_eval_set()["agent_scores"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nav_env
-from benchmark import curriculum
+from benchmark import curriculum, nav_optimal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,7 +225,7 @@ def test_sampler_keys_in_the_summary_through_the_cli(script, kind, tmp_path):
 def test_the_uniform_sampler_is_the_scripts_own_run(script, tmp_path):
     """--task-sampler uniform draws the goals as the script does: every figure of the script's summary is the same."""
     (tmp_path / "script").mkdir(), (tmp_path / "curriculum").mkdir()
-    flags = TINY + ["--inner-steps", "2", "--eval-inner-steps", "3"]
+    flags = TINY + ["--inner-steps", "2"]
     plain = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=tmp_path / "script", capture_output=True,
                            text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr
@@ -236,13 +236,17 @@ def test_the_uniform_sampler_is_the_scripts_own_run(script, tmp_path):
                            for d in ("script", "curriculum"))
     assert {k: v for k, v in before.items() if k not in times} == {
         k: v for k, v in after.items() if k in before and k not in times}
+    # and beside them, the figures against the exact optimum that benchmark.nav_optimal computes from that summary
+    outcomes = nav_optimal.held_out_outcomes(before)
+    assert {k: v for k, v in after.items() if k in outcomes} == outcomes
     assert after["difficulty_map"] is None and after["success_map"] is None
     assert sum(after["sampled_share_by_quadrant"]) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("values, message", [
     (dict(task_sampler="plr", collision="original"), "--task-sampler must be uniform with --collision original (the "
-     "samplers score tasks by their gap to nav_env's exact optimum, which it computes for block and stick), got 'plr'"),
+     "samplers score tasks by their gap to the exact optimum, which benchmark.nav_optimal computes for block and stick), "
+     "got 'plr'"),
     (dict(task_sampler="frontier", collision="original"), "--task-sampler must be uniform with --collision original"),
     (dict(outer_lr=float("nan")), "--outer-lr must be in (0, 1e37)"),  # the script's own checks come first
     (dict(cvar_alpha=0.0), "--cvar-alpha must be in (0, 1], got 0.0"),

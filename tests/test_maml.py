@@ -1,5 +1,5 @@
-"""maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations, held-out
-scoring (nav_env.py), the command line, and runs killed and resumed."""
+"""maml_vpg.py and fomaml_vpg.py: meta-gradients against exact answers and independent implementations, the held-out
+figures of summary.json, the command line, and runs killed and resumed."""
 
 import json
 import os
@@ -23,6 +23,7 @@ from meta_gradient_oracles import (assert_first_order_matches_per_task_gradients
 import fomaml_vpg
 import maml_vpg
 import nav_env
+from benchmark import nav_optimal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,37 +240,6 @@ def test_rollout_matches_the_single_env_replayed_with_the_same_actions():
     assert min(lengths_seen) < 100  # some episode reached its goal, so the early-end path was exercised
 
 
-def test_outcome_metrics_by_hand():
-    # 3 tasks x 2 episodes: a Q1 task reached in both episodes, a Q1 task in one, a Q3 task never
-    stats = {"reached": np.array([[True, True], [True, False], [False, False]]),
-             "returns": np.array([[-10.0, -30.0], [-50.0, -150.0], [-400.0, -600.0]])}
-    quadrants = np.array([0, 0, 2])
-    optimum = (np.array([-10.0, -40.0, -300.0]), np.array([True, True, False]))
-    metrics = nav_env.outcome_metrics(stats, quadrants, optimum)
-    assert metrics["success_rate"] == pytest.approx(0.5)  # (1 + 0.5 + 0) / 3
-    assert metrics["success_rate_by_quadrant"] == [pytest.approx(0.75), None, 0.0, None]
-    assert metrics["success_rate_on_reachable"] == pytest.approx(0.75)  # the third goal is not worth reaching
-    assert metrics["success_rate_on_reachable_by_quadrant"] == [pytest.approx(0.75), None, None, None]
-    # gaps: -10 - (-20) = 10, -40 - (-100) = 60, -300 - (-500) = 200
-    assert metrics["return_gap"] == pytest.approx(90.0)
-    assert metrics["return_gap_by_quadrant"] == [pytest.approx(35.0), None, pytest.approx(200.0), None]
-    without = nav_env.outcome_metrics(stats, quadrants, None)  # --collision original: no exact optimum
-    assert without["success_rate"] == pytest.approx(0.5) and without["return_gap"] is None
-    assert without["success_rate_on_reachable_by_quadrant"] == [None] * 4
-    # the figures of summary.json: before (step 0) and after N = 1 steps, and the optimal policy's success
-    test = (np.array([[8.0, 8.0], [2.0, 8.0], [2.0, 2.0]]), quadrants, optimum)
-    after = {"reached": np.ones((3, 2), dtype=bool), "returns": np.full((3, 2), -5.0)}
-    for batch in (stats, after):
-        batch["distances"] = np.zeros((3, 2))
-    figures = nav_env.held_out_figures([stats, after], test, inner_steps=1)
-    assert figures["optimal_success_rate"] == pytest.approx(2 / 3)
-    assert figures["optimal_success_rate_by_quadrant"] == [1.0, None, 0.0, None]
-    assert figures["pre_adaptation_return_gap"] == pytest.approx(90.0) and figures["post_adaptation_success_rate"] == 1.0
-    assert figures["success_after_steps"] == [pytest.approx(0.5), 1.0] and figures["test_goals"][1] == [2.0, 8.0]
-    assert figures["adaptation_gain"] == pytest.approx(-5.0 - np.mean(stats["returns"]))
-    assert nav_env.held_out_figures([stats], (test[0], quadrants, None), 0)["optimal_success_rate"] is None
-
-
 # --- the command line ---------------------------------------------------------------------------------
 
 TINY = ["--num-iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2", "--num-test-tasks", "2",
@@ -286,25 +256,23 @@ def read_summary(cwd) -> dict:
     return json.loads(path.read_text())
 
 
-def check_outcome_keys(summary: dict, inner_steps: int) -> None:
-    """The held-out success and return-gap keys, checked against nav_env's optimum of the test goals."""
-    for when in ("pre_adaptation", "post_adaptation"):
-        for name in ("success_rate", "success_rate_on_reachable"):
-            assert 0 <= summary[f"{when}_{name}"] <= 1
-            assert len(summary[f"{when}_{name}_by_quadrant"]) == 4
-        assert len(summary[f"{when}_return_gap_by_quadrant"]) == 4
-    assert len(summary["post_adaptation_success_rate_on_reachable_by_quadrant"]) == 4
-    assert summary["success_after_steps"][0] == summary["pre_adaptation_success_rate"]
-    assert summary["success_after_steps"][inner_steps] == summary["post_adaptation_success_rate"]
-    optimal_return, reaches = nav_env.optimal_returns(summary["test_goals"], summary["args"]["obstacles"])
-    assert summary["optimal_success_rate"] == pytest.approx(reaches.mean())
-    assert summary["test_optimal_returns"] == pytest.approx(optimal_return.tolist())
-    # every task has the same number of episodes: the mean gap is mean R* minus the mean return
-    assert summary["post_adaptation_return_gap"] == pytest.approx(optimal_return.mean() - summary["post_adaptation_return"])
-    assert summary["post_adaptation_return_gap"] >= 0  # no policy beats the optimum
-    quadrants = nav_env.goal_quadrants(summary["test_goals"])
-    for q in range(4):  # a quadrant without a test goal is null
-        assert (summary["post_adaptation_success_rate_by_quadrant"][q] is None) == (not (quadrants == q).any())
+def check_held_out_keys(summary: dict, inner_steps: int) -> None:
+    """The held-out figures: per goal and per inner step 0..N, their means over goals (every goal has the same number
+    of episodes), the figures before and after adaptation, and no return above each goal's exact optimum."""
+    goals = len(summary["test_goals"])
+    for name in ("return", "distance", "success"):
+        by_goal = np.array(summary[f"{name}_by_goal_after_steps"])
+        assert by_goal.shape == (inner_steps + 1, goals)
+        np.testing.assert_allclose(summary[f"{name}_after_steps"], by_goal.mean(1), rtol=1e-6)
+    success = np.array(summary["success_by_goal_after_steps"])
+    assert ((0 <= success) & (success <= 1)).all()
+    assert (success * 2 == np.round(success * 2)).all()  # the share of a goal's 2 episodes that reached it
+    for when, k in (("pre_adaptation", 0), ("post_adaptation", inner_steps)):
+        assert summary[f"{when}_return"] == summary["return_after_steps"][k]
+        assert summary[f"{when}_distance"] == summary["distance_after_steps"][k]
+        assert summary[f"{when}_success_rate"] == summary["success_after_steps"][k]
+    optimal_return, _ = nav_optimal.optimal_returns(summary["test_goals"], summary["args"]["obstacles"])
+    assert (np.array(summary["return_by_goal_after_steps"]) <= optimal_return + 1e-6).all()  # no policy beats R*
 
 
 @pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
@@ -316,8 +284,7 @@ def test_smoke_through_the_cli_save_and_evaluate(script, tmp_path):
     assert "iteration 2/2" in result.stdout
     summary = read_summary(train)
     for key in ["pre_adaptation_return", "post_adaptation_return", "pre_adaptation_distance",
-                "post_adaptation_distance", "adaptation_gain", "wall_time_s", "env_steps", "sps",
-                "median_iteration_time_s"]:
+                "post_adaptation_distance", "adaptation_gain", "wall_time_s", "env_steps", "median_iteration_time_s"]:
         assert summary[key] is not None, key
     assert summary["args"]["inner_steps"] == 2 and len(summary["return_after_steps"]) == 3
     assert summary["adaptation_gain"] == pytest.approx(summary["post_adaptation_return"] - summary["pre_adaptation_return"])
@@ -325,30 +292,35 @@ def test_smoke_through_the_cli_save_and_evaluate(script, tmp_path):
     assert 0 < summary["env_steps"] <= 2 * 2 * 2 * 3 * 100
     assert -20000 < summary["post_adaptation_return"] <= 0 and 0 <= summary["post_adaptation_distance"] <= 15
     assert len(list(train.glob("runs/*/events.out.tfevents.*"))) == 1
-    check_outcome_keys(summary, inner_steps=2)
+    check_held_out_keys(summary, inner_steps=2)
 
     model_path = train / summary["model_path"]
     result = run_script(script, TINY[2:] + ["--num-iterations", "0", "--no-see-goal", "--load-model", str(model_path),
-                                            "--eval-inner-steps", "3"], evaluate)
+                                            "--inner-steps", "3"], evaluate)  # the saved policy after 0..3 steps
     assert result.returncode == 0, result.stderr
     reloaded = read_summary(evaluate)
     assert len(reloaded["return_after_steps"]) == 4 and reloaded["env_steps"] == 0
+    check_held_out_keys(reloaded, inner_steps=3)
 
 
 def test_same_seed_same_run(tmp_path):
-    """The same seed gives the same run. The second run asks for --cuda: without a CUDA device it says so and
-    runs the same run on the CPU (CI has no GPU, so this is the device path's CPU test)."""
-    second = [] if torch.cuda.is_available() else ["--cuda"]
     results = []
-    for name, flags in (("a", []), ("b", second)):
+    for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        result = run_script("fomaml_vpg.py", TINY + ["--seed", "7", *flags], tmp_path / name)
+        result = run_script("fomaml_vpg.py", TINY + ["--seed", "7"], tmp_path / name)
         assert result.returncode == 0, result.stderr
-        if flags:
-            assert "--cuda given but no CUDA device is available: running on the CPU" in result.stdout
         summary = read_summary(tmp_path / name)
-        results.append((summary["return_after_steps"], summary["env_steps"]))
+        results.append((summary["return_by_goal_after_steps"], summary["env_steps"]))
     assert results[0] == results[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="--cuda is a valid request where a CUDA device is available")
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_cuda_without_a_cuda_device_exits_2_naming_the_flag(module, capsys):
+    with pytest.raises(SystemExit) as exit:
+        module.check(module.Args(cuda=True))
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == "error: --cuda must be given only where a CUDA device is available, got True\n"
 
 
 def shown_defaults(module, capsys) -> dict:
@@ -371,7 +343,7 @@ def test_help_shows_every_flag_with_its_real_default(module, capsys):
         "--collision": "block", "--seed": "1", "--num-iterations": "500"}
     # None only where its meaning is in the flag's one-line help
     assert {flag for flag, value in shown.items() if value == "None"} == {
-        "--wandb-entity", "--eval-inner-steps", "--load-model", "--resume"}
+        "--wandb-entity", "--load-model", "--resume"}
 
 
 @pytest.mark.parametrize("values, message", [
@@ -380,7 +352,6 @@ def test_help_shows_every_flag_with_its_real_default(module, capsys):
     (dict(outer_lr=float("inf")), "--outer-lr must be in (0, 1e37), got inf"),
     (dict(meta_batch_size=0), "--meta-batch-size must be > 0, got 0"),
     (dict(gamma=1.5), "--gamma must be in [0, 1], got 1.5"),
-    (dict(inner_steps=2, eval_inner_steps=1), "--eval-inner-steps must be >= --inner-steps, got 1"),
     (dict(load_model="no/such/file.pt"), "--load-model must be an existing file, got 'no/such/file.pt'"),
     (dict(seed=-1), "--seed must be in [0, 2**32), got -1"),
     (dict(test_seed=2**32), "--test-seed must be in [0, 2**32), got 4294967296"),
@@ -400,7 +371,7 @@ def test_bad_values_exit_2_with_one_line_naming_the_flag(module, values, message
 
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
 def test_good_values_pass_the_checks(module, capsys):
-    module.check(module.Args(inner_steps=3, eval_inner_steps=3, seed=2**32 - 1, gamma=1.0, gae_lambda=0.0,
+    module.check(module.Args(inner_steps=3, seed=2**32 - 1, gamma=1.0, gae_lambda=0.0,
                              max_grad_norm=0.0, outer_lr=1e36))
     assert capsys.readouterr().err == ""
 
@@ -506,20 +477,3 @@ def test_a_diverging_run_stops_with_exit_3_and_one_line_keeping_its_last_checkpo
     assert 1 <= checkpoint["loop"][0] < 8
     assert all(torch.isfinite(p).all() for p in checkpoint["model"].values())
     assert max(p.abs().max() for p in checkpoint["model"].values()) > 1e36  # it was heading off, not stopped at random
-
-
-def test_trajectory_image_has_a_panel_per_phase_with_nav_envs_legend_under_each():
-    """eval/trajectories: before | after, each nav_env's map with its legend strip, task i's episode and goal in
-    colour i. The panels are render_trajectories' own images, pixel for pixel."""
-    args = maml_vpg.Args(episodes_per_task=2)
-    goals = np.array([[2.0, 2.0], [8.0, 3.0]])
-    line = np.linspace([9.9, 9.9], [5.0, 5.0], 50)
-    positions = np.stack([line, line + 0.5, line - 0.5, line - 1.0], axis=1)  # (steps, task x episode, 2)
-    stats = [{"positions": positions}, {"positions": positions[:, ::-1]}]
-    image = nav_env.trajectory_image(stats, goals, args.episodes_per_task, args.obstacles)
-    height = 320 + nav_env.legend_height(320)
-    assert image.shape == (height, 640, 3)
-    before = nav_env.render_trajectories([positions[:, 0], positions[:, 2]], goals, obstacles=args.obstacles,
-                                         size=320, title="test tasks 1-2, episode 1: before adaptation", legend=True)
-    np.testing.assert_array_equal(image[:, :320], before)
-    assert (image[320:, 320:] < 200).any()  # the after-panel's legend strip is drawn, not blank

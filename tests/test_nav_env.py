@@ -521,151 +521,6 @@ def test_each_trajectory_is_drawn_in_its_goals_colour():
 
 
 
-# --- the exact optimum ---------------------------------------------------------------------------------------
-
-
-def brute_force_optimum(goal, obstacles, collision, horizon, start=nav_env.START):
-    """Every one of the 8^horizon action sequences played in the env itself: (best return, does some best
-    sequence end within the goal radius)."""
-    sequences = np.stack(np.meshgrid(*[np.arange(8)] * horizon, indexing="ij"), -1).reshape(-1, horizon)
-    envs = NavigationVectorEnv(len(sequences), obstacles=obstacles, collision=collision, autoreset_mode="Disabled")
-    envs.reset(options={"goals": np.tile(goal, (len(sequences), 1))})
-    envs._batch.position[:] = np.rint(np.asarray(start) * 10)  # the env has no start option: move its agents there
-    returns = np.zeros(len(sequences))
-    for t in range(horizon):
-        _, rewards, terminated, _, _ = envs.step(sequences[:, t])
-        returns += rewards
-    best = returns.max()
-    return best, bool(terminated[np.isclose(returns, best, rtol=0, atol=1e-9)].any())
-
-
-@pytest.mark.parametrize("collision", ["block", "stick"])
-@pytest.mark.parametrize(
-    "goal, obstacles, horizon, start",
-    [
-        ((9.6, 9.6), "none", 1, nav_env.START),  # out of reach in one step
-        ((9.6, 9.6), "none", 2, nav_env.START),  # two diagonal steps end at squared distance 0.02
-        ((9.9, 9.3), "medium", 4, nav_env.START),  # along the wall at x = 10
-        ((10.0, 10.0), "medium", 3, nav_env.START),  # in the corner: moves into the walls are cancelled
-        ((4.8, 5.3), "medium", 4, (5.2, 5.3)),  # across the cross's vertical arm: blocked, or stuck to it
-        ((5.3, 4.6), "medium", 4, (5.3, 5.2)),  # across the horizontal arm
-        ((4.6, 4.6), "hard", 4, (5.0, 5.0)),  # the hard level's centre, walled on 4 sides with gaps at the corners
-    ],
-)
-def test_optimal_returns_equal_brute_force_over_all_action_sequences(goal, obstacles, horizon, start, collision):
-    best, reaches = brute_force_optimum(goal, obstacles, collision, horizon, start)
-    value, reached = nav_env.optimal_returns([goal], obstacles, collision, horizon=horizon, start=start)
-    assert value[0] == pytest.approx(best, abs=1e-9) and reached[0] == reaches
-    single_value, single_reached, policy = nav_env.optimal_policy(goal, obstacles, collision, horizon, start)
-    assert single_value == pytest.approx(best, abs=1e-9) and single_reached == reaches
-    assert policy.shape == (horizon, 101, 101)
-
-
-def test_the_brute_force_by_hand():
-    assert brute_force_optimum((9.6, 9.6), "none", "block", 1) == (pytest.approx(-0.08), False)  # at (9.8, 9.8)
-    assert brute_force_optimum((9.6, 9.6), "none", "block", 2) == (pytest.approx(-0.08), True)  # then 0 at (9.7, 9.7)
-    # beside the vertical arm, the goal 0.2 across it: pushing into the arm (block) or sticking to it (stick)
-    # keeps the squared distance 0.04 on every step
-    assert brute_force_optimum((4.9, 5.5), "medium", "block", 3, (5.1, 5.5)) == (pytest.approx(-0.12), False)
-    assert brute_force_optimum((4.9, 5.5), "medium", "stick", 3, (5.1, 5.5)) == (pytest.approx(-0.12), False)
-
-
-def replay_policy(policy, goal, obstacles: str, collision: str = "block"):
-    """Play a (steps, 101, 101) policy in NavigationEnv: (return, terminated at the goal, steps taken)."""
-    env = NavigationEnv(obstacles=obstacles, collision=collision)
-    env.reset(options={"goal": goal})
-    total, terminated = 0.0, False
-    for t in range(100):
-        cell = np.rint(env.position * 10).astype(int)
-        _, reward, terminated, truncated, _ = env.step(int(policy[t, cell[0], cell[1]]))
-        total += reward
-        if terminated or truncated:
-            break
-    return total, terminated, t + 1
-
-
-def test_optimal_policy_replayed_in_the_env_earns_its_optimal_return_behind_the_cross():
-    value, reaches, policy = nav_env.optimal_policy((4.5, 1.0), "medium")
-    assert value == pytest.approx(-2913.28) and reaches
-    total, terminated, steps = replay_policy(policy, (4.5, 1.0), "medium")
-    assert terminated and steps == 88 and total == pytest.approx(-2913.28)
-    # parking beside the cross beats the detour to (4, 4)
-    assert nav_env.optimal_returns([(4.0, 4.0)], "medium")[0][0] == pytest.approx(-1452.72)
-    assert not nav_env.optimal_returns([(4.0, 4.0)], "medium")[1][0]
-
-
-@pytest.mark.parametrize("collision", ["block", "stick"])
-def test_batched_optimum_equals_one_goal_at_a_time_and_the_replayed_policy(collision):
-    goals = sample_goals("random", 7, np.random.default_rng(3))
-    values, reached = nav_env.optimal_returns(goals, "medium", collision, chunk=3)  # chunks of 3, 3 and 1
-    for goal, value, reach in zip(goals, values, reached):
-        single_value, single_reach, policy = nav_env.optimal_policy(goal, "medium", collision)
-        assert (single_value, single_reach) == (value, reach)
-        total, terminated, _ = replay_policy(policy, goal, "medium", collision)
-        assert total == pytest.approx(value, abs=1e-6) and terminated == reach
-
-
-def test_no_obstacles_every_goal_is_reached_and_the_optimum_is_at_most_zero():
-    goals = sample_goals("uniform", 8, np.random.default_rng(0))
-    values, reached = nav_env.optimal_returns(goals, "none")
-    assert reached.all() and (values <= 0).all()
-    assert nav_env.optimal_returns(np.zeros((0, 2)), "none")[0].shape == (0,)
-
-
-def test_play_episode_plays_a_deterministic_policy_to_the_episode_end():
-    # SW from every state parks in the cross's inner corner: the best policy on the start's side of the cross
-    # (docs/ppo_single_task.md), truncated after 100 moves; each reward is minus the new position's squared distance
-    seen = []
-    positions, total, distance = nav_env.play_episode(lambda obs: seen.append(obs) or 5, (4.5, 1.0), "medium")
-    assert len(seen) == 100 and positions.shape == (101, 2) and positions[0].tolist() == pytest.approx(nav_env.START)
-    np.testing.assert_allclose(seen[0], [9.9, 9.9, 4.5, 1.0])  # see_goal: (x, y, gx, gy)
-    assert total == pytest.approx(-3491.72) and total == pytest.approx(-((positions[1:] - (4.5, 1.0)) ** 2).sum())
-    assert distance == pytest.approx(np.hypot(*(positions[-1] - (4.5, 1.0))))
-    # a reached goal ends the episode with reward 0: (9.8, 9.8) and (9.7, 9.7) cost 0.18 and 0.08, (9.6, 9.6) is in
-    seen = []
-    positions, total, distance = nav_env.play_episode(lambda obs: seen.append(obs) or 5, (9.5, 9.5), "none",
-                                                      see_goal=False)
-    assert [obs.shape for obs in seen] == [(2,)] * 3 and positions[-1].tolist() == pytest.approx([9.6, 9.6])
-    assert total == pytest.approx(-0.26) and distance == pytest.approx(nav_env.GOAL_RADIUS)
-
-
-def test_single_task_figures_score_episodes_and_a_greedy_one_against_the_exact_optimum():
-    # goal behind the cross: R* = -2913.28 (reached); the always-SW policy parks in the corner (-3491.72, 4.14 away)
-    figures = nav_env.single_task_figures(lambda obs: 5, (4.5, 1.0), "medium", True, "block", [-3000.0, -2900.0],
-                                          [0.1, 4.0])
-    assert figures == pytest.approx(dict(
-        final_distance=2.05, goal_reached_rate=0.5, success_rate=0.5, greedy_return=-3491.72,
-        greedy_final_distance=math.hypot(0.6, 4.1), greedy_reached=False, optimal_return=-2913.28,
-        optimal_success_rate=1.0, return_gap=-2913.28 + 2950.0, greedy_return_gap=-2913.28 + 3491.72))
-    # one step from the goal (9.8, 9.8): SW reaches it at once, the optimum too
-    figures = nav_env.single_task_figures(lambda obs: 5, (9.8, 9.8), "none", False, "stick", [0.0], [0.0])
-    assert (figures["greedy_return"], figures["greedy_reached"], figures["greedy_return_gap"]) == (0.0, True, 0.0)
-    # the papers' float dynamics are off the DP's grid: no optimum, no gaps
-    figures = nav_env.single_task_figures(lambda obs: 5, (4.5, 1.0), "medium", True, "original", [-3000.0], [4.0])
-    assert [figures[k] for k in ("optimal_return", "optimal_success_rate", "return_gap", "greedy_return_gap")] == [None] * 4
-
-
-def test_goal_quadrants_follow_the_quadrant_table():
-    goals = [(9.0, 9.0), (1.0, 9.0), (1.0, 1.0), (9.0, 1.0), (5.0, 5.0), (4.9, 5.0), (5.0, 4.9)]
-    assert nav_env.goal_quadrants(goals).tolist() == [0, 1, 2, 3, 0, 1, 3]
-    for q, (x0, x1, y0, y1) in enumerate(nav_env.QUADRANTS):  # the quadrant table's interiors agree
-        assert nav_env.goal_quadrants([((x0 + x1) / 2, (y0 + y1) / 2)])[0] == q
-
-
-@pytest.mark.parametrize(
-    "call, match",
-    [
-        (lambda: nav_env.optimal_returns([(1.0, 1.0)], collision="original"), r"'block' and 'stick'"),
-        (lambda: nav_env.optimal_returns([(5.0, 5.0)], "medium"), r"lies on an obstacle"),
-        (lambda: nav_env.optimal_returns([1.0, 1.0]), r"shape \(G, 2\)"),
-        (lambda: nav_env.optimal_returns([(1.0, 1.0)], horizon=0), r"horizon must be an integer in 1..100"),
-        (lambda: nav_env.optimal_policy((1.0, 1.0), start=(11.0, 1.0)), r"start must be a point"),
-    ],
-)
-def test_optimum_bad_input_raises_value_error(call, match):
-    with pytest.raises(ValueError, match=match):
-        call()
-
 # --- bad input -----------------------------------------------------------------------------------------------
 
 
@@ -689,39 +544,13 @@ def test_bad_input_raises_value_error_naming_the_value(make, match):
         make()
 
 
-@pytest.mark.parametrize("legend", [False, True])
-def test_render_layout_places_map_points_where_render_trajectories_draws_them(legend):
+def test_render_layout_places_map_points_where_render_trajectories_draws_them():
     size = 400
-    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)],
-                                        legend=legend)
+    image = nav_env.render_trajectories([], [(2.0, 3.0)], obstacles="none", size=size, colors=[(200, 0, 200)])
     margin, scale = nav_env.render_layout(size)
     for (x, y), colour in (((2.0, 3.0), (200, 0, 200)), (nav_env.START, (0, 170, 0))):
         column, row = int(margin + x * scale), int(size - margin - y * scale)
         assert tuple(image[row, column]) == colour  # a goal disc and the start square are centred there
-
-
-TASK_COLOURS = [(200, 0, 200), (0, 200, 200), (200, 200, 0)]  # none of them is drawn by the map itself
-
-
-@pytest.mark.parametrize("size", [256, 400])
-def test_legend_adds_a_strip_under_the_same_map_with_the_markers_and_four_rows_of_text(size):
-    trajectories = [np.array([[9.9, 9.9], [5.0, 9.9], [2.0, 3.0]]), np.array([[9.9, 9.9], [8.0, 2.0]])]
-    goals = [(2.0, 3.0), (8.0, 2.0)]
-    plain = nav_env.render_trajectories(trajectories, goals, "medium", size=size, colors=TASK_COLOURS)
-    with_legend = nav_env.render_trajectories(trajectories, goals, "medium", size=size, colors=TASK_COLOURS,
-                                              legend=True)
-    assert plain.shape == (size, size, 3)
-    assert with_legend.shape == (size + nav_env.legend_height(size), size, 3) and nav_env.legend_height(size) > 0
-    assert np.array_equal(with_legend[:size], plain)  # the map part is the image without a legend
-    strip = with_legend[size:]
-    colours = {tuple(c) for c in strip.reshape(-1, 3)}
-    assert (0, 170, 0) in colours  # the start's green square
-    assert (60, 60, 60) in colours  # an obstacle line
-    assert set(TASK_COLOURS) <= colours  # a goal disc in every task colour (three are shown)
-    # Text: the rows of the strip holding dark pixels form four bands, one per legend line.
-    dark_rows = (strip.max(-1) < 100).any(1)
-    bands = np.count_nonzero(dark_rows[1:] & ~dark_rows[:-1]) + int(dark_rows[0])
-    assert bands == 4
 
 
 @pytest.mark.parametrize("collision", ["block", "original"])

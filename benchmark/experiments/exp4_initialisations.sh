@@ -35,10 +35,11 @@ wait $a; wait $b
 
 # Evaluate every initialisation after 0..K inner steps on the scripts' held-out tasks (same for all).
 model() { ls "$OUT/$1"/runs/*/*.cleanrl_model | tail -n 1; }
-evaluate() {  # evaluate FOLDER SCRIPT FLAGS...
-  local folder=$OUT/$1 script=$2; shift 2
+evaluate() {  # evaluate FOLDER SCRIPT FLAGS...: with no training iteration, the nav scripts' --inner-steps K are the evaluation's
+  local folder=$OUT/$1 script=$2 steps=--eval-inner-steps; shift 2
+  [[ $script == alchemy_maml.py ]] || steps=--inner-steps
   rm -rf "$folder" && mkdir -p "$folder"
-  (cd "$folder" && python "$ROOT/$script" --seed 1 --num-iterations 0 --eval-inner-steps $K --inner-lr 1.0 "$@" > stdout.log)
+  (cd "$folder" && python "$ROOT/$script" --seed 1 --num-iterations 0 $steps $K --inner-lr 1.0 "$@" > stdout.log)
 }
 evaluate nav_eval_meta maml_vpg.py --no-see-goal --load-model "$ROOT/$(model nav_meta)"
 evaluate nav_eval_pretrained maml_vpg.py --no-see-goal --load-model "$ROOT/$(model nav_pretrained)"

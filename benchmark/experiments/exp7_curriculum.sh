@@ -2,7 +2,7 @@
 # Experiment 7 (the papers' suggestion C): does a difficulty-aware task distribution get MAML and FOMAML
 # round the obstacles? Medium obstacles, uniform targets; held-out success (episodes that end within the
 # goal radius) overall and per quadrant on the goals the exact optimal policy reaches, and the return gap
-# to each goal's exact optimum R* (nav_env.optimal_returns), on 64 held-out goals.
+# to each goal's exact optimum R* (benchmark/nav_optimal.py), on 64 held-out goals.
 #   1. MAML (N = 1) with --task-sampler uniform, plr and cvar, FOMAML --inner-steps 3 with uniform and plr, each
 #      run by benchmark/curriculum.py around the script's own functions (--script);
 #   2. the papers' Figure 3a failure case, goals behind the cross, before and after adaptation, per sampler;

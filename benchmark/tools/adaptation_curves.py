@@ -2,7 +2,7 @@
 Alchemy paper's Figure 1c,d). Reads the `<measure>_after_steps` lists that maml_vpg.py, fomaml_vpg.py and
 alchemy_maml.py write to summary.json, so evaluate each initialisation first, e.g.
 
-    python maml_vpg.py --load-model <run>/maml_vpg.cleanrl_model --num-iterations 0 --eval-inner-steps 5
+    python maml_vpg.py --load-model <run>/maml_vpg.cleanrl_model --num-iterations 0 --inner-steps 5
 
 then give one LABEL=DIR per initialisation, DIR holding runs/<run>/summary.json (the newest is used):
 

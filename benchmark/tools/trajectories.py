@@ -37,6 +37,23 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+class PathRecorder(nav_env.NavigationVectorEnv):
+    """A NavigationVectorEnv that keeps the positions of every env since each reset: paths[r] is (T + 1, num_envs, 2)
+    for the r-th reset, so the rollouts of maml_vpg.sample_and_adapt (one reset each) can be drawn."""
+
+    paths: list
+
+    def reset(self, *, seed=None, options=None):
+        result = super().reset(seed=seed, options=options)
+        self.paths = getattr(self, "paths", []) + [[self.positions]]
+        return result
+
+    def step(self, actions):
+        result = super().step(actions)
+        self.paths[-1].append(self.positions)
+        return result
+
+
 def load_run(run_dir: pathlib.Path):
     summary_path = sweep_runner.newest_summary(run_dir)
     if summary_path is None:
@@ -62,17 +79,20 @@ def panels(summary: dict, model_path: pathlib.Path, seed: int, size: int, goals=
     args.episodes_per_task = EPISODES_SHOWN
     goals = np.array(summary["test_goals"][:2] if goals is None else goals)
     torch.manual_seed(seed)
-    envs = nav_env.NavigationVectorEnv(len(goals) * EPISODES_SHOWN, obstacles=args.obstacles, see_goal=args.see_goal,
-                                       collision=args.collision, autoreset_mode="Disabled")
+    envs = PathRecorder(len(goals) * EPISODES_SHOWN, obstacles=args.obstacles, see_goal=args.see_goal,
+                        collision=args.collision, autoreset_mode="Disabled")
     envs.reset(seed=seed)
     space = envs.single_observation_space
     model = maml_vpg.Policy(space.shape[0], 8, args.hidden_size, space.low, space.high)
     model.load_state_dict(torch.load(model_path, map_location="cpu"))
     params = dict(model.named_parameters())
-    _, stats, _ = maml_vpg.sample_and_adapt(envs, model, params, goals, args.inner_steps, args, torch.device("cpu"))
+    envs.paths = []  # the seeding reset above is no rollout
+    maml_vpg.sample_and_adapt(envs, model, params, goals, args.inner_steps, args, torch.device("cpu"))
     images = []
-    for title, batch_stats in (("before adaptation", stats[0]), (f"after {args.inner_steps} inner step(s)", stats[-1])):
-        paths = [batch_stats["positions"][:, i] for i in range(len(goals) * EPISODES_SHOWN)]
+    for title, rollout_paths in (("before adaptation", envs.paths[0]),
+                                 (f"after {args.inner_steps} inner step(s)", envs.paths[-1])):
+        positions = np.stack(rollout_paths)  # (T + 1, envs, 2)
+        paths = [positions[:, i] for i in range(len(goals) * EPISODES_SHOWN)]
         colours = [nav_env._PALETTE[i // EPISODES_SHOWN] for i in range(len(paths))]
         goal_per_path = [goal for goal in goals for _ in range(EPISODES_SHOWN)]  # goal i drawn in path i's colour
         images.append(nav_env.render_trajectories(paths, goal_per_path, obstacles=args.obstacles, size=size,
