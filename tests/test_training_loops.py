@@ -1,0 +1,258 @@
+"""The training loops of maml_vpg.py, fomaml_vpg.py and alchemy_maml.py as they run: one meta-iteration of each
+script's __main__ against the meta-gradient recomputed from what its envs saw, each script's rollout against a
+recomputation of its batch, its sampled actions against the policy's probabilities, and nav meta-training against
+the initial policy.
+
+The scripts run in this process (runpy), so the envs they build are nav_env's and alchemy_env's own classes, whose
+reset and step are wrapped here to record every observation, action, reward and episode end, and torch.optim's
+global step hooks record the parameters and their .grad at the optimizer's step. Nothing of a script is copied."""
+
+import copy
+import json
+import random
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tyro
+from torch.func import functional_call
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+from meta_gradient_oracles import classic_maml_meta_gradient
+
+import alchemy_env
+import alchemy_maml
+import fomaml_vpg
+import maml_vpg
+import nav_env
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+MODULES = {"maml_vpg.py": maml_vpg, "fomaml_vpg.py": fomaml_vpg, "alchemy_maml.py": alchemy_maml}
+
+
+# --- what a run did: its envs' steps, its optimizer's steps --------------------------------------------------
+
+
+class EnvRecorder:
+    """Every reset and step of every instance of a vector env class (patched on the class, so the envs a script's
+    __main__ builds are recorded too): per env, a list of rollouts, each a reset's options and observation followed
+    by each step's actions and what it returned."""
+
+    def __init__(self, monkeypatch, env_class):
+        self.envs = {}  # id(env) -> (num_envs, rollouts)
+        reset, step = env_class.reset, env_class.step
+
+        def recording_reset(env, *args, **kwargs):
+            obs, info = reset(env, *args, **kwargs)
+            rollouts = self.envs.setdefault(id(env), (env.num_envs, []))[1]
+            rollouts.append({"options": copy.deepcopy(kwargs.get("options")), "obs": [np.array(obs)], "actions": [],
+                             "rewards": [], "done": []})
+            return obs, info
+
+        def recording_step(env, actions):
+            result = step(env, actions)
+            obs, rewards, terminated, truncated, _ = result
+            rollout = self.envs[id(env)][1][-1]
+            for key, value in (("actions", actions), ("obs", obs), ("rewards", rewards),
+                               ("done", np.logical_or(terminated, truncated))):
+                rollout[key].append(np.array(value))
+            return result
+
+        monkeypatch.setattr(env_class, "reset", recording_reset)
+        monkeypatch.setattr(env_class, "step", recording_step)
+
+    def rollouts(self, num_envs: int) -> list:
+        """The rollouts that stepped, of the one env with num_envs envs."""
+        (rollouts,) = [rollouts for size, rollouts in self.envs.values() if size == num_envs]
+        return [rollout for rollout in rollouts if rollout["actions"]]
+
+
+class OptimizerSteps:
+    """Every optimizer step while active, through torch.optim's global hooks: its class, learning rate, and each
+    parameter before and after the step with its .grad at the step (in the order of the optimizer's params)."""
+
+    def __enter__(self):
+        self.steps = []
+
+        def before(optimizer, args, kwargs):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self.steps.append({"optimizer": type(optimizer), "lr": optimizer.param_groups[0]["lr"], "params": params,
+                               "before": [p.detach().clone() for p in params],
+                               "grad": [p.grad.detach().clone() for p in params]})
+
+        def after(optimizer, args, kwargs):
+            self.steps[-1]["after"] = [p.detach().clone() for p in self.steps[-1]["params"]]
+
+        self.handles = [register_optimizer_step_pre_hook(before), register_optimizer_step_post_hook(after)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+
+def run_main(script: str, flags: list, cwd: Path, monkeypatch):
+    """The script's __main__ in this process, in cwd; torch's thread count and the global RNGs, which the script
+    sets, are put back afterwards."""
+    threads, states = torch.get_num_threads(), (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *flags])
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+        random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
+
+
+# --- batches rebuilt from the envs' records, and meta-gradients recomputed from them ------------------------------
+
+
+def by_task(x: np.ndarray, tasks: int) -> torch.Tensor:
+    """(T, tasks * episodes, ...) -> (tasks, episodes, T, ...): env i plays task i // episodes (np.repeat's order)."""
+    x = torch.as_tensor(x)
+    return x.reshape((x.shape[0], tasks, -1) + x.shape[2:]).movedim(0, 2)
+
+
+def recorded_steps(rollout: dict, horizon: int, tasks: int) -> dict:
+    """A recorded rollout as (tasks, episodes, horizon, ...) tensors: obs[t] (what the policy saw at t), actions,
+    rewards, and mask[t] = 1 while the env reported no end (terminated or truncated) before step t. A rollout that
+    stopped stepping once every episode had ended is padded with ended steps."""
+    steps = len(rollout["actions"])
+    assert steps == horizon or (steps < horizon and rollout["done"][-1].all()), (steps, horizon)
+    pad = horizon - steps
+    obs = np.stack(rollout["obs"][:steps] + rollout["obs"][-1:] * pad)
+    actions = np.stack(rollout["actions"] + [np.zeros_like(rollout["actions"][0])] * pad)
+    rewards = np.stack(rollout["rewards"] + [np.zeros_like(rollout["rewards"][0])] * pad).astype(np.float32)
+    done = np.stack(rollout["done"] + [np.ones_like(rollout["done"][0])] * pad)
+    ended_before = np.concatenate([np.zeros_like(done[:1]), np.maximum.accumulate(done, axis=0)[:-1]])
+    return {"obs": by_task(obs, tasks), "actions": by_task(actions, tasks).long(),
+            "rewards": by_task(rewards, tasks), "mask": by_task(~ended_before, tasks).float()}
+
+
+def flat(steps: dict, advantages: torch.Tensor) -> dict:
+    """The losses' layout, (tasks, episodes * T, ...), of recorded steps and their advantages."""
+    tasks = steps["obs"].shape[0]
+    return {"obs": steps["obs"].reshape(tasks, -1, steps["obs"].shape[-1]), "actions": steps["actions"].reshape(tasks, -1),
+            "advantages": advantages.reshape(tasks, -1), "mask": steps["mask"].reshape(tasks, -1)}
+
+
+def normalised(obs: torch.Tensor, space) -> torch.Tensor:
+    """Observations mapped from the observation space's bounds to [-1, 1], the baseline's features."""
+    low, high = (torch.as_tensor(x, dtype=torch.float32) for x in (space.low, space.high))
+    return (obs - (high + low) / 2) / ((high - low) / 2)
+
+
+def nav_batch(module, rollout: dict, tasks: int, args) -> dict:
+    """A nav rollout's batch rebuilt from the env's record: advantages by module.compute_advantages."""
+    steps = recorded_steps(rollout, nav_env.MAX_EPISODE_STEPS, tasks)
+    space = nav_env._observation_space(args.see_goal, args.collision)
+    advantages = module.compute_advantages(normalised(steps["obs"], space), steps["rewards"], steps["mask"],
+                                           args.gamma, args.gae_lambda, args.norm_adv)
+    return flat(steps, advantages)
+
+
+def alchemy_batch(rollout: dict, tasks: int, args) -> dict:
+    """An Alchemy rollout's batch rebuilt from the env's record: advantages by compute_advantages with returns cut
+    at every trial's end when args.per_trial_returns, and the valid actions of each observation."""
+    steps = recorded_steps(rollout, alchemy_env.EPISODE_STEPS, tasks)
+    space = alchemy_env._observation_space(args.see_chemistry)
+    segment = alchemy_env.STEPS_PER_TRIAL if args.per_trial_returns else None
+    advantages = alchemy_maml.compute_advantages(normalised(steps["obs"], space), steps["rewards"], steps["mask"],
+                                                 args.gamma, args.gae_lambda, args.norm_adv, segment)
+    batch = flat(steps, advantages)
+    if args.mask_actions:
+        batch["action_mask"] = torch.as_tensor(alchemy_env.valid_action_mask(batch["obs"].numpy()))
+    return batch
+
+
+def policy_with(module, space, num_actions: int, hidden: int, values: list):
+    """module.Policy holding the given parameter values (in named_parameters order) as its own leaves."""
+    model = module.Policy(space.shape[0], num_actions, hidden, space.low, space.high)
+    with torch.no_grad():
+        for p, value in zip(model.parameters(), values, strict=True):
+            p.copy_(value)
+    return model
+
+
+# --- 1. one meta-iteration of each script, against the meta-gradient recomputed from its batches ------------------
+
+NAV_ITERATION = ["--num-iterations", "1", "--meta-batch-size", "3", "--episodes-per-task", "4", "--inner-steps", "2",
+                 "--hidden-size", "16", "--num-test-tasks", "2", "--eval-every", "0", "--gae-lambda", "0.95",
+                 "--outer-optimizer", "sgd", "--outer-lr", "0.5", "--max-grad-norm", "0", "--save-model"]
+
+
+@pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
+def test_one_nav_meta_iteration_is_an_sgd_step_along_the_meta_gradient_of_the_envs_own_episodes(script, tmp_path,
+                                                                                                monkeypatch):
+    """With SGD and no clipping, the loop's one step moves theta by -outer_lr x the meta-gradient recomputed one task
+    at a time by plain autograd (through the N inner steps for MAML, at theta_N for FOMAML) from the N + 1 batches
+    rebuilt from what the training envs saw."""
+    module, args = MODULES[script], tyro.cli(MODULES[script].Args, args=NAV_ITERATION)
+    recorder = EnvRecorder(monkeypatch, nav_env.NavigationVectorEnv)
+    with OptimizerSteps() as optimizer:
+        run_main(script, NAV_ITERATION, tmp_path, monkeypatch)
+    (step,) = optimizer.steps
+    assert step["optimizer"] is torch.optim.SGD and step["lr"] == args.outer_lr
+    rollouts = recorder.rollouts(args.meta_batch_size * args.episodes_per_task)
+    assert len(rollouts) == args.inner_steps + 1  # theta_0 .. theta_N's episodes
+    for rollout in rollouts:  # every task's goal on its episodes_per_task consecutive envs
+        goals = rollout["options"]["goals"].reshape(args.meta_batch_size, args.episodes_per_task, 2)
+        assert (goals == goals[:, :1]).all() and len(np.unique(goals[:, 0], axis=0)) == args.meta_batch_size
+    batches = [nav_batch(module, rollout, args.meta_batch_size, args) for rollout in rollouts]
+
+    space = nav_env._observation_space(args.see_goal, args.collision)
+    model = policy_with(module, space, len(nav_env.ACTION_NAMES), args.hidden_size, step["before"])
+    params = dict(model.named_parameters())
+    expected, _ = classic_maml_meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr,
+                                             first_order=script == "fomaml_vpg.py")
+    (saved_path,) = tmp_path.glob(f"runs/*/{args.exp_name}.cleanrl_model")
+    saved = torch.load(saved_path)
+    for (name, before), grad, after in zip(((n, p.detach()) for n, p in params.items()), step["grad"], step["after"], strict=True):
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(after - before, -args.outer_lr * expected[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(saved[name], after, rtol=0, atol=0)  # the run ends with the stepped parameters
+
+
+ALCHEMY_ITERATION = ["--num-iterations", "1", "--meta-batch-size", "2", "--episodes-per-task", "2", "--hidden-size",
+                     "16", "--num-test-tasks", "1", "--eval-every", "0", "--max-grad-norm", "0", "--save-model"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--first-order"]], ids=["maml", "fomaml"])
+def test_one_alchemy_meta_iteration_is_adams_first_step_on_the_meta_gradient_of_the_envs_own_episodes(flags, tmp_path,
+                                                                                                    monkeypatch):
+    """The .grad at the loop's Adam step is the meta-gradient recomputed one task at a time by plain autograd (through
+    the inner step, or at theta_N with --first-order) from the batches rebuilt from what the training envs saw, with
+    returns cut at trial ends and invalid actions masked; the step is Adam's first, -lr * g / (|g| + eps) (its bias
+    corrections make m / sqrt(v) = g / |g|), so it moves every parameter along the recomputed gradient's sign."""
+    args = tyro.cli(alchemy_maml.Args, args=ALCHEMY_ITERATION + flags)
+    assert args.per_trial_returns and args.mask_actions and args.inner_steps == 1
+    recorder = EnvRecorder(monkeypatch, alchemy_env.SymbolicAlchemyVectorEnv)
+    with OptimizerSteps() as optimizer:
+        run_main("alchemy_maml.py", ALCHEMY_ITERATION + flags, tmp_path, monkeypatch)
+    (step,) = optimizer.steps
+    assert step["optimizer"] is torch.optim.Adam and step["lr"] == args.outer_lr
+    rollouts = recorder.rollouts(args.meta_batch_size * args.episodes_per_task)
+    assert len(rollouts) == args.inner_steps + 1
+    for rollout in rollouts:  # every task's chemistry on its episodes_per_task consecutive envs
+        rotations = rollout["options"]["chemistries"]["rotation"]
+        rotations = rotations.reshape((args.meta_batch_size, args.episodes_per_task) + rotations.shape[1:])
+        assert (rotations == rotations[:, :1]).all()
+    batches = [alchemy_batch(rollout, args.meta_batch_size, args) for rollout in rollouts]
+
+    space = alchemy_env._observation_space(args.see_chemistry)
+    model = policy_with(alchemy_maml, space, alchemy_env.NUM_ACTIONS, args.hidden_size, step["before"])
+    params = dict(model.named_parameters())
+    expected, _ = classic_maml_meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr,
+                                             first_order=args.first_order)
+    eps = torch.optim.Adam(params.values()).defaults["eps"]
+    (saved_path,) = tmp_path.glob(f"runs/*/{args.exp_name}.cleanrl_model")
+    saved = torch.load(saved_path)
+    for (name, before), grad, after in zip(((n, p.detach()) for n, p in params.items()), step["grad"], step["after"],
+                                           strict=True):
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(after - before, -args.outer_lr * grad / (grad.abs() + eps), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(saved[name], after, rtol=0, atol=0)  # the run ends with the stepped parameters
