@@ -13,6 +13,7 @@ import random
 import runpy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -146,20 +147,18 @@ def normalised(obs: torch.Tensor, space) -> torch.Tensor:
     return (obs - (high + low) / 2) / ((high - low) / 2)
 
 
-def nav_batch(module, rollout: dict, tasks: int, args) -> dict:
+def nav_batch(module, rollout: dict, tasks: int, args, space) -> dict:
     """A nav rollout's batch rebuilt from the env's record: advantages by module.compute_advantages."""
     steps = recorded_steps(rollout, nav_env.MAX_EPISODE_STEPS, tasks)
-    space = nav_env._observation_space(args.see_goal, args.collision)
     advantages = module.compute_advantages(normalised(steps["obs"], space), steps["rewards"], steps["mask"],
                                            args.gamma, args.gae_lambda, args.norm_adv)
     return flat(steps, advantages)
 
 
-def alchemy_batch(rollout: dict, tasks: int, args) -> dict:
+def alchemy_batch(rollout: dict, tasks: int, args, space) -> dict:
     """An Alchemy rollout's batch rebuilt from the env's record: advantages by compute_advantages with returns cut
     at every trial's end when args.per_trial_returns, and the valid actions of each observation."""
     steps = recorded_steps(rollout, alchemy_env.EPISODE_STEPS, tasks)
-    space = alchemy_env._observation_space(args.see_chemistry)
     segment = alchemy_env.STEPS_PER_TRIAL if args.per_trial_returns else None
     advantages = alchemy_maml.compute_advantages(normalised(steps["obs"], space), steps["rewards"], steps["mask"],
                                                  args.gamma, args.gae_lambda, args.norm_adv, segment)
@@ -202,9 +201,8 @@ def test_one_nav_meta_iteration_is_an_sgd_step_along_the_meta_gradient_of_the_en
     for rollout in rollouts:  # every task's goal on its episodes_per_task consecutive envs
         goals = rollout["options"]["goals"].reshape(args.meta_batch_size, args.episodes_per_task, 2)
         assert (goals == goals[:, :1]).all() and len(np.unique(goals[:, 0], axis=0)) == args.meta_batch_size
-    batches = [nav_batch(module, rollout, args.meta_batch_size, args) for rollout in rollouts]
-
     space = nav_env._observation_space(args.see_goal, args.collision)
+    batches = [nav_batch(module, rollout, args.meta_batch_size, args, space) for rollout in rollouts]
     model = policy_with(module, space, len(nav_env.ACTION_NAMES), args.hidden_size, step["before"])
     params = dict(model.named_parameters())
     expected, _ = classic_maml_meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr,
@@ -241,9 +239,8 @@ def test_one_alchemy_meta_iteration_is_adams_first_step_on_the_meta_gradient_of_
         rotations = rollout["options"]["chemistries"]["rotation"]
         rotations = rotations.reshape((args.meta_batch_size, args.episodes_per_task) + rotations.shape[1:])
         assert (rotations == rotations[:, :1]).all()
-    batches = [alchemy_batch(rollout, args.meta_batch_size, args) for rollout in rollouts]
-
     space = alchemy_env._observation_space(args.see_chemistry)
+    batches = [alchemy_batch(rollout, args.meta_batch_size, args, space) for rollout in rollouts]
     model = policy_with(alchemy_maml, space, alchemy_env.NUM_ACTIONS, args.hidden_size, step["before"])
     params = dict(model.named_parameters())
     expected, _ = classic_maml_meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr,
@@ -256,3 +253,187 @@ def test_one_alchemy_meta_iteration_is_adams_first_step_on_the_meta_gradient_of_
         torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(after - before, -args.outer_lr * grad / (grad.abs() + eps), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(saved[name], after, rtol=0, atol=0)  # the run ends with the stepped parameters
+
+
+# --- 2. each script's rollout: its batch against the envs' record, its actions against the policy ----------------
+
+
+def tasks_policies(model, tasks: int, scale: float, seed: int) -> dict:
+    """tasks different policies near model's (a leading task dim): the initial policy is nearly uniform, which a
+    sampler that ignored the logits would match too."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: p.detach() + scale * torch.randn((tasks,) + p.shape, generator=generator)
+            for name, p in model.named_parameters()}
+
+
+def task_probabilities(model, task_params: dict, obs: torch.Tensor, action_mask=None) -> torch.Tensor:
+    """Each task's action probabilities on its own observations (tasks, n, obs_dim), by functional_call one task at a
+    time; invalid actions (action_mask False) get probability 0."""
+    probs = []
+    for task in range(obs.shape[0]):
+        logits = functional_call(model, {name: p[task] for name, p in task_params.items()}, (obs[task],))
+        if action_mask is not None:
+            logits = logits.masked_fill(~action_mask[task], -torch.inf)
+        probs.append(torch.softmax(logits.double(), -1))
+    return torch.stack(probs)
+
+
+def chi_square_p_value(statistic: float, degrees_of_freedom: int) -> float:
+    """P(X >= statistic) for X chi-square distributed with these degrees of freedom."""
+    return torch.special.gammaincc(torch.tensor(degrees_of_freedom / 2, dtype=torch.float64),
+                                   torch.tensor(statistic / 2, dtype=torch.float64)).item()
+
+
+def first_step_p_value(probs: torch.Tensor, actions: torch.Tensor) -> float:
+    """Pearson's chi-square test that actions (tasks, n), each task's drawn at one fixed state, follow that task's
+    probabilities probs (tasks, actions); the tasks' statistics are summed (tasks x (actions - 1) degrees of
+    freedom)."""
+    counts = torch.stack([torch.bincount(a, minlength=probs.shape[-1]) for a in actions]).double()
+    expected = actions.shape[1] * probs
+    assert expected.min() >= 5, expected.min()  # where Pearson's chi-square approximation holds
+    return chi_square_p_value(((counts - expected) ** 2 / expected).sum().item(), probs.numel() - probs.shape[0])
+
+
+def every_step_p_value(probs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> float:
+    """A chi-square test over every valid step, each action drawn from its state's probabilities probs (tasks, n,
+    actions) given the steps before: per task, d = sum_t (onehot(a_t) - p_t) is a martingale whose summed
+    conditional covariance is C = sum_t diag(p_t) - p_t p_t^T, so d^T C^+ d is asymptotically chi-square with
+    rank(C) degrees of freedom. The tasks' statistics are summed."""
+    statistic, degrees_of_freedom = 0.0, 0
+    for task in range(probs.shape[0]):
+        valid = mask[task] > 0
+        p, a = probs[task][valid], actions[task][valid]
+        d = (torch.nn.functional.one_hot(a, p.shape[-1]).double() - p).sum(0)
+        covariance = torch.diag(p.sum(0)) - p.T @ p
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        kept = eigenvalues > 1e-9 * eigenvalues.max()  # the null directions: all ones, never-valid actions
+        statistic += ((eigenvectors[:, kept].T @ d) ** 2 / eigenvalues[kept]).sum().item()
+        degrees_of_freedom += int(kept.sum())
+    return chi_square_p_value(statistic, degrees_of_freedom)
+
+
+# Significance level of the sampling tests. The samplers are seeded, so each test's outcome is fixed; a correct
+# sampler fails one at this rate over seeds.
+ALPHA = 1e-3
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_nav_rollout_batch_is_the_envs_steps_with_mask_zero_after_each_end_and_recomputed_advantages(module,
+                                                                                                     monkeypatch):
+    goals = np.array([[9.5, 9.5], [9.0, 8.8], [2.0, 2.0]])  # the first two near the start: some episodes end early
+    args = SimpleNamespace(episodes_per_task=8, gamma=0.99, gae_lambda=0.95, norm_adv=True)
+    tasks, horizon = len(goals), nav_env.MAX_EPISODE_STEPS
+    recorder = EnvRecorder(monkeypatch, nav_env.NavigationVectorEnv)
+    envs = nav_env.NavigationVectorEnv(tasks * args.episodes_per_task, obstacles="easy", autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    space = envs.single_observation_space
+    torch.manual_seed(0)
+    model = module.Policy(space.shape[0], int(envs.single_action_space.n), 16, space.low, space.high)
+    task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in model.named_parameters()}
+    batch, stats = module.rollout(envs, model, task_params, goals, args, CPU)
+    (rollout,) = recorder.rollouts(tasks * args.episodes_per_task)
+    steps = recorded_steps(rollout, horizon, tasks)
+
+    # the mask: 1 up to and including the step at which the env reported the episode's end, 0 after it
+    torch.testing.assert_close(batch["mask"], steps["mask"].reshape(tasks, -1), rtol=0, atol=0)
+    lengths = steps["mask"].sum(-1)
+    assert (lengths < horizon).any() and (lengths == horizon).any()  # episodes that ended early, and that did not
+    assert stats["env_steps"] == lengths.sum()
+    valid = batch["mask"] > 0
+    torch.testing.assert_close(batch["obs"][valid], steps["obs"].reshape(tasks, -1, space.shape[0])[valid])
+    torch.testing.assert_close(batch["actions"][valid], steps["actions"].reshape(tasks, -1)[valid])
+    own_obs = batch["obs"].reshape(tasks, args.episodes_per_task, horizon, -1)
+    expected = module.compute_advantages(normalised(own_obs, space), steps["rewards"],
+                                         batch["mask"].reshape(steps["mask"].shape), args.gamma, args.gae_lambda,
+                                         args.norm_adv)
+    torch.testing.assert_close(batch["advantages"], expected.reshape(tasks, -1), rtol=1e-5, atol=1e-6)
+    assert (batch["advantages"][~valid] == 0).all()
+
+
+@pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
+def test_nav_rollout_draws_each_tasks_actions_from_its_own_policys_probabilities(module):
+    """Chi-square at level ALPHA: at the first state, each task's 1,000 actions against its policy's probabilities,
+    and over every valid step; with the tasks' probabilities swapped the first test rejects, so it has power."""
+    goals = np.array([[2.0, 8.0], [8.0, 2.0]])
+    args = SimpleNamespace(episodes_per_task=1000, gamma=0.99, gae_lambda=1.0, norm_adv=True)
+    tasks = len(goals)
+    envs = nav_env.NavigationVectorEnv(tasks * args.episodes_per_task, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    space = envs.single_observation_space
+    torch.manual_seed(0)
+    model = module.Policy(space.shape[0], int(envs.single_action_space.n), 16, space.low, space.high)
+    task_params = tasks_policies(model, tasks, scale=0.3, seed=1)
+    batch, _ = module.rollout(envs, model, task_params, goals, args, CPU)
+
+    probs = task_probabilities(model, task_params, batch["obs"])
+    first = slice(0, None, nav_env.MAX_EPISODE_STEPS)  # each episode's first step, all at the task's start state
+    assert (batch["obs"][:, first] == batch["obs"][:, :1]).all()
+    p_first = probs[:, 0]
+    assert first_step_p_value(p_first, batch["actions"][:, first]) > ALPHA
+    assert first_step_p_value(p_first.flip(0), batch["actions"][:, first]) < 1e-9
+    assert every_step_p_value(probs, batch["actions"], batch["mask"]) > ALPHA
+
+
+@pytest.mark.parametrize("per_trial_returns", [True, False])
+def test_alchemy_rollout_batch_is_the_envs_steps_with_advantages_recomputed_cut_at_trial_ends_when_per_trial(
+        per_trial_returns, monkeypatch):
+    """The advantages equal compute_advantages of the batch's own observations, the env's rewards and the mask, with
+    returns cut at every 20-step trial's end exactly when --per-trial-returns is on; the cut changes them, so the test
+    tells the two apart. Every episode runs the whole horizon: the mask is all 1, the env ends it at its last step."""
+    args = SimpleNamespace(episodes_per_task=3, gamma=0.99, gae_lambda=0.9, norm_adv=True,
+                           per_trial_returns=per_trial_returns, mask_actions=True)
+    chemistries = alchemy_env.seeded_chemistries(alchemy_env.STANDARD_LEVEL, np.array([7, 8]))
+    tasks, horizon = len(chemistries["seed"]), alchemy_env.EPISODE_STEPS
+    recorder = EnvRecorder(monkeypatch, alchemy_env.SymbolicAlchemyVectorEnv)
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(tasks * args.episodes_per_task, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    space = envs.single_observation_space
+    torch.manual_seed(0)
+    model = alchemy_maml.Policy(space.shape[0], alchemy_env.NUM_ACTIONS, 16, space.low, space.high)
+    task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in model.named_parameters()}
+    batch, stats = alchemy_maml.rollout(envs, model, task_params, chemistries, args, CPU)
+    (rollout,) = recorder.rollouts(tasks * args.episodes_per_task)
+    steps = recorded_steps(rollout, horizon, tasks)
+
+    done = np.stack(rollout["done"])
+    assert len(done) == horizon and done[-1].all() and not done[:-1].any()
+    assert (steps["mask"] == 1).all() and (batch["mask"] == 1).all()
+    torch.testing.assert_close(batch["obs"], steps["obs"].reshape(tasks, -1, space.shape[0]), rtol=0, atol=0)
+    torch.testing.assert_close(batch["actions"], steps["actions"].reshape(tasks, -1), rtol=0, atol=0)
+    np.testing.assert_array_equal(batch["action_mask"].numpy(), alchemy_env.valid_action_mask(batch["obs"].numpy()))
+    np.testing.assert_allclose(stats["scores"], steps["rewards"].sum(-1).numpy(), rtol=1e-6)
+    own = (normalised(batch["obs"].reshape(tasks, args.episodes_per_task, horizon, -1), space), steps["rewards"],
+           batch["mask"].reshape(steps["mask"].shape), args.gamma, args.gae_lambda, args.norm_adv)
+    cut, uncut = (alchemy_maml.compute_advantages(*own, segment).reshape(tasks, -1)
+                  for segment in (alchemy_env.STEPS_PER_TRIAL, None))
+    torch.testing.assert_close(batch["advantages"], cut if per_trial_returns else uncut, rtol=1e-5, atol=1e-6)
+    assert (cut - uncut).abs().max() > 0.1
+
+
+def test_alchemy_rollout_draws_each_tasks_actions_from_its_own_masked_policys_probabilities():
+    """Chi-square at level ALPHA: each task's chemistry and items fixed, so every episode starts in the same state;
+    there each task's 600 actions against its policy's probabilities, and over every step against the probabilities
+    with the invalid actions masked out; with the tasks' probabilities swapped the first test rejects."""
+    level = alchemy_env.STANDARD_LEVEL
+    episodes = [alchemy_env.sample_episode(level, seed) for seed in (7, 8)]
+    chemistries = alchemy_env.seeded_chemistries(level, np.array([7, 8]))
+    items = {key: np.stack([episode[1][key] for episode in episodes]) for key in episodes[0][1]}
+    args = SimpleNamespace(episodes_per_task=600, gamma=1.0, gae_lambda=1.0, norm_adv=True, per_trial_returns=True,
+                           mask_actions=True)
+    tasks = len(episodes)
+    envs = alchemy_env.SymbolicAlchemyVectorEnv(tasks * args.episodes_per_task, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    space = envs.single_observation_space
+    torch.manual_seed(0)
+    model = alchemy_maml.Policy(space.shape[0], alchemy_env.NUM_ACTIONS, 16, space.low, space.high)
+    task_params = tasks_policies(model, tasks, scale=0.1, seed=1)
+    batch, _ = alchemy_maml.rollout(envs, model, task_params, chemistries, args, CPU, items)
+
+    probs = task_probabilities(model, task_params, batch["obs"], batch["action_mask"])
+    first = slice(0, None, alchemy_env.EPISODE_STEPS)
+    assert (batch["obs"][:, first] == batch["obs"][:, :1]).all()
+    assert batch["action_mask"][:, first].all()  # at the start every action is valid
+    p_first = probs[:, 0]
+    assert first_step_p_value(p_first, batch["actions"][:, first]) > ALPHA
+    assert first_step_p_value(p_first.flip(0), batch["actions"][:, first]) < 1e-9
+    assert every_step_p_value(probs, batch["actions"], batch["mask"]) > ALPHA
