@@ -223,7 +223,8 @@ def every_step_p_value(probs: torch.Tensor, actions: torch.Tensor, mask: torch.T
     """A chi-square test over every valid step, each action drawn from its state's probabilities probs (tasks, n,
     actions) given the steps before: per task, d = sum_t (onehot(a_t) - p_t) is a martingale whose summed
     conditional covariance is C = sum_t diag(p_t) - p_t p_t^T, so d^T C^+ d is asymptotically chi-square with
-    rank(C) degrees of freedom. The tasks' statistics are summed."""
+    rank(C) degrees of freedom; d off C's range (an action drawn where its probability is 0) has p-value 0. The
+    tasks' statistics are summed."""
     statistic, degrees_of_freedom = 0.0, 0
     for task in range(probs.shape[0]):
         valid = mask[task] > 0
@@ -232,6 +233,8 @@ def every_step_p_value(probs: torch.Tensor, actions: torch.Tensor, mask: torch.T
         covariance = torch.diag(p.sum(0)) - p.T @ p
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         kept = eigenvalues > 1e-9 * eigenvalues.max()  # the null directions: all ones, never-valid actions
+        if (~kept).any() and (eigenvectors[:, ~kept].T @ d).abs().max() > 1e-6:
+            return 0.0
         statistic += ((eigenvectors[:, kept].T @ d) ** 2 / eigenvalues[kept]).sum().item()
         degrees_of_freedom += int(kept.sum())
     return chi_square_p_value(statistic, degrees_of_freedom)
