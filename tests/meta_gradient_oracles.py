@@ -90,14 +90,20 @@ def task_slice(batch: dict, task: int) -> dict:
     return {key: value[task] for key, value in batch.items()}
 
 
-def classic_maml_meta_gradient(model, params: dict, inner_batches: list, validation: dict, lr: float):
+def classic_maml_meta_gradient(model, params: dict, inner_batches: list, validation: dict, lr: float,
+                               first_order: bool = False):
     """MAML's meta-gradient the classic way, one task at a time: N inner SGD steps on the LVC surrogate
     written out, each differentiated with create_graph=True, then plain autograd of the validation loss
     -mean(log pi * A) back to the initial parameters. Batches are (tasks, samples, ...) dicts with obs,
-    actions, advantages, mask. Returns ({name: gradient summed over tasks}, summed validation loss)."""
+    actions, advantages, mask, and optionally action_mask (tasks, samples, actions), the valid actions
+    (alchemy_maml's invalid-action masking). first_order: FOMAML's instead, the validation loss's gradient
+    at the adapted parameters (no graph through the inner steps). Returns ({name: gradient summed over
+    tasks}, summed validation loss)."""
 
     def log_prob(adapted, batch):
         logits = torch.func.functional_call(model, dict(zip(params, adapted)), (batch["obs"],))
+        if "action_mask" in batch:  # an invalid action gets probability 0 (exp(-1e8 - max) underflows to 0)
+            logits = logits.masked_fill(~batch["action_mask"], -1e8)
         return torch.log_softmax(logits, -1).gather(-1, batch["actions"][:, None]).squeeze(-1)
 
     def masked_mean(x, batch):
@@ -112,12 +118,14 @@ def classic_maml_meta_gradient(model, params: dict, inner_batches: list, validat
             batch = task_slice(batch, task)
             logp = log_prob(adapted, batch)
             lvc = -masked_mean(torch.exp(logp - logp.detach()), batch)
-            steps = torch.autograd.grad(lvc, adapted, create_graph=True)
+            steps = torch.autograd.grad(lvc, adapted, create_graph=not first_order)
             adapted = [p - lr * g for p, g in zip(adapted, steps)]
+        if first_order:  # theta_N as a leaf: the gradient stops there
+            adapted = [p.detach().requires_grad_(True) for p in adapted]
         batch = task_slice(validation, task)
         outer = -masked_mean(log_prob(adapted, batch), batch)
         total_loss += outer.item()
-        for name, g in zip(params, torch.autograd.grad(outer, list(params.values()))):
+        for name, g in zip(params, torch.autograd.grad(outer, adapted if first_order else list(params.values()))):
             gradients[name] += g
     return gradients, total_loss
 
