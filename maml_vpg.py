@@ -143,36 +143,38 @@ def meta_gradient(model, params, inner_batches, validation_batch, inner_lr: floa
         return vmap(task_meta_loss, in_dims=(None, 0, 0))(params, inner_batches, validation_batch).sum()
     return grad_and_value(meta_loss)(params)
 
-def task_logits(model, task_params, obs):
+def task_layers(model, task_params):  # each linear layer as task_logits multiplies it: (weight^T, bias), per task
+    return [(task_params[f"net.{index}.weight"].transpose(1, 2), task_params[f"net.{index}.bias"].unsqueeze(1))
+            for index, layer in enumerate(model.net) if isinstance(layer, nn.Linear)]
+
+def task_logits(model, layers, obs):
     """Every task's own policy on its envs' observations, obs (tasks, n, obs_dim) -> logits (tasks, n, actions), as
     batched matrix products: on a network this small vmap(functional_call)'s per-call overhead would dominate."""
     x = (obs - model.obs_mid) / model.obs_half_range
-    for index, layer in enumerate(model.net):
-        if isinstance(layer, nn.Linear):
-            weight, bias = task_params[f"net.{index}.weight"], task_params[f"net.{index}.bias"]
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-        else:
-            x = layer(x)
-    return x
+    for weight_t, bias in layers[:-1]:
+        x = torch.tanh(torch.baddbmm(bias, x, weight_t))
+    return torch.baddbmm(layers[-1][1], x, layers[-1][0])
 
 def rollout(envs, model, task_params, goals, args, device):
-    """args.episodes_per_task episodes of every task in lockstep for the full horizon, each task with its own
-    parameters (task_params has a leading task dim): the task-batched samples and per-episode statistics."""
+    """Every task's args.episodes_per_task episodes in lockstep, each with its task's params: the batch, the stats."""
     tasks, episodes, horizon = len(goals), args.episodes_per_task, nav_env.MAX_EPISODE_STEPS
     obs_np, _ = envs.reset(options={"goals": np.repeat(goals, episodes, axis=0)})
     obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
+    logits = torch.zeros((horizon, tasks, episodes, int(envs.single_action_space.n)), device=device)  # by task
     actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
     rewards = np.zeros((horizon, tasks * episodes), dtype=np.float32)
     alive = np.ones((horizon + 1, tasks * episodes), dtype=bool)  # alive[t]: the episode runs at step t
+    gumbel = -torch.rand_like(logits).clamp(min=1e-20).log().neg().log()  # argmax(logits + gumbel) ~ softmax(logits)
+    layers = task_layers(model, task_params)
     with torch.no_grad():
         for t in range(horizon):
             obs[t] = torch.from_numpy(obs_np)
-            logits = task_logits(model, task_params, obs[t].view(tasks, episodes, -1).to(device)).flatten(0, 1)
-            if not torch.isfinite(logits).all():  # a diverged policy, which multinomial would refuse
-                stop(3, "non-finite action logits: the run diverged; lower --outer-lr or --inner-lr")
-            actions[t] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).cpu()
+            logits[t] = task_logits(model, layers, obs[t].view(tasks, episodes, -1).to(device))
+            actions[t] = (logits[t] + gumbel[t]).argmax(-1).flatten()
             obs_np, rewards[t], terminated, truncated, info = envs.step(actions[t].numpy())
             alive[t + 1] = ~(terminated | truncated)
+    if not torch.isfinite(logits).all():  # the argmax of a NaN is an action all the same: checked once a rollout
+        stop(3, "non-finite action logits: the run diverged; lower --outer-lr or --inner-lr")
     mask = torch.from_numpy(alive[:-1]).float()
     def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
         return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
@@ -392,7 +394,6 @@ if __name__ == "__main__":
     if args.save_model:
         summary["model_path"] = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(model.state_dict(), summary["model_path"])
-        print(f"model saved to {summary['model_path']}")
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary: {run_dir}/summary.json")

@@ -7,7 +7,7 @@ function that does it:
 | phase | what is timed |
 |---|---|
 | policy forward | `task_logits`: every task's policy on its envs' observations, once per env step |
-| action sampling | `torch.multinomial` on the policy's probabilities, once per env step |
+| action sampling | the Gumbel-max argmax (`Tensor.argmax`), once per env step |
 | env step | `NavigationVectorEnv.step` |
 | rollout, other | the rest of `rollout`: buffers, numpy/torch copies, per-episode statistics |
 | advantages | `compute_advantages`: the linear baseline fit and GAE, once per rollout |
@@ -94,8 +94,8 @@ def main() -> None:
     # Inner phases first: the rollout's total then has them taken out.
     envs.step = timers.wrap("env step", envs.step)
     script.task_logits = timers.wrap("policy forward", script.task_logits)
-    multinomial = torch.multinomial
-    torch.multinomial = timers.wrap("action sampling", multinomial)
+    argmax = torch.Tensor.argmax
+    torch.Tensor.argmax = timers.wrap("action sampling", argmax)
     for function, phase in (("compute_advantages", "advantages"), ("meta_gradient", "meta-gradient"),
                             ("rollout", "rollout")):
         setattr(script, function, timers.wrap(phase, getattr(script, function)))
@@ -119,7 +119,7 @@ def main() -> None:
         if timers.enabled:
             timers.seconds["optimizer"] += time.perf_counter() - step_start
             iteration_seconds.append(time.perf_counter() - start)
-    torch.multinomial = multinomial
+    torch.Tensor.argmax = argmax
 
     seconds = dict(timers.seconds)
     # The advantages are computed inside rollout; the inner updates' vmap runs inside sample_and_adapt.

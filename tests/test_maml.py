@@ -203,7 +203,7 @@ def test_task_logits_equal_each_tasks_policy_through_functional_call(module):
     torch.manual_seed(4)
     task_params = {name: p.detach() + 0.3 * torch.randn((3,) + p.shape) for name, p in model.named_parameters()}
     obs = torch.rand(3, 5, 4) * 10
-    logits = module.task_logits(model, task_params, obs)
+    logits = module.task_logits(model, module.task_layers(model, task_params), obs)
     for task in range(3):
         own = {name: value[task] for name, value in task_params.items()}
         torch.testing.assert_close(logits[task], functional_call(model, own, (obs[task],)), rtol=1e-6, atol=1e-6)
