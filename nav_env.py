@@ -360,7 +360,7 @@ def _observation_space(see_goal: bool, collision: str) -> spaces.Box:
 
 def _check_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
     actions = np.asarray(actions)
-    if actions.shape != (num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+    if actions.shape != (num_envs,) or actions.dtype.kind not in "iu":  # signed or unsigned integers
         raise ValueError(f"actions must be integers of shape ({num_envs},), got {actions.dtype} {actions.shape}")
     if ((actions < 0) | (actions >= len(ACTION_NAMES))).any():
         bad = actions[(actions < 0) | (actions >= len(ACTION_NAMES))][0]
