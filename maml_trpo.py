@@ -278,13 +278,18 @@ def linearise(outputs_of, theta, mask, damping: float):
         return output_vjp((weights * d_mean / variance, weights * 2 * d_log_std))[0] + damping * vector
     return outputs, output_vjp, fisher_product
 
+def meta_gradient(outputs, output_vjp, validation, old):
+    """The surrogate loss and its gradient w.r.t. theta, g = J^T dL/d(outputs): MAML's meta-gradient (Eq. 3 with
+    TRPO's surrogate), through the inner steps."""
+    def loss_of_outputs(outputs):
+        return surrogate_and_kl(outputs, validation, old)[0]
+    return loss_of_outputs(outputs), output_vjp(grad(loss_of_outputs)(outputs))[0]
+
 def trpo_step(outputs_of, theta, validation, old, args):
     """One TRPO step on the flat parameter vector theta; outputs_of(vector) -> the adapted policies' (mean, log_std).
     Returns the new vector (theta itself when the line search accepts no step) and the step's diagnostics."""
     outputs, output_vjp, fisher_product = linearise(outputs_of, theta, validation["mask"], args.cg_damping)
-    loss_before = surrogate_and_kl(outputs, validation, old)[0]
-    output_gradient = grad(lambda outputs: surrogate_and_kl(outputs, validation, old)[0])(outputs)
-    loss_gradient = output_vjp(output_gradient)[0]  # the meta-gradient g = J^T dL/d(outputs), through the inner steps
+    loss_before, loss_gradient = meta_gradient(outputs, output_vjp, validation, old)
     direction = conjugate_gradient(fisher_product, -loss_gradient, args.cg_iters)
     curvature = direction @ fisher_product(direction)  # the KL's quadratic model: KL(theta + s d) ~ s^2 d'Fd / 2
     full_step = torch.sqrt(2 * args.max_kl / curvature) * direction if curvature > 0 else torch.zeros_like(theta)
