@@ -381,7 +381,7 @@ if __name__ == "__main__":
     run_dir = f"runs/{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if args.resume is not None:  # the run's own flags (kept under this script's name) and its loop's state
         script = os.path.basename(__file__)
-        given = [f for f, v in asdict(args).items() if v != getattr(with_paper_values(Args(env=args.env)), f)]
+        given = [f for f, v in asdict(args).items() if v != getattr(with_paper_values(Args()), f)]
         try:  # weights_only=False: the run's own file, holding numpy's RNG states
             checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), map_location="cpu", weights_only=False)
             run_dir, args = args.resume, Args(**checkpoint[script] | {"torch_threads": args.torch_threads})
