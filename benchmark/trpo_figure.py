@@ -45,10 +45,11 @@ if __name__ == "__main__":
         mean = returns.mean(0)
         error = returns.std(0, ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else np.zeros_like(mean)
         steps = np.arange(len(mean))
+        runs = f"{len(returns)} run" + ("s" if len(returns) > 1 else "")
         if name == "oracle":  # the oracle is not adapted: its return before any step, as the paper draws it
-            axis.axhline(mean[0], linestyle="--", color="black", label=f"oracle ({len(returns)} run)")
+            axis.axhline(mean[0], linestyle="--", color="black", label=f"oracle ({runs})")
         else:
-            axis.errorbar(steps, mean, yerr=error, marker="o", capsize=3, label=f"{name} ({len(returns)} runs)")
+            axis.errorbar(steps, mean, yerr=error, marker="o", capsize=3, label=f"{name} ({runs})")
     axis.set_xlabel("number of gradient steps")
     axis.set_ylabel("average return")
     axis.set_xticks(range(4))
