@@ -55,7 +55,7 @@ class Args:
     wandb_entity: str | None = None
     """the entity (team) of wandb's project (None: wandb's default entity)"""
     env: Literal["point-nav", "cheetah-vel", "cheetah-dir"] = "point-nav"
-    """the task family; the flags below whose default is None take this env's value in the paper (PAPER)"""
+    """the task family; flags below with default None take its value in the paper (cbfinn/maml_rl, see PAPER)"""
     see_task: bool = False
     """if toggled, the observation includes the task (goal, velocity or direction): the paper's oracle"""
     num_iterations: int | None = None
