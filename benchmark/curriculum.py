@@ -11,12 +11,12 @@ by a loop of its own that draws each meta-batch from a TaskSampler:
            post-adaptation success rate lies in --frontier-band, the rest of the target kept in play with weight
            --frontier-uniform.
 
-Every flag of the script is a flag here, with the same default; the run folder holds the script's TensorBoard tags and
-summary.json, the held-out figures against the exact optimum (benchmark.nav_optimal.held_out_outcomes: eval/ tags of
-success on the reachable goals and the return gap, overall and per quadrant), and the sampler's: charts/difficulty_map
-(the learned return gap per goal bin, an image), charts/sampled_share_q1..q4, charts/sampler_time, and sampled_share_by_quadrant, difficulty_map, success_map (the
-learned success rate per goal bin) and median_sampler_time_s in summary.json. --task-sampler uniform gives the
-script's own run, figure for figure.
+Every flag of the script is a flag here, with the same default; the run folder holds the script's TensorBoard tags
+and summary.json, the held-out figures against the exact optimum (benchmark.nav_optimal.held_out_outcomes: eval/ tags
+of success on the reachable goals and the return gap, overall and per quadrant), and the sampler's:
+charts/difficulty_map (the learned return gap per goal bin, an image), charts/sampled_share_q1..q4,
+charts/sampler_time, and sampled_share_by_quadrant, difficulty_map, success_map (the learned success rate per goal
+bin) and median_sampler_time_s in summary.json. --task-sampler uniform gives the script's own run, figure for figure.
 
     python -m benchmark.curriculum --script maml_vpg.py --task-sampler plr
     python -m benchmark.curriculum --script fomaml_vpg.py --inner-steps 3 --task-sampler frontier --num-iterations 500
