@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.utils.tensorboard import SummaryWriter
 
 import nav_env
@@ -110,46 +109,49 @@ class Policy(nn.Module):
     def forward(self, obs):
         return self.net((obs - self.obs_mid) / self.obs_half_range)
 
-# The losses take one task's batch: obs (n, obs_dim), actions, advantages and mask (n,), the mask 0 after an
-# episode's end (rollouts have a fixed horizon). vmap runs them over the tasks of a meta-batch.
-def log_prob(model, params, obs, actions):
-    return torch.log_softmax(functional_call(model, params, (obs,)), -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-def inner_loss(model, params, batch):
-    """ProMP's LVC surrogate -mean_t pi(a_t|s_t) / stopgrad(pi(a_t|s_t)) * A_t: REINFORCE's value and gradient,
-    and a Hessian with the term of the sampling distribution that -log pi * A differentiated twice drops."""
-    logp = log_prob(model, params, batch["obs"], batch["actions"])
-    ratio = torch.exp(logp - logp.detach())  # 1 in value; its gradient is the score function
-    return -(ratio * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
-
-def outer_loss(model, params, batch):
-    """The vanilla policy-gradient loss -mean_t log pi(a_t|s_t) * A_t of the validation episodes."""
-    logp = log_prob(model, params, batch["obs"], batch["actions"])
-    return -(logp * batch["advantages"] * batch["mask"]).sum() / batch["mask"].sum()
-
-def inner_update(model, params, batch, inner_lr: float):
-    """One inner SGD step on the LVC loss (Finn et al. 2017, Eq. 1), differentiable w.r.t. params."""
-    grads = grad(inner_loss, argnums=1)(model, params, batch)
-    return {name: params[name] - inner_lr * grads[name] for name in params}
-
-def meta_gradient(model, adapted_params, validation_batch):
-    """FOMAML: the gradient of each task's validation loss at its adapted parameters theta_N, summed over tasks
-    (the first-order approximation of Finn et al. 2017, Eq. 3). Returns (gradient dict, summed loss)."""
-    task_grads, task_losses = vmap(grad_and_value(outer_loss, argnums=1), in_dims=(None, 0, 0))(
-        model, adapted_params, validation_batch)
-    return {name: g.sum(0) for name, g in task_grads.items()}, task_losses.sum()
-
 def task_layers(model, task_params):  # each linear layer as task_logits multiplies it: (weight^T, bias), per task
     return [(task_params[f"net.{index}.weight"].transpose(1, 2), task_params[f"net.{index}.bias"].unsqueeze(1))
             for index, layer in enumerate(model.net) if isinstance(layer, nn.Linear)]
 
 def task_logits(model, layers, obs):
-    """Every task's own policy on its envs' observations, obs (tasks, n, obs_dim) -> logits (tasks, n, actions), as
-    batched matrix products: on a network this small vmap(functional_call)'s per-call overhead would dominate."""
+    """Every task's own policy on its observations, obs (tasks, n, obs_dim) -> logits (tasks, n, actions), as batched
+    matrix products: on a network this small they cost a fraction of vmap(functional_call) (docs/maml_vpg.md)."""
     x = (obs - model.obs_mid) / model.obs_half_range
     for weight_t, bias in layers[:-1]:
         x = torch.tanh(torch.baddbmm(bias, x, weight_t))
     return torch.baddbmm(layers[-1][1], x, layers[-1][0])
+
+# The losses take every task's parameters (a leading task dim) and batch: obs (tasks, n, obs_dim), actions, advantages
+# and mask (tasks, n), the mask 0 after an episode's end. They sum the tasks' losses: each task's gradient is its own.
+def log_prob(model, task_params, obs, actions):
+    logits = task_logits(model, task_layers(model, task_params), obs)
+    return torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+def inner_loss(model, task_params, batch):
+    """ProMP's LVC surrogate -mean_t pi(a_t|s_t) / stopgrad(pi(a_t|s_t)) * A_t: REINFORCE's value and gradient,
+    and a Hessian with the term of the sampling distribution that -log pi * A differentiated twice drops."""
+    logp = log_prob(model, task_params, batch["obs"], batch["actions"])
+    ratio = torch.exp(logp - logp.detach())  # 1 in value; its gradient is the score function
+    return -((ratio * batch["advantages"] * batch["mask"]).sum(1) / batch["mask"].sum(1)).sum()
+
+def outer_loss(model, task_params, batch):
+    """The vanilla policy-gradient loss -mean_t log pi(a_t|s_t) * A_t of the validation episodes."""
+    logp = log_prob(model, task_params, batch["obs"], batch["actions"])
+    return -((logp * batch["advantages"] * batch["mask"]).sum(1) / batch["mask"].sum(1)).sum()
+
+def inner_update(model, task_params, batch, inner_lr: float, create_graph: bool = False):
+    """Every task's inner SGD step on its LVC loss (Finn et al. 2017, Eq. 1); create_graph keeps it differentiable."""
+    grads = torch.autograd.grad(inner_loss(model, task_params, batch), list(task_params.values()),
+                                create_graph=create_graph)
+    return {name: p - inner_lr * g for (name, p), g in zip(task_params.items(), grads)}
+
+def meta_gradient(model, adapted_params, validation_batch):
+    """FOMAML: the gradient of each task's validation loss at its adapted parameters theta_N, summed over tasks
+    (the first-order approximation of Finn et al. 2017, Eq. 3). Returns (gradient dict, summed loss)."""
+    adapted_params = {name: p.detach().requires_grad_() for name, p in adapted_params.items()}  # stop at theta_N
+    loss = outer_loss(model, adapted_params, validation_batch)
+    task_grads = torch.autograd.grad(loss, list(adapted_params.values()))
+    return {name: g.sum(0) for name, g in zip(adapted_params, task_grads)}, loss
 
 def rollout(envs, model, task_params, goals, args, device):
     """Every task's args.episodes_per_task episodes in lockstep, each with its task's params: the batch, the stats."""
@@ -217,16 +219,16 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
     return (advantages * mask).float()
 
 def sample_and_adapt(envs, model, params, goals, num_steps: int, args, device):
-    """Steps 1-3 for every task at once, without a graph: the batches sampled with theta_0..theta_num_steps,
+    """Steps 1-3 for every task at once, detached from theta: the batches sampled with theta_0..theta_num_steps,
     their statistics, and the adapted parameters theta_num_steps (with a leading task dim)."""
-    task_params = {name: p.detach().expand((len(goals),) + p.shape) for name, p in params.items()}
+    task_params = {name: p.detach().expand((len(goals),) + p.shape).requires_grad_() for name, p in params.items()}
     batches, stats = [], []
     for step in range(num_steps + 1):
         batch, batch_stats = rollout(envs, model, task_params, goals, args, device)
         batches.append(batch)
         stats.append(batch_stats)
         if step < num_steps:
-            task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, args.inner_lr)
+            task_params = inner_update(model, task_params, batch, args.inner_lr)
     return batches, stats, task_params
 
 def evaluate(writer, iteration: int, envs, model, params, goals, args, device) -> dict:

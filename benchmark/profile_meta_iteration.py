@@ -6,12 +6,12 @@ function that does it:
 
 | phase | what is timed |
 |---|---|
-| policy forward | `task_logits`: every task's policy on its envs' observations, once per env step |
+| policy forward | `task_logits` in `rollout`: every task's policy on its envs' observations, once per env step |
 | action sampling | the Gumbel-max argmax (`Tensor.argmax`), once per env step |
 | env step | `NavigationVectorEnv.step` |
 | rollout, other | the rest of `rollout`: buffers, numpy/torch copies, per-episode statistics |
 | advantages | `compute_advantages`: the linear baseline fit and GAE, once per rollout |
-| inner updates | `inner_update` as `sample_and_adapt` calls it (vmapped over tasks) |
+| inner updates | `inner_update` as `sample_and_adapt` calls it (all tasks at once) |
 | meta-gradient | `meta_gradient` (MAML: through the inner steps; FOMAML: at the adapted parameters) |
 | optimizer | clipping and the outer optimizer's step |
 
@@ -44,16 +44,17 @@ def load_script(name: str):
 
 class Timers:
     """Accumulated seconds per phase; `wrap` times a function into a phase, except while a phase named
-    in `unless_inside` runs (MAML's meta-gradient calls inner_update again, through the inner steps)."""
+    in `unless_inside` runs (MAML's meta-gradient calls inner_update again, through the inner steps, and the
+    losses of both call the policy's forward pass)."""
 
     def __init__(self):
         self.seconds = collections.defaultdict(float)
         self.enabled = False
         self.active: list[str] = []
 
-    def wrap(self, phase: str, function, unless_inside: str | None = None):
+    def wrap(self, phase: str, function, unless_inside: tuple[str, ...] = ()):
         def timed(*args, **kwargs):
-            counted = self.enabled and unless_inside not in self.active
+            counted = self.enabled and not set(unless_inside) & set(self.active)
             self.active.append(phase)
             start = time.perf_counter()
             try:
@@ -93,13 +94,13 @@ def main() -> None:
     timers = Timers()
     # Inner phases first: the rollout's total then has them taken out.
     envs.step = timers.wrap("env step", envs.step)
-    script.task_logits = timers.wrap("policy forward", script.task_logits)
+    script.task_logits = timers.wrap("policy forward", script.task_logits, ("inner updates", "meta-gradient"))
     argmax = torch.Tensor.argmax
     torch.Tensor.argmax = timers.wrap("action sampling", argmax)
     for function, phase in (("compute_advantages", "advantages"), ("meta_gradient", "meta-gradient"),
                             ("rollout", "rollout")):
         setattr(script, function, timers.wrap(phase, getattr(script, function)))
-    script.inner_update = timers.wrap("inner updates", script.inner_update, unless_inside="meta-gradient")
+    script.inner_update = timers.wrap("inner updates", script.inner_update, ("meta-gradient",))
 
     iteration_seconds = []
     for iteration in range(options.iterations + 1):
@@ -122,7 +123,7 @@ def main() -> None:
     torch.Tensor.argmax = argmax
 
     seconds = dict(timers.seconds)
-    # The advantages are computed inside rollout; the inner updates' vmap runs inside sample_and_adapt.
+    # The advantages are computed inside rollout; the inner updates run inside sample_and_adapt.
     inside_rollout = sum(seconds.get(phase, 0.0) for phase in ("policy forward", "action sampling", "env step",
                                                                 "advantages"))
     seconds["rollout, other"] = seconds.pop("rollout") - inside_rollout

@@ -18,14 +18,21 @@ ALPHA = 1.5
 
 
 class BanditPolicy(nn.Module):
-    """Logits that ignore the observation: a one-state policy for the scripts' functions."""
+    """Logits theta whatever the observation: one linear layer with zero weights on a zero observation, built like
+    the scripts' Policy (net, obs_mid, obs_half_range) so that their batched forward runs it too. The weights'
+    gradient is 0 (the input is 0), so the bias net.0.bias alone moves: the bandit's theta."""
 
     def __init__(self, logits: torch.Tensor):
         super().__init__()
-        self.logits = nn.Parameter(logits.clone())
+        self.register_buffer("obs_mid", torch.zeros(1, dtype=logits.dtype))
+        self.register_buffer("obs_half_range", torch.ones(1, dtype=logits.dtype))
+        self.net = nn.Sequential(nn.Linear(1, len(logits), dtype=logits.dtype))
+        with torch.no_grad():
+            self.net[0].weight.zero_()
+            self.net[0].bias.copy_(logits)
 
     def forward(self, obs):
-        return self.logits.expand(obs.shape[:-1] + self.logits.shape)
+        return self.net((obs - self.obs_mid) / self.obs_half_range)
 
 
 def exact_meta_gradient(num_steps: int, first_order: bool = False) -> torch.Tensor:
@@ -57,13 +64,14 @@ def sample_bandit_batch(task_logits: torch.Tensor, samples: int, generator: torc
     }
 
 
-def estimated_meta_gradients(inner_update, meta_gradient, num_steps: int, groups: int, tasks: int, samples: int,
+def estimated_meta_gradients(adapt, meta_gradient, num_steps: int, groups: int, tasks: int, samples: int,
                              seed: int = 0):
     """Run a script's sampling-adaptation-meta-gradient pipeline on the bandit; one estimate (mean over
     `tasks` independent tasks) per group. Returns (groups, 3) estimates of -(meta-gradient of the loss),
     i.e. of grad J.
 
-    inner_update(model, params, batch, lr) -> adapted params: the script's own, vmapped over tasks here.
+    adapt(model, task_params, batch, lr) -> every task's adapted params (task_params with a leading task dim,
+    requiring grad): the script's inner step over all tasks, e.g. maml_vpg.inner_update.
     meta_gradient(model, params, adapted_params, inner_batches, validation_batch, lr) -> (gradient dict,
     loss): the script's meta-gradient, wrapped to take every input either algorithm may use (a script's
     own function takes only the ones it uses), e.g. `lambda model, params, adapted, inner, validation, lr:
@@ -73,15 +81,15 @@ def estimated_meta_gradients(inner_update, meta_gradient, num_steps: int, groups
     params = dict(model.named_parameters())
     estimates = []
     for _ in range(groups):
-        task_params = {name: p.detach().expand((tasks,) + p.shape) for name, p in params.items()}
+        task_params = {name: p.detach().expand((tasks,) + p.shape).requires_grad_() for name, p in params.items()}
         inner_batches = []
         for _ in range(num_steps):
-            batch = sample_bandit_batch(task_params["logits"], samples, generator)
+            batch = sample_bandit_batch(task_params["net.0.bias"], samples, generator)
             inner_batches.append(batch)
-            task_params = torch.func.vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, ALPHA)
-        validation_batch = sample_bandit_batch(task_params["logits"], samples, generator)
+            task_params = adapt(model, task_params, batch, ALPHA)
+        validation_batch = sample_bandit_batch(task_params["net.0.bias"], samples, generator)
         grads, _ = meta_gradient(model, params, task_params, inner_batches, validation_batch, ALPHA)
-        estimates.append(-grads["logits"] / tasks)  # the loss is -J: flip the sign
+        estimates.append(-grads["net.0.bias"] / tasks)  # the loss is -J: flip the sign
     return torch.stack(estimates)
 
 
@@ -132,7 +140,7 @@ def classic_maml_meta_gradient(model, params: dict, inner_batches: list, validat
 
 def assert_meta_gradient_matches_classic(meta_gradient, model, inner_batches: list, validation: dict,
                                          lr: float) -> dict:
-    """Assert that a script's MAML meta-gradient (torch.func grad of a vmap over tasks) equals
+    """Assert that a script's MAML meta-gradient (all tasks at once) equals
     classic_maml_meta_gradient on the same batches: gradients to rtol 1e-4, the summed loss to 1e-5.
 
     meta_gradient(params, inner_batches, validation, lr) -> (gradient dict summed over tasks, summed loss),

@@ -94,13 +94,16 @@ def with_params(model, params):
 
 @pytest.mark.parametrize("module", [maml_vpg, fomaml_vpg])
 def test_inner_step_is_sgd_on_the_reinforce_loss(module):
-    model, batch = nav_policy(), task_slice(random_batch(1, 50, seed=1), 0)
-    params = {name: p.detach() for name, p in model.named_parameters()}
-    adapted = module.inner_update(model, params, batch, 0.3)
-    model.zero_grad()
-    reinforce_loss(model, batch).backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(adapted[name], p.detach() - 0.3 * p.grad)
+    model, batch = nav_policy(), random_batch(2, 50, seed=1)
+    torch.manual_seed(3)  # two tasks at different parameters: each must step along its own gradient
+    task_params = {name: (p.detach() + 0.1 * torch.randn((2,) + p.shape)).requires_grad_()
+                   for name, p in model.named_parameters()}
+    adapted = module.inner_update(model, task_params, batch, 0.3)
+    for task in range(2):
+        own = with_params(model, {name: value[task] for name, value in task_params.items()})
+        reinforce_loss(own, task_slice(batch, task)).backward()
+        for name, p in own.named_parameters():
+            torch.testing.assert_close(adapted[name][task], p.detach() - 0.3 * p.grad)
 
 
 def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
@@ -113,8 +116,8 @@ def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
 
 
 @pytest.mark.parametrize("num_steps", [1, 3])
-def test_maml_vmap_over_tasks_equals_a_per_task_loop_with_create_graph(num_steps):
-    """maml_vpg's torch.func meta-gradient against classic higher-order autograd, one task at a time."""
+def test_maml_over_all_tasks_at_once_equals_a_per_task_loop_with_create_graph(num_steps):
+    """maml_vpg's task-batched meta-gradient against classic higher-order autograd, one task at a time."""
     model, tasks, lr = nav_policy(), 3, 0.5
     inner_batches = [random_batch(tasks, 30, seed=10 + k) for k in range(num_steps)]
     validation = random_batch(tasks, 30, seed=99)
