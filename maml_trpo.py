@@ -208,7 +208,7 @@ def surrogate_and_kl(outputs, validation, old):
     return surrogate, (gaussian_kl(*old, *outputs) * weights).sum()
 
 def conjugate_gradient(matrix_vector_product, b, iterations: int, tolerance: float = 1e-10):
-    """Solves A x = b for a symmetric positive-definite A given only as x -> A x (Nocedal & Wright, Alg. 5.2)."""
+    """Solves A x = b, A symmetric positive-definite given as x -> A x (Nocedal & Wright, Alg. 5.2): x, b - A x."""
     x, residual = torch.zeros_like(b), b.clone()
     direction, residual_norm = b.clone(), b @ b
     for _ in range(iterations):
@@ -221,7 +221,7 @@ def conjugate_gradient(matrix_vector_product, b, iterations: int, tolerance: flo
             break
         direction = residual + new_residual_norm / residual_norm * direction
         residual_norm = new_residual_norm
-    return x
+    return x, residual
 
 def linearise(outputs_of, theta, mask, damping: float):
     """The adapted policies' outputs at theta, u -> J^T u (J their Jacobian in theta) and the KL's Hessian-vector
@@ -249,8 +249,8 @@ def trpo_step(outputs_of, theta, validation, old, max_kl: float, cg_iters=10, da
     line search accepts no step) and diagnostics; the defaults are rllab's ConjugateGradientOptimizer's."""
     outputs, output_vjp, fisher_product = linearise(outputs_of, theta, validation["mask"], damping)
     loss_before, loss_gradient = meta_gradient(outputs, output_vjp, validation, old)
-    direction = conjugate_gradient(fisher_product, -loss_gradient, cg_iters)
-    curvature = direction @ fisher_product(direction)  # the KL's quadratic model: KL(theta + s d) ~ s^2 d'Fd / 2
+    direction, residual = conjugate_gradient(fisher_product, -loss_gradient, cg_iters)
+    curvature = direction @ (-loss_gradient - residual)  # d'Fd = d'(b - r): KL(theta + s d) ~ s^2 d'Fd / 2
     full_step = torch.sqrt(2 * max_kl / curvature) * direction if curvature > 0 else torch.zeros_like(theta)
     stats = {"surrogate_before": loss_before.item(), "surrogate_after": loss_before.item(), "kl": 0.0,
              "backtracks": max_backtracks, "accepted": 0.0}

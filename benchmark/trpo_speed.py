@@ -6,7 +6,7 @@
    and --rollout-threads for comparison). Frame skip 1 (the paper's) and 5 (HalfCheetah-v5's).
 2. One meta-iteration of maml_trpo.py in the paper's setting of --env (one thread), timed by phase: sampling (env
    stepping apart), building the linearisations, the meta-gradient, one Fisher-vector product (the KL's
-   Hessian-vector product through the inner step; a TRPO step makes cg_iters + 1 of them), the line search, and
+   Hessian-vector product through the inner step; a TRPO step makes cg_iters of them), the line search, and
    the whole TRPO step. The median over --iterations iterations after one warm-up.
 
     python -m benchmark.trpo_speed [--env cheetah-dir] [--steps 200] [--iterations 2] [--skip-envs]

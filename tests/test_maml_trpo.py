@@ -130,10 +130,15 @@ def test_fisher_product_is_the_kl_hessian_through_the_inner_step_and_cg_solves_i
     vector = torch.randn(len(theta), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(fisher_product(vector), matrix @ vector)
     # conjugate gradient against the explicit solve; in exact arithmetic CG ends within dim iterations
-    solution = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3 * len(theta), tolerance=1e-20)
+    solution, residual = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3 * len(theta),
+                                                      tolerance=1e-20)
     torch.testing.assert_close(solution, torch.linalg.solve(matrix, vector), rtol=1e-5, atol=1e-6)
-    few = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3)
+    few, residual = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3)
     assert (few - torch.linalg.solve(matrix, vector)).norm() > 1e-3  # 3 iterations are not the solution yet
+    # the returned residual is b - A x of the unfinished solve, so x'Ax (the TRPO step's scale) needs no product
+    assert residual.norm() > 1e-3 * vector.norm()
+    torch.testing.assert_close(residual, vector - matrix @ few)
+    torch.testing.assert_close(few @ (vector - residual), few @ matrix @ few, rtol=1e-10, atol=0)
 
 
 def paper_args(**overrides):
