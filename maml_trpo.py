@@ -8,7 +8,7 @@ Each meta-iteration, for all tasks of a meta-batch at once:
   3. sample validation episodes with every theta'_i;
   4. a TRPO step on theta (Schulman et al. 2015): minimise the surrogate -mean_i E[pi_theta'_i(a|s) / pi_old(a|s) A]
      subject to mean_i KL(pi_old || pi_theta'_i) <= max_kl, both through the inner steps: conjugate gradient on the
-     KL's Hessian-vector products gives the direction, scaled to the bound, shrunk until the surrogate improves.
+     KL's Hessian-vector products of some tasks gives the direction, scaled to the bound, shrunk until it improves.
 --inner-steps 0 trains the paper's "pretrained" multi-task policy (TRPO, no adaptation); --see-task its oracle.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 from torch.utils.tensorboard import SummaryWriter
 
 # The paper's settings, from cbfinn/maml_rl's maml_examples/: maml_trpo_point.py (ICML run trpomaml1_fbs20_mbs20),
@@ -76,6 +76,8 @@ class Args:
     """if toggled, FOMAML: the meta-gradient ignores the inner step's dependence on theta"""
     max_kl: float | None = None
     """TRPO's bound on the adapted policies' mean KL per step (None: the paper's, 0.02 cheetah-dir, else 0.01)"""
+    fisher_fraction: float = 0.25
+    """share of the tasks, drawn each step, whose KL's Hessian CG uses: TRPO's subsampled Fisher (1.0: rllab's, all)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     hidden_size: int = 100
@@ -108,8 +110,7 @@ class PointNav:
     def step(self, actions):
         self.positions = self.positions + 0.1 * np.clip(actions, -1.0, 1.0)
         offset = self.positions - self.goals
-        done = np.all(np.abs(offset) < 0.01, axis=-1)
-        return self.positions.copy(), -np.linalg.norm(offset, axis=-1), done
+        return self.positions.copy(), -np.linalg.norm(offset, axis=-1), np.all(np.abs(offset) < 0.01, axis=-1)
 
 class Cheetah:
     """HalfCheetah-v5 (its XML, reset, observation and velocity v) with the paper's rewards (rllab's
@@ -117,18 +118,15 @@ class Cheetah:
     All envs advance together, one mujoco.rollout call per env step (benchmark/trpo_speed.py: the fastest)."""
     obs_dim, action_dim, task_dim = 17, 6, 1
     def __init__(self, kind: str, frame_skip: int):
-        import mujoco  # here, so that point-nav runs without it
-        from mujoco import rollout
+        import mujoco.rollout  # here, so that point-nav runs without it
         xml = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", "half_cheetah.xml")
         self.model, self.kind, self.frame_skip = mujoco.MjModel.from_xml_path(xml), kind, frame_skip
-        self.runner, self.data = rollout.Rollout(nthread=1), [mujoco.MjData(self.model)]
+        self.runner, self.data = mujoco.rollout.Rollout(nthread=1), [mujoco.MjData(self.model)]
         self.state_size = mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
         self.qpos = slice(1, 1 + self.model.nq)  # a full-physics state is (time, qpos, qvel, ...)
         self.qvel = slice(1 + self.model.nq, 1 + self.model.nq + self.model.nv)
     def sample_tasks(self, count, rng):
-        if self.kind == "cheetah-vel":
-            return rng.uniform(0.0, 2.0, (count, 1))
-        return rng.choice([-1.0, 1.0], (count, 1))
+        return rng.uniform(0.0, 2.0, (count, 1)) if self.kind == "cheetah-vel" else rng.choice([-1.0, 1.0], (count, 1))
     def reset(self, tasks, rng):  # HalfCheetah-v5's: qpos0 + U(-0.1, 0.1), qvel 0.1 * N(0, 1)
         self.tasks, self.state = tasks[:, 0], np.zeros((len(tasks), self.state_size))
         self.state[:, self.qpos] = self.model.qpos0 + rng.uniform(-0.1, 0.1, (len(tasks), self.model.nq))
@@ -208,7 +206,7 @@ def surrogate_and_kl(outputs, validation, old):
     return surrogate, (gaussian_kl(*old, *outputs) * weights).sum()
 
 def conjugate_gradient(matrix_vector_product, b, iterations: int, tolerance: float = 1e-10):
-    """Solves A x = b for a symmetric positive-definite A given only as x -> A x (Nocedal & Wright, Alg. 5.2)."""
+    """Solves A x = b, A symmetric positive-definite given as x -> A x (Nocedal & Wright, Alg. 5.2): x, b - A x."""
     x, residual = torch.zeros_like(b), b.clone()
     direction, residual_norm = b.clone(), b @ b
     for _ in range(iterations):
@@ -221,36 +219,38 @@ def conjugate_gradient(matrix_vector_product, b, iterations: int, tolerance: flo
             break
         direction = residual + new_residual_norm / residual_norm * direction
         residual_norm = new_residual_norm
-    return x
+    return x, residual
 
-def linearise(outputs_of, theta, mask, damping: float):
+def linearise(outputs_of, theta, mask, damping: float, fisher_tasks=None):
     """The adapted policies' outputs at theta, u -> J^T u (J their Jacobian in theta) and the KL's Hessian-vector
     product v -> F v + damping * v. At theta the adapted policies are the old ones, so the KL's Hessian is exactly
     J^T M J, M the Gaussian KL's Hessian in the outputs: 1 / sigma^2 per mean, 2 per log-std, times the step's weight.
-    Both graphs are built once for all CG iterations; J v is reverse mode on the linear map u -> J^T u."""
+    Both graphs are built once for all CG iterations; J v is reverse mode on the linear map u -> J^T u. fisher_tasks
+    (indices; None: all) subsamples F: the mean KL of those tasks alone, with outputs_of(theta, fisher_tasks)."""
     outputs, output_vjp = vjp(outputs_of, theta)
-    _, output_jvp = vjp(lambda u: output_vjp(u)[0], tuple(torch.zeros_like(x) for x in outputs))
-    weights, variance = step_weights(mask), torch.exp(2 * outputs[1])
+    subset = fisher_tasks is not None and len(fisher_tasks) < len(mask)  # the subset's tasks, a graph of their own
+    fisher_outputs, fisher_vjp = vjp(lambda v: outputs_of(v, fisher_tasks), theta) if subset else (outputs, output_vjp)
+    _, output_jvp = vjp(lambda u: fisher_vjp(u)[0], tuple(torch.zeros_like(x) for x in fisher_outputs))
+    weights, variance = step_weights(mask[fisher_tasks] if subset else mask), torch.exp(2 * fisher_outputs[1])
 
     def fisher_product(vector):
         d_mean, d_log_std = output_jvp(vector)[0]
-        return output_vjp((weights * d_mean / variance, weights * 2 * d_log_std))[0] + damping * vector
+        return fisher_vjp((weights * d_mean / variance, weights * 2 * d_log_std))[0] + damping * vector
     return outputs, output_vjp, fisher_product
 
 def meta_gradient(outputs, output_vjp, validation, old):
     """The surrogate loss and its gradient g = J^T dL/d(outputs) in theta: MAML's meta-gradient (Eq. 3)."""
-    def loss_of_outputs(outputs):
-        return surrogate_and_kl(outputs, validation, old)[0]
-    return loss_of_outputs(outputs), output_vjp(grad(loss_of_outputs)(outputs))[0]
+    output_gradient, loss = grad_and_value(lambda outputs: surrogate_and_kl(outputs, validation, old)[0])(outputs)
+    return loss, output_vjp(output_gradient)[0]
 
-def trpo_step(outputs_of, theta, validation, old, max_kl: float, cg_iters=10, damping=1e-5, backtrack_ratio=0.8,
-              max_backtracks=15):
-    """One TRPO step on the flat vector theta (outputs_of as adapted_outputs): the new vector (theta itself when the
-    line search accepts no step) and diagnostics; the defaults are rllab's ConjugateGradientOptimizer's."""
-    outputs, output_vjp, fisher_product = linearise(outputs_of, theta, validation["mask"], damping)
+def trpo_step(outputs_of, theta, validation, old, max_kl: float, fisher_tasks=None, cg_iters=10, damping=1e-5,
+              backtrack_ratio=0.8, max_backtracks=15):
+    """One TRPO step on the flat vector theta (outputs_of, fisher_tasks: see linearise): the new vector (theta when
+    the line search accepts no step) and diagnostics; the defaults are rllab's ConjugateGradientOptimizer's."""
+    outputs, output_vjp, fisher_product = linearise(outputs_of, theta, validation["mask"], damping, fisher_tasks)
     loss_before, loss_gradient = meta_gradient(outputs, output_vjp, validation, old)
-    direction = conjugate_gradient(fisher_product, -loss_gradient, cg_iters)
-    curvature = direction @ fisher_product(direction)  # the KL's quadratic model: KL(theta + s d) ~ s^2 d'Fd / 2
+    direction, residual = conjugate_gradient(fisher_product, -loss_gradient, cg_iters)
+    curvature = direction @ (-loss_gradient - residual)  # d'Fd = d'(b - r): KL(theta + s d) ~ s^2 d'Fd / 2
     full_step = torch.sqrt(2 * max_kl / curvature) * direction if curvature > 0 else torch.zeros_like(theta)
     stats = {"surrogate_before": loss_before.item(), "surrogate_after": loss_before.item(), "kl": 0.0,
              "backtracks": max_backtracks, "accepted": 0.0}
@@ -328,8 +328,7 @@ def sample_and_adapt(env, model, params, tasks, inner_lrs, episodes: int, args, 
     batches, stats = [], []
     for step in range(len(inner_lrs) + 1):
         batch, batch_stats = rollout(env, model, task_params, tasks, episodes, args, env_rng)
-        batches.append(batch)
-        stats.append(batch_stats)
+        batches, stats = batches + [batch], stats + [batch_stats]
         if step < len(inner_lrs):
             task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, inner_lrs[step])
     return batches, stats, task_params
@@ -337,9 +336,8 @@ def sample_and_adapt(env, model, params, tasks, inner_lrs, episodes: int, args, 
 def evaluate(env, model, params, test_tasks, args, env_rng):
     """The paper's test (test_maml_*.py): returns after 0..K steps of size inner_lr, then inner_lr / 2, each on
     4,000 fresh env steps per task (40 episodes of 100 steps, 20 of 200)."""
-    inner_lrs = [args.inner_lr] + [args.inner_lr / 2] * (args.eval_inner_steps - 1)
-    stats = sample_and_adapt(env, model, params, test_tasks, inner_lrs[: args.eval_inner_steps],
-                             max(1, 4000 // args.horizon), args, env_rng)[1]
+    inner_lrs = [args.inner_lr / (2 if step else 1) for step in range(args.eval_inner_steps)]
+    stats = sample_and_adapt(env, model, params, test_tasks, inner_lrs, max(1, 4000 // args.horizon), args, env_rng)[1]
     task_returns = np.array([s["returns"].mean(1) for s in stats])  # (K + 1, test tasks)
     return task_returns.mean(1), task_returns.std(1, ddof=1) / np.sqrt(len(test_tasks))
 
@@ -351,9 +349,9 @@ def check(args: Args) -> None:
     """Values that would crash or silently misbehave: exit code 2 and one line naming the flag."""
     rules = [  # (flag, the value is fine, what it must be); nan fails every comparison
         ("seed", 0 <= args.seed < 2**32, "in [0, 2**32)"),
-        *[(flag, 0 < getattr(args, flag) < math.inf, "a finite number > 0") for flag in
-          ("inner_lr", "max_kl")],
+        *[(flag, 0 < getattr(args, flag) < math.inf, "a finite number > 0") for flag in ("inner_lr", "max_kl")],
         ("gamma", 0 <= args.gamma <= 1, "in [0, 1]"),
+        ("fisher_fraction", 0 < args.fisher_fraction <= 1, "in (0, 1]"),
         *[(flag, getattr(args, flag) > 0, "> 0") for flag in ("meta_batch_size", "episodes_per_task", "horizon",
           "frame_skip", "hidden_size", "torch_threads")],
         ("num_test_tasks", args.num_test_tasks > 1, "> 1 (the standard error needs two)"),
@@ -396,7 +394,7 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    task_rng, env_rng, test_env_rng = [np.random.default_rng([stream, args.seed]) for stream in range(3)]
+    task_rng, env_rng, test_env_rng, fisher_rng = [np.random.default_rng([stream, args.seed]) for stream in range(4)]
 
     # env setup: one object steps every env of a meta-batch; the held-out tasks are the same in every run (seed 0)
     env = PointNav() if args.env == "point-nav" else Cheetah(args.env, args.frame_skip)
@@ -409,7 +407,7 @@ if __name__ == "__main__":
             stop(2, f"--load-model must be a {args.exp_name}.cleanrl_model of this --env, --see-task and "
                     f"--hidden-size, got {args.load_model!r} ({type(error).__name__})")
     params = dict(model.named_parameters())
-    generators = (task_rng, env_rng, test_env_rng)  # with the global ones: every RNG the loop draws from
+    generators = (task_rng, env_rng, test_env_rng, fisher_rng)  # with the global ones: every RNG the loop draws from
     global_step, start_iteration, timings = 0, 0, []
     if checkpoint is not None:  # continue where the checkpoint left off
         model.load_state_dict(checkpoint["model"])
@@ -445,14 +443,16 @@ if __name__ == "__main__":
         # ALGO LOGIC: the TRPO meta-step (batches[-1] holds the validation episodes of the adapted policies)
         old = vmap(functional_call, in_dims=(None, 0, 0))(model, adapted, (batches[-1]["obs"],))  # pi_old
 
-        def outputs_of(vector):
-            return adapted_outputs(model, as_params(vector, params), batches[:-1], batches[-1]["obs"],
+        def outputs_of(vector, tasks=slice(None)):  # of all the meta-batch's tasks, or of some (indices)
+            inner = [{key: value[tasks] for key, value in batch.items()} for batch in batches[:-1]]
+            return adapted_outputs(model, as_params(vector, params), inner, batches[-1]["obs"][tasks],
                                    args.inner_lr, args.first_order)
         theta = nn.utils.parameters_to_vector(params.values()).detach()
-        new_theta, step_stats = trpo_step(outputs_of, theta, batches[-1], old, args.max_kl)
+        fisher_count = max(1, round(args.fisher_fraction * len(tasks)))  # TRPO's subsampled Fisher, by tasks
+        fisher_tasks = torch.from_numpy(fisher_rng.permutation(len(tasks))[:fisher_count])
+        new_theta, step_stats = trpo_step(outputs_of, theta, batches[-1], old, args.max_kl, fisher_tasks)
         if not math.isfinite(step_stats["surrogate_before"]):
-            stop(3, f"non-finite surrogate loss at iteration {iteration}: the run diverged; lower --max-kl or "
-                    "--inner-lr")
+            stop(3, f"non-finite surrogate at iteration {iteration}: the run diverged; lower --max-kl or --inner-lr")
         nn.utils.vector_to_parameters(new_theta, params.values())
         env_steps = sum(s["env_steps"] for s in stats)
         global_step += env_steps

@@ -6,10 +6,12 @@
    and --rollout-threads for comparison). Frame skip 1 (the paper's) and 5 (HalfCheetah-v5's).
 2. One meta-iteration of maml_trpo.py in the paper's setting of --env (one thread), timed by phase: sampling (env
    stepping apart), building the linearisations, the meta-gradient, one Fisher-vector product (the KL's
-   Hessian-vector product through the inner step; a TRPO step makes cg_iters + 1 of them), the line search, and
-   the whole TRPO step. The median over --iterations iterations after one warm-up.
+   Hessian-vector product through the inner step, on --fisher-fraction of the tasks as maml_trpo.py's flag; a TRPO
+   step makes cg_iters of them), the line search, and the whole TRPO step. The median over --iterations iterations
+   after one warm-up.
 
     python -m benchmark.trpo_speed [--env cheetah-dir] [--steps 200] [--iterations 2] [--skip-envs]
+                                   [--fisher-fraction 1.0]
 """
 
 import argparse
@@ -69,9 +71,9 @@ def timed(function):
     return result, time.perf_counter() - start
 
 
-def meta_iteration_phases(env_name: str, seed: int) -> dict:
+def meta_iteration_phases(env_name: str, seed: int, fisher_fraction: float) -> dict:
     """Seconds of each phase of one maml_trpo.py meta-iteration in the paper's setting of env_name."""
-    args = maml_trpo.with_paper_values(maml_trpo.Args(env=env_name, seed=seed))
+    args = maml_trpo.with_paper_values(maml_trpo.Args(env=env_name, seed=seed, fisher_fraction=fisher_fraction))
     env = maml_trpo.PointNav() if env_name == "point-nav" else maml_trpo.Cheetah(env_name, args.frame_skip)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -93,19 +95,23 @@ def meta_iteration_phases(env_name: str, seed: int) -> dict:
     old = vmap(functional_call, in_dims=(None, 0, 0))(model, adapted, (batches[-1]["obs"],))
     theta = torch.nn.utils.parameters_to_vector(params.values()).detach()
 
-    def outputs_of(vector):
-        return maml_trpo.adapted_outputs(model, maml_trpo.as_params(vector, params), batches[:-1], batches[-1]["obs"],
+    def outputs_of(vector, tasks=slice(None)):  # as maml_trpo.py's
+        inner = [{key: value[tasks] for key, value in batch.items()} for batch in batches[:-1]]
+        return maml_trpo.adapted_outputs(model, maml_trpo.as_params(vector, params), inner, batches[-1]["obs"][tasks],
                                          args.inner_lr, args.first_order)
+    fisher_count = max(1, round(args.fisher_fraction * len(tasks)))
+    fisher_tasks = torch.from_numpy(rng.permutation(len(tasks))[:fisher_count])
     (outputs, output_vjp, fisher_product), linearise = timed(
-        lambda: maml_trpo.linearise(outputs_of, theta, batches[-1]["mask"], 1e-5))
+        lambda: maml_trpo.linearise(outputs_of, theta, batches[-1]["mask"], 1e-5, fisher_tasks))
     (_, gradient), meta_gradient = timed(lambda: maml_trpo.meta_gradient(outputs, output_vjp, batches[-1], old))
     _, fisher_vector_product = timed(lambda: fisher_product(gradient))
     with torch.no_grad():
         _, objective = timed(lambda: maml_trpo.surrogate_and_kl(outputs_of(theta), batches[-1], old))
-    (_, step_stats), trpo_step = timed(lambda: maml_trpo.trpo_step(outputs_of, theta, batches[-1], old, args.max_kl))
+    (_, step_stats), trpo_step = timed(
+        lambda: maml_trpo.trpo_step(outputs_of, theta, batches[-1], old, args.max_kl, fisher_tasks))
     return {"env steps": sum(s["env_steps"] for s in stats), "sampling": sampling, "env stepping": env_time,
             "policy and advantages (sampling - env stepping)": sampling - env_time,
-            "linearise (vjp graphs)": linearise, "meta-gradient": meta_gradient,
+            "Fisher tasks": fisher_count, "linearise (vjp graphs)": linearise, "meta-gradient": meta_gradient,
             "one Fisher-vector product": fisher_vector_product, "one line-search try (objectives)": objective,
             "line-search tries": step_stats["backtracks"] + 1, "TRPO step (whole)": trpo_step,
             "meta-iteration (sampling + TRPO step)": sampling + trpo_step}
@@ -119,6 +125,8 @@ if __name__ == "__main__":
     parser.add_argument("--rollout-threads", type=int, default=2, help="mujoco.rollout's threads, for comparison")
     parser.add_argument("--iterations", type=int, default=2, help="timed meta-iterations in part 2, after a warm-up (0: no part 2)")
     parser.add_argument("--skip-envs", action="store_true", help="only part 2")
+    parser.add_argument("--fisher-fraction", type=float, default=maml_trpo.Args.fisher_fraction,
+                        help="share of the tasks in the Fisher-vector products, as maml_trpo.py's flag")
     cli = parser.parse_args()
     torch.set_num_threads(1)
     if not cli.skip_envs:
@@ -128,11 +136,12 @@ if __name__ == "__main__":
                 print(f"  {method:<50} {speed:>10,.0f}")
     if cli.iterations == 0:
         sys.exit(0)
-    runs = [meta_iteration_phases(cli.env, seed) for seed in range(cli.iterations + 1)][1:]  # seed 0: the warm-up
-    print(f"maml_trpo.py --env {cli.env}, the paper's setting, one thread: median of {cli.iterations} meta-iterations")
+    runs = [meta_iteration_phases(cli.env, seed, cli.fisher_fraction) for seed in range(cli.iterations + 1)][1:]
+    print(f"maml_trpo.py --env {cli.env} --fisher-fraction {cli.fisher_fraction}, the paper's setting, one thread: "
+          f"median of {cli.iterations} meta-iterations after a warm-up")
     for phase in runs[0]:
         value = statistics.median(run[phase] for run in runs)
-        unit = "" if phase in ("env steps", "line-search tries") else " s"
+        unit = "" if phase in ("env steps", "Fisher tasks", "line-search tries") else " s"
         print(f"  {phase:<50} {value:>10,.3f}{unit}" if unit else f"  {phase:<50} {value:>10,.0f}")
     env_steps = statistics.median(run["env steps"] for run in runs)
     iteration = statistics.median(run["meta-iteration (sampling + TRPO step)"] for run in runs)

@@ -59,9 +59,10 @@ def small_problem(tasks=3, samples=40, hidden=6, inner_steps=1, seed=0):
     params = {name: p.detach() for name, p in model.named_parameters()}
     theta = torch.nn.utils.parameters_to_vector(params.values()).detach()
 
-    def outputs_of(vector, first_order=False):
-        return maml_trpo.adapted_outputs(model, maml_trpo.as_params(vector, params), inner, validation["obs"], LR,
-                                         first_order)
+    def outputs_of(vector, tasks=slice(None), first_order=False):  # as maml_trpo.py's: all tasks or some
+        chosen = [{key: value[tasks] for key, value in batch.items()} for batch in inner]
+        return maml_trpo.adapted_outputs(model, maml_trpo.as_params(vector, params), chosen, validation["obs"][tasks],
+                                         LR, first_order)
     with torch.no_grad():
         old = tuple(x.detach() for x in outputs_of(theta))
     return model, inner, validation, theta, outputs_of, old
@@ -130,10 +131,47 @@ def test_fisher_product_is_the_kl_hessian_through_the_inner_step_and_cg_solves_i
     vector = torch.randn(len(theta), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(fisher_product(vector), matrix @ vector)
     # conjugate gradient against the explicit solve; in exact arithmetic CG ends within dim iterations
-    solution = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3 * len(theta), tolerance=1e-20)
+    solution, residual = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3 * len(theta),
+                                                      tolerance=1e-20)
     torch.testing.assert_close(solution, torch.linalg.solve(matrix, vector), rtol=1e-5, atol=1e-6)
-    few = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3)
+    few, residual = maml_trpo.conjugate_gradient(fisher_product, vector, iterations=3)
     assert (few - torch.linalg.solve(matrix, vector)).norm() > 1e-3  # 3 iterations are not the solution yet
+    # the returned residual is b - A x of the unfinished solve, so x'Ax (the TRPO step's scale) needs no product
+    assert residual.norm() > 1e-3 * vector.norm()
+    torch.testing.assert_close(residual, vector - matrix @ few)
+    torch.testing.assert_close(few @ (vector - residual), few @ matrix @ few, rtol=1e-10, atol=0)
+
+
+def test_a_subsampled_fisher_product_is_the_kl_hessian_of_the_chosen_tasks_mean():
+    model, inner, validation, theta, outputs_of, old = small_problem(tasks=4)
+    damping, chosen = 0.1, torch.tensor([2, 0])
+    hessian = torch.autograd.functional.hessian(lambda vector: sum(
+        classic_task_loss(model, vector, inner, validation, old, task, kl=True) for task in chosen.tolist()) / 2, theta)
+    outputs, _, product = maml_trpo.linearise(outputs_of, theta, validation["mask"], damping, chosen)
+    vector = torch.randn(len(theta), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(product(vector), hessian @ vector + damping * vector)  # their mean KL, not the sum
+    _, _, full = maml_trpo.linearise(outputs_of, theta, validation["mask"], damping)
+    assert (product(vector) - full(vector)).norm() > 1e-2 * full(vector).norm()
+    for output, expected in zip(outputs, outputs_of(theta)):  # the meta-gradient's outputs: still every task's
+        torch.testing.assert_close(output, expected)
+    # every task, in any order: the full batch's product, bit for bit
+    _, _, every = maml_trpo.linearise(outputs_of, theta, validation["mask"], damping, torch.tensor([3, 1, 0, 2]))
+    assert torch.equal(every(vector), full(vector))
+
+
+def test_a_trpo_step_with_a_subsampled_fisher_keeps_the_full_batchs_bound_and_improvement():
+    model, inner, validation, theta, outputs_of, old = small_problem(tasks=4)
+    max_kl = 0.01
+    full, full_stats = maml_trpo.trpo_step(outputs_of, theta, validation, old, max_kl)
+    every, every_stats = maml_trpo.trpo_step(outputs_of, theta, validation, old, max_kl, torch.tensor([3, 1, 0, 2]))
+    assert torch.equal(every, full) and every_stats == full_stats  # --fisher-fraction 1.0: the full-batch step
+    some, stats = maml_trpo.trpo_step(outputs_of, theta, validation, old, max_kl, torch.tensor([1, 3]))
+    assert stats["accepted"] == 1.0 and (some - full).norm() > 1e-3 * (full - theta).norm()
+    before = classic_mean_over_tasks(model, theta, inner, validation, old)
+    after = classic_mean_over_tasks(model, some, inner, validation, old)
+    kl = classic_mean_over_tasks(model, some, inner, validation, old, kl=True)  # the line search's: every task's
+    assert after < before and 0 < kl <= max_kl
+    assert stats["surrogate_after"] == pytest.approx(after.item()) and stats["kl"] == pytest.approx(kl.item())
 
 
 def paper_args(**overrides):
@@ -326,6 +364,8 @@ def test_help_shows_every_flag_with_its_real_default(capsys):
     (dict(meta_batch_size=0), "--meta-batch-size must be > 0, got 0"),
     (dict(horizon=0), "--horizon must be > 0, got 0"),
     (dict(gamma=1.5), "--gamma must be in [0, 1], got 1.5"),
+    (dict(fisher_fraction=0.0), "--fisher-fraction must be in (0, 1], got 0.0"),
+    (dict(fisher_fraction=1.5), "--fisher-fraction must be in (0, 1], got 1.5"),
     (dict(frame_skip=5), "--frame-skip must be 1 with --env point-nav, got 5"),
     (dict(num_test_tasks=1), "--num-test-tasks must be > 1 (the standard error needs two), got 1"),
     (dict(load_model="no/such/file.pt"), "--load-model must be an existing file, got 'no/such/file.pt'"),
