@@ -325,12 +325,11 @@ def sample_and_adapt(env, model, params, tasks, inner_lrs, episodes: int, args, 
     """Steps 1-3 for every task at once, without a graph: the batches of theta_0..theta_N (step k of size
     inner_lrs[k]), their statistics, and theta_N (with a leading task dim)."""
     task_params = {name: p.detach().expand((len(tasks),) + p.shape) for name, p in params.items()}
-    batches, stats = [], []
-    for step in range(len(inner_lrs) + 1):
-        batch, batch_stats = rollout(env, model, task_params, tasks, episodes, args, env_rng)
-        batches, stats = batches + [batch], stats + [batch_stats]
-        if step < len(inner_lrs):
-            task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, batch, inner_lrs[step])
+    rollouts = [rollout(env, model, task_params, tasks, episodes, args, env_rng)]  # theta_0's (batch, stats)
+    for inner_lr in inner_lrs:  # theta_k+1 from theta_k's batch, then theta_k+1's rollout
+        task_params = vmap(inner_update, in_dims=(None, 0, 0, None))(model, task_params, rollouts[-1][0], inner_lr)
+        rollouts.append(rollout(env, model, task_params, tasks, episodes, args, env_rng))
+    batches, stats = zip(*rollouts)
     return batches, stats, task_params
 
 def evaluate(env, model, params, test_tasks, args, env_rng):
