@@ -163,8 +163,8 @@ def rollout(envs, model, task_params, goals, args, device):
     rewards = np.zeros((horizon, tasks * episodes), dtype=np.float32)
     alive = np.ones((horizon + 1, tasks * episodes), dtype=bool)  # alive[t]: the episode runs at step t
     gumbel = -torch.rand_like(logits).clamp(min=1e-20).log().neg().log()  # argmax(logits + gumbel) ~ softmax(logits)
-    layers = task_layers(model, task_params)
-    with torch.no_grad():
+    with torch.no_grad():  # sampling needs no graph, not even of the transposed weights
+        layers = task_layers(model, task_params)
         for t in range(horizon):
             obs[t] = torch.from_numpy(obs_np)
             logits[t] = task_logits(model, layers, obs[t].view(tasks, episodes, -1).to(device))
