@@ -139,19 +139,11 @@ def outer_loss(model, task_params, batch):
     logp = log_prob(model, task_params, batch["obs"], batch["actions"])
     return -((logp * batch["advantages"] * batch["mask"]).sum(1) / batch["mask"].sum(1)).sum()
 
-def inner_update(model, task_params, batch, inner_lr: float, create_graph: bool = False):
-    """Every task's inner SGD step on its LVC loss (Finn et al. 2017, Eq. 1); create_graph keeps it differentiable."""
-    grads = torch.autograd.grad(inner_loss(model, task_params, batch), list(task_params.values()),
-                                create_graph=create_graph)
+def inner_update(model, task_params, batch, inner_lr: float):
+    """Every task's inner SGD step on its LVC loss (Finn et al. 2017, Eq. 1), the step taken as a constant (no
+    create_graph): the meta-gradient flows back through it as through the identity."""
+    grads = torch.autograd.grad(inner_loss(model, task_params, batch), list(task_params.values()))
     return {name: p - inner_lr * g for (name, p), g in zip(task_params.items(), grads)}
-
-def meta_gradient(model, adapted_params, validation_batch):
-    """FOMAML: the gradient of each task's validation loss at its adapted parameters theta_N, summed over tasks
-    (the first-order approximation of Finn et al. 2017, Eq. 3). Returns (gradient dict, summed loss)."""
-    adapted_params = {name: p.detach().requires_grad_() for name, p in adapted_params.items()}  # stop at theta_N
-    loss = outer_loss(model, adapted_params, validation_batch)
-    task_grads = torch.autograd.grad(loss, list(adapted_params.values()))
-    return {name: g.sum(0) for name, g in zip(adapted_params, task_grads)}, loss
 
 def rollout(envs, model, task_params, goals, args, device):
     """Every task's args.episodes_per_task episodes in lockstep, each with its task's params: the batch, the stats."""
@@ -219,9 +211,9 @@ def compute_advantages(obs, rewards, mask, gamma: float, gae_lambda: float, norm
     return (advantages * mask).float()
 
 def sample_and_adapt(envs, model, params, goals, num_steps: int, args, device):
-    """Steps 1-3 for every task at once, detached from theta: the batches sampled with theta_0..theta_num_steps,
-    their statistics, and the adapted parameters theta_num_steps (with a leading task dim)."""
-    task_params = {name: p.detach().expand((len(goals),) + p.shape).requires_grad_() for name, p in params.items()}
+    """Steps 1-3 for every task at once: the batches sampled with theta_0..theta_num_steps, their statistics, and
+    the adapted parameters theta_num_steps (with a leading task dim), a function of theta through inner_update."""
+    task_params = {name: p.expand((len(goals),) + p.shape) for name, p in params.items()}
     batches, stats = [], []
     for step in range(num_steps + 1):
         batch, batch_stats = rollout(envs, model, task_params, goals, args, device)
@@ -348,10 +340,10 @@ if __name__ == "__main__":
         # ALGO LOGIC: sample, adapt N times and sample validation episodes, for all tasks at once
         batches, stats, adapted_params = sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
 
-        # ALGO LOGIC: the meta-update (batches[-1] holds the validation episodes)
-        grads, loss = meta_gradient(model, adapted_params, batches[-1])
-        for name, p in params.items():
-            p.grad = grads[name]
+        # ALGO LOGIC: the meta-update: the validation losses (batches[-1]) at theta_N, differentiated back to theta
+        loss = outer_loss(model, adapted_params, batches[-1])
+        optimizer.zero_grad()
+        loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or math.inf)
         if not torch.isfinite(loss + grad_norm):
             stop(3, f"non-finite outer loss at iteration {iteration}: the run diverged; lower --outer-lr or --inner-lr")

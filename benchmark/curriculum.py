@@ -347,12 +347,9 @@ def main() -> None:
         sampler_time = time.time() - iteration_start
         batches, stats, adapted_params = algo.sample_and_adapt(envs, model, params, goals, args.inner_steps, args,
                                                                device)
-        if args.script == "maml_vpg.py":  # each script's meta_gradient takes what its algorithm uses
-            grads, loss = algo.meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr)
-        else:
-            grads, loss = algo.meta_gradient(model, adapted_params, batches[-1])
-        for name, p in params.items():
-            p.grad = grads[name]
+        loss = algo.outer_loss(model, adapted_params, batches[-1])  # the script's meta-update, as its loop takes it
+        optimizer.zero_grad()
+        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm or math.inf)
         if not torch.isfinite(loss + grad_norm):
             maml_vpg.stop(3, f"non-finite outer loss at iteration {iteration}: the run diverged; lower --outer-lr or "

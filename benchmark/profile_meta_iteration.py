@@ -1,6 +1,6 @@
 """Where the time of a meta-iteration of maml_vpg.py or fomaml_vpg.py goes.
 
-Runs the script's own functions (sample_and_adapt, meta_gradient) with its default flags, for
+Runs the script's own functions (sample_and_adapt, outer_loss) as its loop does, with its default flags, for
 --iterations meta-iterations after one warm-up, single-threaded, and times each phase by wrapping the
 function that does it:
 
@@ -11,8 +11,8 @@ function that does it:
 | env step | `NavigationVectorEnv.step` |
 | rollout, other | the rest of `rollout`: buffers, numpy/torch copies, per-episode statistics |
 | advantages | `compute_advantages`: the linear baseline fit and GAE, once per rollout |
-| inner updates | `inner_update` as `sample_and_adapt` calls it (all tasks at once) |
-| meta-gradient | `meta_gradient` (MAML: through the inner steps; FOMAML: at the adapted parameters) |
+| inner updates | `inner_update` as `sample_and_adapt` calls it (all tasks at once; MAML's keeps its graph) |
+| meta-gradient | the loop's `outer_loss` at theta_N and its backward to theta (MAML: through the inner steps' graph) |
 | optimizer | clipping and the outer optimizer's step |
 
     python -m benchmark.profile_meta_iteration [--script maml_vpg.py] [--inner-steps 3] [--iterations 20]
@@ -44,8 +44,7 @@ def load_script(name: str):
 
 class Timers:
     """Accumulated seconds per phase; `wrap` times a function into a phase, except while a phase named
-    in `unless_inside` runs (MAML's meta-gradient calls inner_update again, through the inner steps, and the
-    losses of both call the policy's forward pass)."""
+    in `unless_inside` runs (the losses call the policy's forward pass)."""
 
     def __init__(self):
         self.seconds = collections.defaultdict(float)
@@ -97,10 +96,14 @@ def main() -> None:
     script.task_logits = timers.wrap("policy forward", script.task_logits, ("inner updates", "meta-gradient"))
     argmax = torch.Tensor.argmax
     torch.Tensor.argmax = timers.wrap("action sampling", argmax)
-    for function, phase in (("compute_advantages", "advantages"), ("meta_gradient", "meta-gradient"),
-                            ("rollout", "rollout")):
+    for function, phase in (("compute_advantages", "advantages"), ("rollout", "rollout"),
+                            ("inner_update", "inner updates")):
         setattr(script, function, timers.wrap(phase, getattr(script, function)))
-    script.inner_update = timers.wrap("inner updates", script.inner_update, ("meta-gradient",))
+
+    def meta_gradient(adapted, validation_batch):  # the scripts' loop: the validation losses at theta_N, to theta
+        optimizer.zero_grad()
+        script.outer_loss(model, adapted, validation_batch).backward()
+    meta_gradient = timers.wrap("meta-gradient", meta_gradient)
 
     iteration_seconds = []
     for iteration in range(options.iterations + 1):
@@ -108,13 +111,8 @@ def main() -> None:
         start = time.perf_counter()
         goals = nav_env.sample_goals(args.targets, args.meta_batch_size, task_rng)
         batches, _, adapted = script.sample_and_adapt(envs, model, params, goals, args.inner_steps, args, device)
-        if options.script == "maml_vpg.py":  # each script's meta_gradient takes what its algorithm uses
-            grads, _ = script.meta_gradient(model, params, batches[:-1], batches[-1], args.inner_lr)
-        else:
-            grads, _ = script.meta_gradient(model, adapted, batches[-1])
+        meta_gradient(adapted, batches[-1])
         step_start = time.perf_counter()
-        for name, p in params.items():
-            p.grad = grads[name]
         torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm)
         optimizer.step()
         if timers.enabled:

@@ -55,7 +55,7 @@ def exact_meta_gradient(num_steps: int, first_order: bool = False) -> torch.Tens
 def sample_bandit_batch(task_logits: torch.Tensor, samples: int, generator: torch.Generator) -> dict:
     """`samples` pulls per task from softmax(task_logits) (tasks, 3); the advantage is the raw reward."""
     tasks = task_logits.shape[0]
-    actions = torch.multinomial(torch.softmax(task_logits, -1), samples, replacement=True, generator=generator)
+    actions = torch.multinomial(torch.softmax(task_logits.detach(), -1), samples, replacement=True, generator=generator)
     return {
         "obs": torch.zeros(tasks, samples, 1, dtype=torch.float64),
         "actions": actions,
@@ -70,18 +70,18 @@ def estimated_meta_gradients(adapt, meta_gradient, num_steps: int, groups: int, 
     `tasks` independent tasks) per group. Returns (groups, 3) estimates of -(meta-gradient of the loss),
     i.e. of grad J.
 
-    adapt(model, task_params, batch, lr) -> every task's adapted params (task_params with a leading task dim,
-    requiring grad): the script's inner step over all tasks, e.g. maml_vpg.inner_update.
+    adapt(model, task_params, batch, lr) -> every task's adapted params (task_params with a leading task dim, theta
+    expanded over the tasks at first, as the scripts' sample_and_adapt starts): the script's inner step over all
+    tasks, e.g. maml_vpg.inner_update.
     meta_gradient(model, params, adapted_params, inner_batches, validation_batch, lr) -> (gradient dict,
-    loss): the script's meta-gradient, wrapped to take every input either algorithm may use (a script's
-    own function takes only the ones it uses), e.g. `lambda model, params, adapted, inner, validation, lr:
-    maml_vpg.meta_gradient(model, params, inner, validation, lr)`."""
+    loss): the script's meta-gradient, wrapped to take every input an algorithm may use (a script takes only the
+    ones it uses)."""
     generator = torch.Generator().manual_seed(seed)
     model = BanditPolicy(THETA)
     params = dict(model.named_parameters())
     estimates = []
     for _ in range(groups):
-        task_params = {name: p.detach().expand((tasks,) + p.shape).requires_grad_() for name, p in params.items()}
+        task_params = {name: p.expand((tasks,) + p.shape) for name, p in params.items()}
         inner_batches = []
         for _ in range(num_steps):
             batch = sample_bandit_batch(task_params["net.0.bias"], samples, generator)
@@ -143,8 +143,8 @@ def assert_meta_gradient_matches_classic(meta_gradient, model, inner_batches: li
     """Assert that a script's MAML meta-gradient (all tasks at once) equals
     classic_maml_meta_gradient on the same batches: gradients to rtol 1e-4, the summed loss to 1e-5.
 
-    meta_gradient(params, inner_batches, validation, lr) -> (gradient dict summed over tasks, summed loss),
-    e.g. `lambda params, inner, validation, lr: maml_vpg.meta_gradient(model, params, inner, validation, lr)`.
+    meta_gradient(params, inner_batches, validation, lr) -> (gradient dict summed over tasks, summed loss), the
+    script's inner steps and meta-gradient as its loop composes them.
     Returns the classic gradient, for further comparisons (e.g. that FOMAML's differs from it)."""
     params = dict(model.named_parameters())
     grads, loss = meta_gradient(params, inner_batches, validation, lr)

@@ -485,8 +485,8 @@ def test_trajectories_of_chosen_goals_from_a_saved_model(tmp_path):
 
 @pytest.mark.parametrize("script", ["maml_vpg.py", "fomaml_vpg.py"])
 def test_profile_meta_iteration_times_every_phase_of_the_scripts_own_functions(script, monkeypatch, capsys):
-    """The profiler calls each script's own sample_and_adapt and meta_gradient (their signatures differ): every
-    phase it wraps is timed, and the phases with the unaccounted rest add up to the whole iteration."""
+    """The profiler runs each script's own sample_and_adapt and outer_loss as its loop does: every phase it wraps is
+    timed, and the phases with the unaccounted rest add up to the whole iteration."""
     monkeypatch.setattr(sys, "argv", ["profile_meta_iteration", "--script", script, "--iterations", "1"])
     profile_meta_iteration.main()
     out = capsys.readouterr().out

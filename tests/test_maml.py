@@ -29,14 +29,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- the bandit of tests/meta_gradient_oracles.py: the script's pipeline against the exact meta-gradient -------
 
-# estimated_meta_gradients passes meta_gradient(model, params, adapted_params, inner_batches, validation_batch,
-# inner_lr); each script's meta_gradient takes only the part of that its algorithm uses.
+def loop_meta_gradient(module, model, params, adapted, validation):
+    """The meta-gradient as the scripts' loop takes it: the validation losses at theta_N, differentiated back to theta
+    through whatever graph the script's inner_update left (MAML's second-order one, FOMAML's identity)."""
+    loss = module.outer_loss(model, adapted, validation)
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values())))), loss
+
+
+def pipeline_gradient(module, model, params, inner_batches, validation, lr):
+    """sample_and_adapt's inner steps from theta expanded over the tasks, then the loop's meta-gradient."""
+    adapted = {name: p.expand((len(validation["obs"]),) + p.shape) for name, p in params.items()}
+    for batch in inner_batches:
+        adapted = module.inner_update(model, adapted, batch, lr)
+    return loop_meta_gradient(module, model, params, adapted, validation)
+
+
 def maml_pipeline_gradient(model, params, adapted, inner, validation, lr):
-    return maml_vpg.meta_gradient(model, params, inner, validation, lr)
+    return loop_meta_gradient(maml_vpg, model, params, adapted, validation)
 
 
 def fomaml_pipeline_gradient(model, params, adapted, inner, validation, lr):
-    return fomaml_vpg.meta_gradient(model, adapted, validation)
+    return loop_meta_gradient(fomaml_vpg, model, params, adapted, validation)
 
 
 @pytest.mark.parametrize("num_steps", [1, 2])
@@ -106,12 +119,19 @@ def test_inner_step_is_sgd_on_the_reinforce_loss(module):
             torch.testing.assert_close(adapted[name][task], p.detach() - 0.3 * p.grad)
 
 
-def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters():
-    model, tasks = nav_policy(), 3
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_fomaml_update_is_the_policy_gradient_at_the_adapted_parameters(num_steps):
+    """Through FOMAML's inner steps the meta-gradient flows as through the identity: it is the sum of the tasks'
+    plain policy gradients at theta_N (the test fails if inner_update kept a second-order graph)."""
+    model, tasks, lr = nav_policy(), 3, 0.5
     params = dict(model.named_parameters())
+    inner_batches = [random_batch(tasks, 30, seed=20 + k) for k in range(num_steps)]
     validation = random_batch(tasks, 40, seed=2)
-    adapted = {name: p.detach() + 0.1 * torch.randn((tasks,) + p.shape) for name, p in params.items()}
-    grads, loss = fomaml_vpg.meta_gradient(model, adapted, validation)
+    adapted = {name: p.expand((tasks,) + p.shape) for name, p in params.items()}
+    for batch in inner_batches:
+        adapted = fomaml_vpg.inner_update(model, adapted, batch, lr)
+    grads, loss = loop_meta_gradient(fomaml_vpg, model, params, adapted, validation)
+    adapted = {name: p.detach() for name, p in adapted.items()}
     assert_first_order_matches_per_task_gradients(grads, loss, model, adapted, validation, reinforce_loss)
 
 
@@ -121,7 +141,7 @@ def test_maml_over_all_tasks_at_once_equals_a_per_task_loop_with_create_graph(nu
     model, tasks, lr = nav_policy(), 3, 0.5
     inner_batches = [random_batch(tasks, 30, seed=10 + k) for k in range(num_steps)]
     validation = random_batch(tasks, 30, seed=99)
-    assert_meta_gradient_matches_classic(lambda p, inner, v, lr: maml_vpg.meta_gradient(model, p, inner, v, lr),
+    assert_meta_gradient_matches_classic(lambda *inputs: pipeline_gradient(maml_vpg, model, *inputs),
                                          model, inner_batches, validation, lr)
 
 
