@@ -215,7 +215,7 @@ class _NavigationBatch:
         return self.position / CELLS_PER_UNIT
     def distance_sq_cells(self) -> np.ndarray:
         offset = self.position - self.goal
-        return (offset * offset).sum(1)
+        return offset[:, 0] * offset[:, 0] + offset[:, 1] * offset[:, 1]  # a third of .sum(1)'s time at 160 envs
     def distances(self) -> np.ndarray:  # each env's Euclidean distance to its goal, in map units
         return np.sqrt(self.distance_sq_cells()) / CELLS_PER_UNIT
     def step(self, actions: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
