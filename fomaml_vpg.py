@@ -149,33 +149,32 @@ def rollout(envs, model, task_params, goals, args, device):
     """Every task's args.episodes_per_task episodes in lockstep, each with its task's params: the batch, the stats."""
     tasks, episodes, horizon = len(goals), args.episodes_per_task, nav_env.MAX_EPISODE_STEPS
     obs_np, _ = envs.reset(options={"goals": np.repeat(goals, episodes, axis=0)})
-    obs = torch.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape)
+    obs = np.zeros((horizon, tasks * episodes) + envs.single_observation_space.shape, dtype=np.float32)
     logits = torch.zeros((horizon, tasks, episodes, int(envs.single_action_space.n)), device=device)  # by task
-    actions = torch.zeros((horizon, tasks * episodes), dtype=torch.long)
+    actions = np.zeros((horizon, tasks * episodes), dtype=np.int64)
     rewards = np.zeros((horizon, tasks * episodes), dtype=np.float32)
     alive = np.ones((horizon + 1, tasks * episodes), dtype=bool)  # alive[t]: the episode runs at step t
     gumbel = -torch.rand_like(logits).clamp(min=1e-20).log().neg().log()  # argmax(logits + gumbel) ~ softmax(logits)
     with torch.no_grad():  # sampling needs no graph, not even of the transposed weights
         layers = task_layers(model, task_params)
         for t in range(horizon):
-            obs[t] = torch.from_numpy(obs_np)
-            logits[t] = task_logits(model, layers, obs[t].view(tasks, episodes, -1).to(device))
-            actions[t] = (logits[t] + gumbel[t]).argmax(-1).flatten()
-            obs_np, rewards[t], terminated, truncated, info = envs.step(actions[t].numpy())
+            obs[t] = obs_np
+            logits[t] = task_logits(model, layers, torch.from_numpy(obs_np).view(tasks, episodes, -1).to(device))
+            actions[t] = (logits[t] + gumbel[t]).argmax(-1).flatten().cpu().numpy()
+            obs_np, rewards[t], terminated, truncated, info = envs.step(actions[t])
             alive[t + 1] = ~(terminated | truncated)
     if not torch.isfinite(logits).all():  # the argmax of a NaN is an action all the same: checked once a rollout
         stop(3, "non-finite action logits: the run diverged; lower --outer-lr or --inner-lr")
-    mask = torch.from_numpy(alive[:-1]).float()
-    def by_task(x):  # (T, tasks * episodes, ...) -> (tasks, episodes, T, ...)
-        return x.reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
-    obs, actions, task_mask, rewards = by_task(obs), by_task(actions), by_task(mask), by_task(torch.from_numpy(rewards))
+    def by_task(x):  # numpy (T, tasks * episodes, ...) -> torch (tasks, episodes, T, ...)
+        return torch.from_numpy(x).reshape((horizon, tasks, episodes) + x.shape[2:]).movedim(0, 2)
+    obs, actions, rewards, task_mask = by_task(obs), by_task(actions), by_task(rewards), by_task(alive[:-1]).float()
     normalised_obs = (obs - model.obs_mid.cpu()) / model.obs_half_range.cpu()  # baseline features in [-1, 1]
     advantages = compute_advantages(normalised_obs, rewards, task_mask, args.gamma, args.gae_lambda, args.norm_adv)
     batch = {"obs": obs.reshape(tasks, episodes * horizon, -1), "actions": actions.reshape(tasks, -1),
              "advantages": advantages.reshape(tasks, -1), "mask": task_mask.reshape(tasks, -1)}
     stats = {"returns": rewards.sum(-1).numpy(), "distances": info["distance"].reshape(tasks, episodes),
              "reached": terminated.reshape(tasks, episodes),  # (tasks, episodes); an ended episode keeps its flag
-             "env_steps": int(mask.sum())}
+             "env_steps": int(alive[:-1].sum())}
     return {k: v.to(device) for k, v in batch.items()}, stats
 
 def discount_matrix(rate: float, horizon: int) -> torch.Tensor:
